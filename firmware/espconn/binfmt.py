@@ -1,0 +1,181 @@
+"""Espressif's certificate bin format: esp_ca_cert.bin and esp_cert_private_key.bin.
+
+The one implementation of the format, shared by the device (reading the CA
+store from flash) and the host tools (building and inspecting bins).  It runs
+on MicroPython and CPython alike, so it uses only their common subset.
+
+Layout, as the NONOS SDK's make_cacert.py writes it and the SDK reads it:
+
+    entry := name[32]   NUL-padded ASCII, at most 31 bytes + NUL
+             length     uint16, little-endian, number of data bytes
+             data[length]  DER, or PEM text (one PEM entry may hold several
+                           certificates)
+
+Entries follow each other with no padding.  The list ends where the length
+reads 0xFFFF (erased flash) or where the data runs out.
+"""
+
+import struct
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):  # type: ignore[misc]
+        return x
+
+
+from .errors import FormatError
+
+NAME_LEN = const(32)  # name field, NUL-padded
+HEADER_LEN = const(34)  # name + uint16 length
+END_MARK = const(0xFFFF)  # length of erased flash: end of list
+MAX_DATA = const(0xFFFE)  # largest length that is not END_MARK
+_HDR_FMT = "<H"  # the length field, at offset NAME_LEN
+
+KIND_DER = "der"
+KIND_PEM = "pem"
+KIND_UNKNOWN = "unknown"
+
+_PEM_BEGIN = b"-----BEGIN "
+_PEM_END = b"-----END "
+
+
+def header(name, length):
+    """The 34-byte header of one entry; ``name`` is str or bytes."""
+    if isinstance(name, str):
+        name = name.encode()
+    if not name or len(name) >= NAME_LEN:
+        raise FormatError(
+            "bad_name", "entry name must be 1..%d bytes, got %d" % (NAME_LEN - 1, len(name))
+        )
+    if b"\0" in name:
+        raise FormatError("bad_name", "entry name contains a NUL byte")
+    if not 0 <= length <= MAX_DATA:
+        raise FormatError(
+            "too_big", "entry data is %d bytes; the format allows at most %d" % (length, MAX_DATA)
+        )
+    hdr = bytearray(HEADER_LEN)
+    hdr[: len(name)] = name
+    struct.pack_into(_HDR_FMT, hdr, NAME_LEN, length)
+    return bytes(hdr)
+
+
+def entry(name, data):
+    """One whole entry: header then data."""
+    return header(name, len(data)) + bytes(data)
+
+
+def _name(hdr):
+    # The name is NUL-padded: bytes up to the first NUL, nothing but NULs after.
+    end = -1
+    for i in range(NAME_LEN):
+        if hdr[i] == 0:
+            end = i
+            break
+    if end <= 0:
+        return None
+    for i in range(end, NAME_LEN):
+        if hdr[i]:
+            return None
+    return bytes(hdr[:end])
+
+
+def walk(read, size, hdr=None):
+    """Yield ``(name, data_offset, data_length)`` for each entry, streaming.
+
+    ``read(offset, buf)`` fills ``buf`` (a bytearray of HEADER_LEN bytes) with
+    the image's bytes at ``offset``; ``size`` is how many bytes the image may
+    span (file length, or the flash budget).  Only one header is in RAM at a
+    time, so a store of any length costs the same.  Raises FormatError for
+    anything that is neither a well-formed entry nor the end of the list.
+    """
+    if hdr is None:
+        hdr = bytearray(HEADER_LEN)
+    off = 0
+    index = 0
+    while off < size:
+        left = size - off
+        if left < HEADER_LEN:
+            tail = memoryview(hdr)[:left]
+            read(off, tail)
+            for b in tail:
+                if b != 0xFF:
+                    raise FormatError(
+                        "truncated", "%d stray bytes at offset 0x%x after the last entry" % (left, off)
+                    )
+            return
+        read(off, hdr)
+        length = struct.unpack_from(_HDR_FMT, hdr, NAME_LEN)[0]
+        if length == END_MARK:
+            return
+        name = _name(hdr)
+        if name is None:
+            raise FormatError("bad_name", "entry %d at offset 0x%x has no valid NUL-padded name" % (index, off))
+        if length == 0:
+            raise FormatError("empty", "entry %d (%s) at offset 0x%x is empty" % (index, name.decode(), off))
+        off += HEADER_LEN
+        if length > size - off:
+            raise FormatError(
+                "truncated",
+                "entry %d (%s) claims %d bytes but only %d remain" % (index, name.decode(), length, size - off),
+            )
+        yield name, off, length
+        off += length
+        index += 1
+
+
+def walk_bytes(buf):
+    """``walk`` over an image already in RAM (bytes, bytearray or memoryview)."""
+    mv = memoryview(buf)
+
+    def read(off, dest):
+        dest[:] = mv[off : off + len(dest)]
+
+    return walk(read, len(mv))
+
+
+def parse(buf):
+    """All entries of an image in RAM as a list of ``(name, memoryview)``."""
+    mv = memoryview(buf)
+    return [(name, mv[off : off + n]) for name, off, n in walk_bytes(mv)]
+
+
+def data_kind(data):
+    """``KIND_DER`` (a SEQUENCE tag), ``KIND_PEM`` (armored text) or ``KIND_UNKNOWN``."""
+    if len(data) >= 2 and data[0] == 0x30:
+        return KIND_DER
+    # PEM may follow a text preamble (openssl x509 -text output): look for armor.
+    if bytes(data[:4096]).find(_PEM_BEGIN) >= 0:
+        return KIND_PEM
+    return KIND_UNKNOWN
+
+
+def pem_blocks(data):
+    """Yield ``(label, der_bytes)`` for each PEM block in ``data``.
+
+    Raises FormatError on an unterminated block or bad base64.  Decodes one
+    block at a time, so RAM holds at most one certificate.
+    """
+    import binascii
+
+    data = bytes(data) if not isinstance(data, bytes) else data
+    pos = 0
+    while True:
+        start = data.find(_PEM_BEGIN, pos)
+        if start < 0:
+            return
+        eol = data.find(b"-----", start + len(_PEM_BEGIN))
+        if eol < 0:
+            raise FormatError("bad_pem", "PEM header not terminated at offset %d" % start)
+        label = data[start + len(_PEM_BEGIN) : eol]
+        body = eol + 5
+        end = data.find(_PEM_END + label + b"-----", body)
+        if end < 0:
+            raise FormatError("bad_pem", "PEM block %s has no END line" % label.decode())
+        try:
+            der = binascii.a2b_base64(data[body:end])
+        except Exception:
+            raise FormatError("bad_pem", "PEM block %s is not valid base64" % label.decode())
+        yield label.decode(), der
+        pos = end + len(_PEM_END) + len(label) + 5
