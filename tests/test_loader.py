@@ -14,6 +14,8 @@ import sys
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from espssl import layout
 from espssl.errors import EspsslError
@@ -100,6 +102,17 @@ def test_slip_bad_escape_dropped():
     assert d.errors == 1
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=64), max_size=8), st.integers(1, 17))
+def test_slip_roundtrip_any_chunking(payloads, step):
+    stream = b"".join(slip.encode(p) for p in payloads)
+    d = slip.Decoder()
+    got = []
+    for i in range(0, len(stream), step):
+        got += d.feed(stream[i : i + step])
+    assert got == payloads and d.errors == 0 and d.garbage == 0
+
+
 # -- flash image -----------------------------------------------------------------------------
 def test_create_4m_image_layout(tmp_path):
     path = make_image(tmp_path)
@@ -152,6 +165,25 @@ def test_nor_semantics(tmp_path):
         with pytest.raises(EspsslError, match="outside"):
             f.read(f.size - 2, 4)
     assert os.path.getsize(path) == 0x400000
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2 * SECTOR - 1), st.binary(min_size=1, max_size=64)),
+                max_size=12))
+def test_nor_writes_only_clear_bits(tmp_path_factory, writes):
+    """Against a model: every write ANDs into the sector; an erase restores 0xFF."""
+    path = tmp_path_factory.mktemp("nor") / "f.bin"
+    path.write_bytes(b"\xff" * 0x80000)
+    model = bytearray(b"\xff" * 2 * SECTOR)
+    with FlashImage(path) as f:
+        for off, data in writes:
+            data = data[: 2 * SECTOR - off]
+            f.write(0x10000 + off, data)
+            for i, b in enumerate(data):
+                model[off + i] &= b
+        assert f.read(0x10000, 2 * SECTOR) == bytes(model)
+        f.erase(0x10000, SECTOR)
+        assert f.read(0x10000, 2 * SECTOR) == b"\xff" * SECTOR + bytes(model[SECTOR:])
 
 
 def test_flash_image_rejects_wrong_size(tmp_path):
@@ -338,3 +370,22 @@ def test_write_firmware_at_zero_and_back(board, tmp_path):
     assert got == fw
     with FlashImage(board.image) as f:
         assert f.firmware_len() == 0x9C000
+
+
+def test_stub_stays_then_rom_again(board):
+    """--after no-reset-stub keeps the stub (the next run skips the upload, baud change
+    included); --after no-reset leaves the stub for the ROM loader; neither ends the session."""
+    r = esptool(board.port, "--baud", "921600", "flash-id")  # soft-reset: session 1
+    r = subprocess.run([sys.executable, "-m", "esptool", "--port", board.port, "--before",
+                        "no-reset", "--after", "no-reset-stub", "--baud", "921600", "read-mac"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Changing baud rate to 921600" in r.stdout
+    assert board.loader.stub and board.loader.baud == 921600
+    r = subprocess.run([sys.executable, "-m", "esptool", "--port", board.port, "--before",
+                        "no-reset", "--after", "no-reset", "chip-id"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Stub flasher is already running. No upload is necessary." in r.stdout
+    assert not board.loader.stub and not board.loader.finished
+    assert len(board.sessions) == 1

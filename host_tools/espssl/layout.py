@@ -163,6 +163,9 @@ def _size_text(n):
     return "%d bytes" % n
 
 
+size_text = _size_text  # public name: "4 MiB", "512 KiB"
+
+
 def _occupied(profile, firmware_len):
     """(start, end, what) for each area a write must not touch."""
     fw_start = profile.firmware[0]
