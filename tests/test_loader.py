@@ -261,7 +261,17 @@ def test_rom_erase_bug_emulated(tmp_path):
 
 # -- real esptool over a pty ----------------------------------------------------------------------
 def test_chip_id_ends_session_with_soft_reset(board):
+    first = []
+    feed = board.loader.feed
+
+    def recording_feed(data):
+        first.append(bytes(data))
+        return feed(data)
+
+    board.loader.feed = recording_feed
     r = esptool(board.port, "chip-id")
+    # What the REPL router sniffs for is what esptool really sends first.
+    assert loader.looks_like_sync(first[0])
     assert "Chip type:          ESP8266EX" in r.stdout
     assert "Crystal frequency:  26MHz" in r.stdout
     assert "Stub flasher running." in r.stdout
