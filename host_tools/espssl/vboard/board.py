@@ -200,8 +200,11 @@ class _Output:
     def feed(self, data):
         # Bare \n -> \r\n (the port's REPL already sends \r\n; print() does not).
         if data:
-            data = re.sub(rb"(?<!\r)\n", b"\r\n", self.last + data)[len(self.last):]
+            out = re.sub(rb"(?<!\r)\n", b"\r\n", data)
+            if self.last == b"\r" and data[:1] == b"\n":
+                out = out[1:]  # its \r went out with the previous chunk
             self.last = data[-1:]
+            data = out
         data = self.held + data
         self.held = b""
         # Hold back a banner line until it is complete, then rewrite it.
