@@ -66,13 +66,7 @@ def prepare_image(directory, flash=None):
     from . import flashimage  # noqa: PLC0415
 
     profile = wanted or layout.load(_profile_name(DEFAULT_FLASH))
-    tmp = image.with_name(IMAGE + ".new")
-    try:
-        flashimage.create(str(tmp), profile)
-        os.replace(tmp, image)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    flashimage.create(image, profile)  # atomic: no partial image on failure
     return profile
 
 
