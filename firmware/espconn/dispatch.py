@@ -1,0 +1,174 @@
+"""Events -> callbacks: the engine that drives every open connection.
+
+As on the SDK, callbacks fire by themselves: on a board a ``machine.Timer(-1)``
+(soft callbacks) polls the open connections every _PERIOD_MS, and the lwIP
+socket callback (``setsockopt(SOL_SOCKET, 20, cb)``, ESP8266 only: it fires
+on data, FIN and accept) polls at once when something arrives, so the REPL
+stays free.  The timer runs only while a connection or server is open.
+
+Scripts and tests can drive the same engine explicitly:
+    poll()        one pass over the open connections
+    run(ms)       poll for ms milliseconds (or until nothing is open, ms < 0)
+    await wait(esp, ms)   asyncio: until the next callback on esp (or any)
+Re-entry is guarded: a timer tick arriving while a pass runs is dropped.
+"""
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):  # type: ignore[misc]
+        return x
+
+
+import sys
+import time
+
+_PERIOD_MS = const(20)  # background poll period
+_WAIT_MS = const(5)  # longest sleep in run() between passes
+_SO_CALLBACK = const(20)  # modlwip's SOF_CALLBACK socket option (ESP8266 only)
+_SOL_SOCKET = const(1)
+_ROUNDS = const(4)  # passes in one poll() while connections keep making progress
+
+items = []  # type: list  # open Conn/Listener objects, driven in order
+events = 0  # callbacks fired so far (any connection): wait() watches it
+_busy = False  # a pass is running (timer re-entry guard)
+_timer = None  # machine.Timer(-1) while anything is open
+_kicked = False  # something asked for a pass soon (send, close)
+
+
+def ticks():
+    f = getattr(time, "ticks_ms", None)
+    if f is not None:
+        return f()
+    return int(time.monotonic() * 1000)  # type: ignore[attr-defined]
+
+
+def ticks_diff(a, b):
+    f = getattr(time, "ticks_diff", None)
+    if f is not None:
+        return f(a, b)
+    return a - b
+
+
+def _sleep_ms(ms):
+    f = getattr(time, "sleep_ms", None)
+    if f is not None:
+        f(ms)
+    else:
+        time.sleep(ms / 1000)
+
+
+def add(item):
+    if item not in items:
+        items.append(item)
+    s = getattr(item, "sock", None)
+    if s is not None and sys.platform == "esp8266":
+        try:
+            s.setsockopt(_SOL_SOCKET, _SO_CALLBACK, _sock_event)  # type: ignore[arg-type]
+        except (OSError, TypeError, ValueError):
+            pass
+    _start()
+
+
+def remove(item):
+    if item in items:
+        items.remove(item)
+    if not items:
+        _stop()
+
+
+def kick():
+    global _kicked
+    _kicked = True
+
+
+def poll():
+    """One pass over every open connection; number of connections still open."""
+    global _busy, _kicked
+    if _busy:
+        return len(items)
+    _busy = True
+    try:
+        _kicked = True
+        rounds = 0
+        while _kicked and rounds < _ROUNDS:
+            rounds += 1
+            _kicked = False
+            did = False
+            for it in items[:]:
+                if it.step():
+                    did = True
+            if did:
+                _kicked = True
+    finally:
+        _busy = False
+    return len(items)
+
+
+def run(ms=-1):
+    """Drive the engine for ``ms`` milliseconds (ms < 0: until nothing is open)."""
+    t0 = ticks()
+    while True:
+        n = poll()
+        if ms >= 0 and ticks_diff(ticks(), t0) >= ms:
+            return n
+        if ms < 0 and n == 0:
+            return 0
+        _sleep_ms(_WAIT_MS)
+
+
+async def wait(esp=None, timeout_ms=-1):
+    """asyncio: drive the engine until the next callback (on ``esp``, or any);
+    the event's name ("connect", "recv", "sent", "disconnect", "reconnect",
+    "write_finish") or None on timeout."""
+    import asyncio
+
+    mark = esp._events if esp is not None else events
+    t0 = ticks()
+    while True:
+        poll()
+        now = esp._events if esp is not None else events
+        if now != mark:
+            return esp._last if esp is not None else True
+        if timeout_ms >= 0 and ticks_diff(ticks(), t0) >= timeout_ms:
+            return None
+        await asyncio.sleep_ms(_WAIT_MS)
+
+
+def _tick(_t):
+    try:
+        poll()
+    except Exception as e:  # the background must never die silently
+        pe = getattr(sys, "print_exception", None)
+        if pe is not None:
+            pe(e)
+
+
+def _sock_event(_s):
+    # modlwip runs this through micropython.schedule: already soft context.
+    _tick(None)
+
+
+def _start():
+    global _timer
+    if _timer is not None:
+        return
+    try:
+        # __import__: the stubs' machine.pyi does not type-check by itself
+        Timer = __import__("machine").Timer
+    except (ImportError, AttributeError):
+        return  # unix port without the board shim: explicit driving only
+    try:
+        _timer = Timer(-1)
+        _timer.init(period=_PERIOD_MS, mode=Timer.PERIODIC, callback=_tick)
+    except (OSError, ValueError, TypeError):
+        _timer = None
+
+
+def _stop():
+    global _timer
+    t = _timer
+    _timer = None
+    if t is not None:
+        t.deinit()
