@@ -28,33 +28,32 @@ import gc
 import sys
 
 from . import dispatch
-from .codes import (
-    ESPCONN_ABRT,
-    ESPCONN_ARG,
-    ESPCONN_CLOSE,
-    ESPCONN_CONN,
-    ESPCONN_CONNECT,
-    ESPCONN_HANDSHAKE,
-    ESPCONN_INPROGRESS,
-    ESPCONN_ISCONN,
-    ESPCONN_LISTEN,
-    ESPCONN_MEM,
-    ESPCONN_NONE,
-    ESPCONN_OK,
-    ESPCONN_READ,
-    ESPCONN_RST,
-    ESPCONN_RTE,
-    ESPCONN_SSL_INVALID_DATA,
-    ESPCONN_TCP,
-    ESPCONN_TIMEOUT,
-    ESPCONN_WAIT,
-    ESPCONN_WRITE,
-)
+# The SDK's codes (espconn.codes), inlined here as underscored consts: no globals.
+_ESPCONN_ABRT = const(-8)
+_ESPCONN_ARG = const(-12)
+_ESPCONN_CLOSE = const(6)
+_ESPCONN_CONN = const(-11)
+_ESPCONN_CONNECT = const(3)
+_ESPCONN_HANDSHAKE = const(-28)
+_ESPCONN_INPROGRESS = const(-5)
+_ESPCONN_ISCONN = const(-15)
+_ESPCONN_LISTEN = const(2)
+_ESPCONN_MEM = const(-1)
+_ESPCONN_NONE = const(0)
+_ESPCONN_OK = const(0)
+_ESPCONN_READ = const(5)
+_ESPCONN_RST = const(-9)
+_ESPCONN_RTE = const(-4)
+_ESPCONN_SSL_INVALID_DATA = const(-61)
+_ESPCONN_TCP = const(16)
+_ESPCONN_TIMEOUT = const(-3)
+_ESPCONN_WAIT = const(1)
+_ESPCONN_WRITE = const(4)
 
 _OUT = const(1024)  # axTLS cuts plaintext into 1024-byte records: write no more at once
 _RX = const(1024)  # decrypted bytes handed to recvcb per call
 _READS_PER_STEP = const(8)  # bound on reads in one step (fairness between connections)
-_TLS_HEAP = const(10240)  # what a TLS connection needs beyond our buffers (axTLS ~8 KiB + slack)
+_TLS_HEAP = const(13824)  # TLS beyond our buffers: axTLS ~8 KiB + its ~5.4 KiB handshake block
 _SECTOR = const(4096)  # SPI_FLASH_SEC_SIZE
 _CONNECT_MS = const(10000)  # TCP connect timeout (lwIP's SYN retries take about as long)
 
@@ -189,7 +188,7 @@ class Conn:
         self.m0 = gc.mem_free()
         need = size[self.level] + _RX + _TLS_HEAP
         if self.m0 < need:
-            set_error(self.esp, "no_memory", "%d bytes of heap free, a connection needs about %d" % (self.m0, need), ESPCONN_MEM)
+            set_error(self.esp, "no_memory", "%d bytes of heap free, a connection needs about %d" % (self.m0, need), _ESPCONN_MEM)
             return False
         try:
             self.rx = bytearray(_RX)
@@ -198,31 +197,31 @@ class Conn:
             self.txmv = memoryview(self.tx)
         except MemoryError:
             self.release()
-            set_error(self.esp, "no_memory", "no heap for the connection buffers", ESPCONN_MEM)
+            set_error(self.esp, "no_memory", "no heap for the connection buffers", _ESPCONN_MEM)
             return False
         return True
 
     def connect(self, hostname):
-        """Start a client connection; ESPCONN_OK or an error code."""
+        """Start a client connection; _ESPCONN_OK or an error code."""
         import select
         import socket
 
         esp = self.esp
         tcp = esp.proto.tcp
         if not self.alloc():
-            return ESPCONN_MEM
+            return _ESPCONN_MEM
         self.hostname = hostname
         try:
             addr = socket.getaddrinfo(_ip_text(tcp.remote_ip), tcp.remote_port)[0][-1]
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         except OSError as e:
             self.release()
-            set_error(esp, "no_route", "cannot reach %s: %r" % (_ip_text(tcp.remote_ip), e), ESPCONN_RTE)
-            return ESPCONN_RTE
+            set_error(esp, "no_route", "cannot reach %s: %r" % (_ip_text(tcp.remote_ip), e), _ESPCONN_RTE)
+            return _ESPCONN_RTE
         except MemoryError:
             self.release()
-            set_error(esp, "no_memory", "no heap for a socket", ESPCONN_MEM)
-            return ESPCONN_MEM
+            set_error(esp, "no_memory", "no heap for a socket", _ESPCONN_MEM)
+            return _ESPCONN_MEM
         self.sock = s
         s.setblocking(False)
         try:
@@ -231,18 +230,18 @@ class Conn:
             code = _errno(e)
             if code == _ENETUNREACH or code == _EHOSTUNREACH:
                 self.release()
-                set_error(esp, "no_route", "no route to %s" % _ip_text(tcp.remote_ip), ESPCONN_RTE)
-                return ESPCONN_RTE
+                set_error(esp, "no_route", "no route to %s" % _ip_text(tcp.remote_ip), _ESPCONN_RTE)
+                return _ESPCONN_RTE
             if code != _EINPROGRESS and code != _EAGAIN:
                 self.release()
-                set_error(esp, "connect_failed", "connect failed: errno %d" % code, ESPCONN_CONN)
-                return ESPCONN_CONN
+                set_error(esp, "connect_failed", "connect failed: errno %d" % code, _ESPCONN_CONN)
+                return _ESPCONN_CONN
         self.poller = select.poll()
         self.poller.register(s, select.POLLOUT)
         self.t0 = dispatch.ticks()
-        esp.state = ESPCONN_WAIT
+        esp.state = _ESPCONN_WAIT
         dispatch.add(self)
-        return ESPCONN_OK
+        return _ESPCONN_OK
 
     def accepted(self, s):
         """Server side: take over an accepted socket and start the handshake."""
@@ -255,12 +254,12 @@ class Conn:
         self.sock = s
         self.hostname = None
         s.setblocking(False)
-        self.esp.state = ESPCONN_WAIT
+        self.esp.state = _ESPCONN_WAIT
         try:
             self.start_tls()
         except Exception as e:
             self.release()
-            set_error(self.esp, "tls_setup", "TLS set-up failed: %r" % (e,), ESPCONN_HANDSHAKE)
+            set_error(self.esp, "tls_setup", "TLS set-up failed: %r" % (e,), _ESPCONN_HANDSHAKE)
             return False
         dispatch.add(self)
         return True
@@ -330,8 +329,8 @@ class Conn:
             self.fail(e)
             return True
         except MemoryError:
-            set_error(self.esp, "no_memory", "out of heap during TLS", ESPCONN_MEM)
-            self.close(("reconnect", ESPCONN_ABRT if self.up else ESPCONN_HANDSHAKE))
+            set_error(self.esp, "no_memory", "out of heap during TLS", _ESPCONN_MEM)
+            self.close(("reconnect", _ESPCONN_ABRT if self.up else _ESPCONN_HANDSHAKE))
             return True
         return did
 
@@ -341,25 +340,25 @@ class Conn:
         ev = self.poller.poll(0)  # type: ignore[union-attr]
         if not ev:
             if dispatch.ticks_diff(dispatch.ticks(), self.t0) > _CONNECT_MS:
-                set_error(self.esp, "timeout", "TCP connect timed out", ESPCONN_TIMEOUT)
-                self.close(("reconnect", ESPCONN_TIMEOUT))
+                set_error(self.esp, "timeout", "TCP connect timed out", _ESPCONN_TIMEOUT)
+                self.close(("reconnect", _ESPCONN_TIMEOUT))
                 return True
             return False
         flags = ev[0][1]
         self.poller = None
         if flags & (select.POLLERR | select.POLLHUP):
-            set_error(self.esp, "connect_failed", "TCP connection refused or failed", ESPCONN_CONN)
-            self.close(("reconnect", ESPCONN_CONN))
+            set_error(self.esp, "connect_failed", "TCP connection refused or failed", _ESPCONN_CONN)
+            self.close(("reconnect", _ESPCONN_CONN))
             return True
         try:
             self.start_tls()
         except MemoryError:
-            set_error(self.esp, "no_memory", "no heap for TLS", ESPCONN_MEM)
-            self.close(("reconnect", ESPCONN_HANDSHAKE))
+            set_error(self.esp, "no_memory", "no heap for TLS", _ESPCONN_MEM)
+            self.close(("reconnect", _ESPCONN_HANDSHAKE))
             return True
         except Exception as e:
-            set_error(self.esp, "tls_setup", "TLS set-up failed: %r" % (e,), ESPCONN_HANDSHAKE)
-            self.close(("reconnect", ESPCONN_HANDSHAKE))
+            set_error(self.esp, "tls_setup", "TLS set-up failed: %r" % (e,), _ESPCONN_HANDSHAKE)
+            self.close(("reconnect", _ESPCONN_HANDSHAKE))
             return True
         # Reading starts the handshake (ClientHello goes out from inside the read).
         return self.step_read() or True
@@ -389,12 +388,12 @@ class Conn:
                 # data before the handshake was seen to finish: fail closed
                 raise OSError(5)
             esp = self.esp
-            esp.state = ESPCONN_READ
+            esp.state = _ESPCONN_READ
             _fire(esp, "recv", esp.recv_callback, esp, self.rxmv[:n], n)  # type: ignore[index]
             if self.closed:
                 return True
-            if esp.state == ESPCONN_READ:
-                esp.state = ESPCONN_CONNECT
+            if esp.state == _ESPCONN_READ:
+                esp.state = _ESPCONN_CONNECT
         return did
 
     def step_write(self):
@@ -408,7 +407,7 @@ class Conn:
         if self.txoff >= self.txlen:
             self.txoff = self.txlen = 0
             esp = self.esp
-            esp.state = ESPCONN_CONNECT
+            esp.state = _ESPCONN_CONNECT
             _fire(esp, "write_finish", esp.proto.tcp.write_finish_fn, esp)
             if not self.closed:
                 _fire(esp, "sent", esp.sent_callback, esp)
@@ -420,35 +419,35 @@ class Conn:
         gc.collect()
         self.heap = self.m0 - gc.mem_free()
         esp = self.esp
-        esp.state = ESPCONN_CONNECT
+        esp.state = _ESPCONN_CONNECT
         esp._err = None
         _fire(esp, "connect", esp.proto.tcp.connect_callback, esp)
 
     def send(self, data, length):
-        """Queue ``length`` bytes of data: ESPCONN_OK or an error code."""
+        """Queue ``length`` bytes of data: _ESPCONN_OK or an error code."""
         esp = self.esp
         if not self.up or self.closed:
-            set_error(esp, "not_connected", "the connection is not established", ESPCONN_CONN)
-            return ESPCONN_CONN
+            set_error(esp, "not_connected", "the connection is not established", _ESPCONN_CONN)
+            return _ESPCONN_CONN
         if self.txlen:
-            set_error(esp, "in_progress", "the previous send has not finished", ESPCONN_INPROGRESS)
-            return ESPCONN_INPROGRESS
+            set_error(esp, "in_progress", "the previous send has not finished", _ESPCONN_INPROGRESS)
+            return _ESPCONN_INPROGRESS
         if length > len(self.tx):  # type: ignore[arg-type]
-            set_error(esp, "too_long", "%d bytes exceed the buffer size %d" % (length, len(self.tx)), ESPCONN_ARG)  # type: ignore[arg-type]
-            return ESPCONN_ARG
+            set_error(esp, "too_long", "%d bytes exceed the buffer size %d" % (length, len(self.tx)), _ESPCONN_ARG)  # type: ignore[arg-type]
+            return _ESPCONN_ARG
         self.txmv[:length] = memoryview(data)[:length]  # type: ignore[index]
         self.txlen = length
         self.txoff = 0
-        esp.state = ESPCONN_WRITE
+        esp.state = _ESPCONN_WRITE
         dispatch.kick()
-        return ESPCONN_OK
+        return _ESPCONN_OK
 
     # -- endings -------------------------------------------------------------
     def eof(self):
         tap = self.tap
         if not self.up:
-            set_error(self.esp, "closed_in_handshake", "peer closed the connection during the handshake", ESPCONN_HANDSHAKE)
-            self.close(("reconnect", ESPCONN_HANDSHAKE))
+            set_error(self.esp, "closed_in_handshake", "peer closed the connection during the handshake", _ESPCONN_HANDSHAKE)
+            self.close(("reconnect", _ESPCONN_HANDSHAKE))
         elif tap is not None and tap.err is not None:
             self.fail(OSError(5))
         else:
@@ -463,19 +462,19 @@ class Conn:
         if reason is not None and reason[0] == "oversize_record" or code == -257:  # axTLS RECORD_OVERFLOW
             if reason is None:
                 reason = ("oversize_record", "record larger than the TLS buffer (RECORD_OVERFLOW)")
-            err = ESPCONN_SSL_INVALID_DATA
+            err = _ESPCONN_SSL_INVALID_DATA
         elif code == _ECONNRESET or (reason is not None and reason[0] == "truncated_record" and "reset" in reason[1]):
             if reason is None:
                 reason = ("reset", "connection reset by the peer")
-            err = ESPCONN_RST
+            err = _ESPCONN_RST
         elif not self.up:
             if reason is None:
                 reason = ("handshake_failed", "TLS handshake failed: %r" % (e,))
-            err = ESPCONN_HANDSHAKE
+            err = _ESPCONN_HANDSHAKE
         else:
             if reason is None:
                 reason = ("tls_error", "TLS error: %r" % (e,))
-            err = ESPCONN_SSL_INVALID_DATA if reason[0] != "truncated_record" else ESPCONN_ABRT
+            err = _ESPCONN_SSL_INVALID_DATA if reason[0] != "truncated_record" else _ESPCONN_ABRT
         set_error(esp, reason[0], reason[1], err)
         self.close(("reconnect", err))
 
@@ -486,7 +485,7 @@ class Conn:
         self.closed = True
         self.release()
         esp = self.esp
-        esp.state = ESPCONN_CLOSE
+        esp.state = _ESPCONN_CLOSE
         self.pending = pending
         esp._conn = None
         global client
@@ -562,11 +561,11 @@ class Listener:
         except OSError as e:
             self.release()
             code = _errno(e)
-            set_error(self.esp, "listen_failed", "cannot listen on %s:%d: errno %d" % (host, tcp.local_port, code), ESPCONN_ARG)
-            return ESPCONN_ARG if code != _EADDRINUSE else ESPCONN_ISCONN
-        self.esp.state = ESPCONN_LISTEN
+            set_error(self.esp, "listen_failed", "cannot listen on %s:%d: errno %d" % (host, tcp.local_port, code), _ESPCONN_ARG)
+            return _ESPCONN_ARG if code != _EADDRINUSE else _ESPCONN_ISCONN
+        self.esp.state = _ESPCONN_LISTEN
         dispatch.add(self)
-        return ESPCONN_OK
+        return _ESPCONN_OK
 
     def step(self):
         if self.closed:
@@ -588,7 +587,7 @@ class Listener:
 
         srv = self.esp
         e = _espconn()
-        e.type = ESPCONN_TCP
+        e.type = _ESPCONN_TCP
         t = esp_tcp()
         st = srv.proto.tcp
         t.local_port = st.local_port
@@ -634,7 +633,7 @@ class Listener:
         if self.child is not None:
             self.child.close()
         self.release()
-        self.esp.state = ESPCONN_NONE
+        self.esp.state = _ESPCONN_NONE
         self.esp._conn = None
         global server
         if server is self:
