@@ -1,0 +1,304 @@
+# The ESP8266 port's `tls` module (axTLS build) for the virtual board.
+# vboard_boot.py installs it as sys.modules["tls"]; the frozen `ssl` wrapper
+# then builds on it, as it does on a board.  Underneath is the unix port's real
+# `tls` (mbedTLS), cut down to what axTLS offers on an ESP8266:
+#
+# - Surface: SSLContext(PROTOCOL_TLS_CLIENT|PROTOCOL_TLS_SERVER) (protocol
+#   ignored, as axTLS does), load_cert_chain(cert, key) with a DER certificate
+#   and a PKCS#1 RSAPrivateKey DER key only (PEM, PKCS#8: ValueError "invalid
+#   key"/"invalid cert" at wrap_socket time, as axTLS reports them),
+#   wrap_socket(sock, *, server_side=, do_handshake_on_connect=,
+#   server_hostname=), CERT_NONE.  verify_mode reads CERT_NONE and ignores
+#   writes (axTLS's attr handler does exactly that; the frozen ssl module sets
+#   it).  No load_verify_locations, getpeercert, do_handshake, set_ciphers.
+# - Protocol: TLS 1.2 (the unix mbedTLS build has no TLS 1.3), RSA key exchange
+#   with AES-CBC (the four suites axTLS has), never any certificate check.
+# - Records: a tap (io.IOBase) between the socket and mbedTLS reads each
+#   incoming record header; a record longer than 5115 bytes (axTLS's 5 KiB
+#   shared buffer) fails the connection with OSError(-257, "RECORD_OVERFLOW").
+#   Outgoing plaintext is cut into 1024-byte records, as axTLS does.
+# - Errors: axTLS's OSError(code, name) for the codes it reports; an mbedTLS
+#   failure in the handshake becomes OSError(-260, "INVALID_HANDSHAKE") (the
+#   mbedTLS code is kept as a third argument); EOF reads return b"".
+# - RAM: axTLS takes ~8 KiB per connection from the GC heap and needs a
+#   contiguous ~5.4 KiB block during the handshake.  Each connection holds a
+#   ballast so that its total (mbedTLS's own GC allocations included) matches,
+#   and a 5.4 KiB block until its handshake is over; MemoryError as on a board.
+#   All of it is released by close().
+#
+# Not reproduced (mbedTLS does them right, axTLS does not): the handshake also
+# advances on writes, secure renegotiation is offered, full duplex works.
+import io as _io
+
+import tls as _tls
+from micropython import const as _const
+
+PROTOCOL_TLS_CLIENT = _const(0)
+PROTOCOL_TLS_SERVER = _const(1)
+CERT_NONE = _const(0)
+
+_MAX_RECORD = _const(5115)  # axTLS: RT_MAX_PLAIN_LENGTH buffer of 5 KiB less the header
+_OUT_RECORD = _const(1024)  # axTLS cuts outgoing plaintext into records this long
+_AXTLS_CONN = _const(8192)  # axTLS's per-connection heap use
+_MBEDTLS_GC = _const(3712)  # what the unix port's SSLSocket takes from the GC heap itself
+_HANDSHAKE = _const(5530)  # contiguous block axTLS allocates during the handshake
+_EIO = _const(5)
+
+# axTLS error codes (ssl.h) with the names MicroPython's modtls_axtls.c gives them.
+_SSL_ERROR_CONN_LOST = _const(-256)
+_SSL_ERROR_RECORD_OVERFLOW = _const(-257)
+_SSL_ERROR_INVALID_HANDSHAKE = _const(-260)
+
+# The cipher suites axTLS 2.1 offers, by mbedTLS's names.
+_CIPHERS = (
+    "TLS-RSA-WITH-AES-128-CBC-SHA",
+    "TLS-RSA-WITH-AES-256-CBC-SHA",
+    "TLS-RSA-WITH-AES-128-CBC-SHA256",
+    "TLS-RSA-WITH-AES-256-CBC-SHA256",
+)
+
+
+def _der_seq(buf, off):
+    # -> (value offset, value end) of a DER SEQUENCE/INTEGER at off, or (-1, -1)
+    n = len(buf)
+    if off + 2 > n:
+        return -1, -1
+    ln = buf[off + 1]
+    off += 2
+    if ln & 0x80:
+        k = ln & 0x7F
+        if k == 0 or k > 3 or off + k > n:
+            return -1, -1
+        ln = 0
+        for i in range(k):
+            ln = ln << 8 | buf[off + i]
+        off += k
+    if off + ln > n:
+        return -1, -1
+    return off, off + ln
+
+
+def _is_pkcs1_key(key):
+    # RSAPrivateKey ::= SEQUENCE { version INTEGER (0), modulus INTEGER, ... }
+    # (PKCS#8 has a SEQUENCE where the modulus is; PEM starts with "-----").
+    if len(key) < 8 or key[0] != 0x30:
+        return False
+    off, end = _der_seq(key, 0)
+    if off < 0 or end != len(key) or key[off] != 0x02:
+        return False
+    voff, vend = _der_seq(key, off)
+    if voff < 0 or vend - voff != 1 or key[voff] != 0:
+        return False
+    return vend < end and key[vend] == 0x02
+
+
+def _is_der_cert(cert):
+    if len(cert) < 8 or cert[0] != 0x30:
+        return False
+    off, end = _der_seq(cert, 0)
+    return off >= 0 and end == len(cert) and cert[off] == 0x30
+
+
+def _error(code, name, *extra):
+    return OSError(code, name, *extra)
+
+
+class _Tap(_io.IOBase):
+    # Sits between the socket (or the caller's stream) and mbedTLS: counts
+    # incoming record headers, forwards everything else untouched.
+    def __init__(self, sock):
+        self.sock = sock
+        self.hdr = bytearray(5)  # the record header being collected
+        self.hn = 0  # header bytes collected so far
+        self.left = 0  # body bytes of the current record still to come
+        self.overflow = 0  # length of the oversize record seen, or 0
+
+    def readinto(self, buf):
+        if self.overflow:
+            return -_EIO
+        n = self.sock.readinto(buf)
+        if not n:
+            return n  # None: would block; 0: EOF
+        i = 0
+        hdr = self.hdr
+        while i < n:
+            if self.left:
+                take = min(self.left, n - i)
+                self.left -= take
+                i += take
+                continue
+            hdr[self.hn] = buf[i]
+            self.hn += 1
+            i += 1
+            if self.hn == 5:
+                self.hn = 0
+                self.left = hdr[3] << 8 | hdr[4]
+                if self.left > _MAX_RECORD:
+                    self.overflow = self.left
+                    return -_EIO
+        return n
+
+    def write(self, buf):
+        return self.sock.write(buf)
+
+    def ioctl(self, req, arg):
+        return self.sock.ioctl(req, arg)
+
+    def setblocking(self, flag):
+        return self.sock.setblocking(flag)
+
+
+class SSLSocket(_io.IOBase):
+    # What wrap_socket returns: a stream (read/readinto/readline/write/
+    # setblocking/close, and ioctl so select.poll works on it).
+    def __init__(self, ctx, sock, server_side, do_handshake_on_connect, server_hostname):
+        self._ballast = bytearray(_AXTLS_CONN - _MBEDTLS_GC)
+        self._hs = bytearray(_HANDSHAKE)  # held until the handshake is over
+        self._tap = _Tap(sock)
+        self._s = None
+        self._closed = False
+        try:
+            self._s = ctx.wrap_socket(
+                self._tap,
+                server_side=server_side,
+                do_handshake_on_connect=do_handshake_on_connect and not server_side,
+                server_hostname=server_hostname,
+            )
+        except OSError as e:
+            self._release()
+            raise self._map(e)
+        if do_handshake_on_connect and not server_side:
+            self._hs = None
+
+    def _release(self):
+        self._ballast = None
+        self._hs = None
+
+    def _map(self, e):
+        if self._tap.overflow:
+            return _error(_SSL_ERROR_RECORD_OVERFLOW, "RECORD_OVERFLOW")
+        code = e.args[0] if e.args else 0
+        if isinstance(code, int) and code < -256 and code != _SSL_ERROR_CONN_LOST:
+            if self._hs is not None:
+                return _error(_SSL_ERROR_INVALID_HANDSHAKE, "INVALID_HANDSHAKE", code)
+            return _error(_SSL_ERROR_CONN_LOST, "CONN_LOST", code)
+        return e
+
+    def readinto(self, buf, nbytes=None):
+        if self._s is None:
+            raise OSError(9)  # EBADF
+        try:
+            if nbytes is None:
+                n = self._s.readinto(buf)
+            else:
+                n = self._s.readinto(buf, nbytes)
+        except OSError as e:
+            raise self._map(e)
+        if n:
+            self._hs = None
+        return n
+
+    def read(self, n=-1):
+        if self._s is None:
+            raise OSError(9)
+        try:
+            data = self._s.read(n) if n >= 0 else self._s.read()
+        except OSError as e:
+            raise self._map(e)
+        if data:
+            self._hs = None
+        return data
+
+    def readline(self):
+        if self._s is None:
+            raise OSError(9)
+        try:
+            return self._s.readline()
+        except OSError as e:
+            raise self._map(e)
+
+    def write(self, buf):
+        if self._s is None:
+            raise OSError(9)
+        mv = memoryview(buf)
+        done = 0
+        try:
+            while done < len(mv):
+                n = self._s.write(mv[done : done + _OUT_RECORD])
+                if not n:
+                    break
+                done += n
+                self._hs = None
+        except OSError as e:
+            if done:
+                return done
+            raise self._map(e)
+        if done == 0 and len(mv):
+            return None  # non-blocking, nothing sent yet
+        return done
+
+    def setblocking(self, flag):
+        if self._s is not None:
+            self._s.setblocking(flag)
+        else:
+            self._tap.setblocking(flag)
+
+    def ioctl(self, req, arg):
+        if req == 4:  # MP_STREAM_CLOSE
+            self.close()
+            return 0
+        return self._tap.ioctl(req, arg)
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        self._release()
+        s = self._s
+        self._s = None
+        if s is not None:
+            s.close()  # closes the tap, which closes the socket
+        else:
+            self._tap.sock.close()
+
+
+class SSLContext:
+    def __init__(self, protocol):
+        if protocol != PROTOCOL_TLS_CLIENT and protocol != PROTOCOL_TLS_SERVER:
+            pass  # axTLS ignores the protocol argument
+        self._server = protocol == PROTOCOL_TLS_SERVER
+        self._key = None
+        self._cert = None
+
+    @property
+    def verify_mode(self):
+        return CERT_NONE
+
+    @verify_mode.setter
+    def verify_mode(self, value):
+        pass  # axTLS: CERT_NONE is the only mode, a store is ignored
+
+    def load_cert_chain(self, cert, key):
+        """Certificate (DER) and private key (PKCS#1 DER); checked at wrap_socket."""
+        self._cert = cert
+        self._key = key
+
+    def wrap_socket(self, sock, *, server_side=False, do_handshake_on_connect=True, server_hostname=None):
+        """Wrap a connected socket (or an io.IOBase stream) in TLS 1.2."""
+        if not isinstance(sock, _io.IOBase) and not hasattr(sock, "setsockopt"):
+            # On an ESP8266 a non-stream object here crashes the board.
+            raise TypeError("stream object required")
+        ctx = _tls.SSLContext(_tls.PROTOCOL_TLS_SERVER if server_side else _tls.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = _tls.CERT_NONE
+        ctx.set_ciphers(_CIPHERS)
+        if self._key is not None:
+            key, cert = self._key, self._cert
+            if not isinstance(key, (bytes, bytearray)) or not _is_pkcs1_key(key):
+                raise ValueError("invalid key")
+            if not isinstance(cert, (bytes, bytearray)) or not _is_der_cert(cert):
+                raise ValueError("invalid cert")
+            try:
+                ctx.load_cert_chain(cert, key)
+            except (ValueError, OSError):
+                raise ValueError("invalid key")
+        return SSLSocket(ctx, sock, server_side, do_handshake_on_connect, server_hostname)
