@@ -58,8 +58,14 @@ POWER, SOFT, SOFT_RAW = "power", "soft", "soft-raw"
 # Exit status by which the device's machine.reset() asks for a hard reset.
 EXIT_HARD_RESET = 0x5A
 
+# vboard_boot.py loads the device modules (built in on a board, ~25 KiB of
+# Python here) and then takes the surplus away so user code sees a board's
+# heap: the process gets ESPSSL_VBOARD_HEAP plus this much (its HEAP_SLACK).
+HEAP_SLACK = 32 * 1024
+
 _SIGINT_MASK = 1 << (signal.SIGINT - 1)
 _HOLD_LIMIT = 64 * 1024  # input kept while MicroPython boots (a UART FIFO is smaller)
+_RUN_KEY_GRACE = 0.25  # s a Ctrl-C waits for code started by the key before it
 _LOADER_IDLE = 2.0  # s without SLIP traffic after which non-SLIP input reboots
 
 
@@ -77,6 +83,16 @@ def _raw_pty():
     flags = fcntl.fcntl(master, fcntl.F_GETFL)
     fcntl.fcntl(master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
     return master, slave
+
+
+def heap_bytes(text):
+    """'38K', '1M' or '38912' -> bytes; ValueError if not a size from 16K to 64M."""
+    text = str(text).strip()
+    mult = {"k": 1024, "m": 1024 * 1024}.get(text[-1:].lower(), 1)
+    n = int(text[:-1] if mult > 1 else text) * mult
+    if not 16 * 1024 <= n <= 64 * 1024 * 1024:
+        raise ValueError("heap %s out of range (16K..64M)" % text)
+    return n
 
 
 def micropython_command():
@@ -245,6 +261,7 @@ class Board:
         self.boot_buf = b""
         self.tail = b""  # recent child output, for prompt detection
         self.loader_seen = 0.0
+        self.last_run_key = 0.0  # when \r, \n or Ctrl-D last went to the child
         self.boot_failures = 0
         self.dropped = 0
         self._stop = False
@@ -296,7 +313,8 @@ class Board:
         self.boot_buf = b""
         self.tail = b""
         self.out = _Output()
-        argv = micropython_command() + ["-X", "heapsize=" + str(self.heap), "-i", str(self.boot_script)]
+        heap = heap_bytes(self.heap) + HEAP_SLACK
+        argv = micropython_command() + ["-X", "heapsize=%d" % heap, "-i", str(self.boot_script)]
         self.child = Child(argv, self._env(kind), str(self.dir))
         self._log("boot %s: micropython pid %d" % (kind, self.child.pid))
 
@@ -382,6 +400,10 @@ class Board:
         if rc == EXIT_HARD_RESET:
             self.boot(POWER)
             return
+        if self.raw and not self.tail.endswith(b"OK\r\n"):
+            # sys.exit() while the raw REPL ran code: a board's pyexec still
+            # ends stdout and stderr before its soft reset; the port does not.
+            self._send(b"\x04\x04")
         self._send(_SOFT_REBOOT)
         self.boot(SOFT_RAW if self.raw else SOFT)
 
@@ -413,11 +435,30 @@ class Board:
                 break
             if j > i:
                 self.child.write(data[i:j])
-            if self.child.catches_sigint():
+                self.last_run_key = time.monotonic() if re.search(rb"[\r\n\x04]", data[i:j]) else 0
+            if self._code_running():
                 self.child.interrupt()
             else:
                 self.child.write(data[j:j + 1])
             i = j + 1
+
+    def _code_running(self):
+        """True if the child runs code (and so takes SIGINT for a Ctrl-C).
+
+        A Ctrl-C right behind the key that starts the code ("\\r\\x03", as
+        mpremote sends) must interrupt it, as a board's UART interrupt would:
+        give the child a moment to read that key and start.
+        """
+        if self.child.catches_sigint():
+            return True
+        if time.monotonic() - self.last_run_key > _RUN_KEY_GRACE:
+            return False
+        deadline = self.last_run_key + _RUN_KEY_GRACE
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+            if self.child.catches_sigint():
+                return True
+        return False
 
     # -- the ROM loader ---------------------------------------------------------
     def _loader_module(self):

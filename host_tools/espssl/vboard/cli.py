@@ -70,6 +70,15 @@ def prepare_image(directory, flash=None):
     return profile
 
 
+def _check_heap(heap):
+    from .board import heap_bytes  # noqa: PLC0415
+
+    try:
+        heap_bytes(heap)
+    except ValueError:
+        raise EspsslError("--heap %s: give a size from 16K to 64M, e.g. 38K (an ESP8266's)" % heap) from None
+
+
 def _lock(directory):
     """An fd holding DIR/board.lock exclusively, or None if a board holds it."""
     fd = os.open(Path(directory) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -108,6 +117,7 @@ def serve(directory, flash=None, heap=DEFAULT_HEAP, boot_script=None, announce=p
     from .board import Board  # noqa: PLC0415
 
     directory = Path(directory).resolve()
+    _check_heap(heap)
     directory.mkdir(parents=True, exist_ok=True)
     fd = _lock(directory)
     if fd is None:
@@ -145,6 +155,7 @@ def serve(directory, flash=None, heap=DEFAULT_HEAP, boot_script=None, announce=p
 def start(directory, flash=None, heap=DEFAULT_HEAP, boot_script=None):
     """Start a board in the background; returns its serial port path."""
     directory = Path(directory).resolve()
+    _check_heap(heap)
     directory.mkdir(parents=True, exist_ok=True)
     if _state(directory) is not None:
         raise EspsslError("a board is already running in %s (see `espssl vboard status`)" % directory)

@@ -1,0 +1,322 @@
+"""The virtual board process (`espssl vboard`), driven by the REAL mpremote and esptool.
+
+One board serves the whole module (starting MicroPython costs a fraction of a
+second, but every mpremote call soft-resets it anyway); the life-cycle and
+bad-use tests start boards of their own.  Every board is stopped in teardown.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import serial
+
+from espssl import layout
+
+pytestmark = pytest.mark.vboard
+
+RAW_PROMPT = b"raw REPL; CTRL-B to exit\r\n>"
+
+
+def espssl(*args, check=True, timeout=60):
+    proc = subprocess.run(
+        [sys.executable, "-m", "espssl", *[str(a) for a in args]],
+        capture_output=True, text=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError("espssl %s -> %d\n%s%s" % (args, proc.returncode, proc.stdout, proc.stderr))
+    return proc
+
+
+def mpremote(port, *args, timeout=60):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mpremote", "connect", port, *[str(a) for a in args]],
+        capture_output=True, timeout=timeout,
+    )
+    assert proc.returncode == 0, "mpremote %s -> %d\n%s%s" % (args, proc.returncode, proc.stdout, proc.stderr)
+    return proc.stdout.decode()
+
+
+def esptool(port, *args, timeout=120):
+    proc = subprocess.run(
+        [sys.executable, "-m", "esptool", "--port", port, "--before", "no-reset",
+         "--after", "soft-reset", *[str(a) for a in args]],
+        capture_output=True, text=True, timeout=timeout,
+    )
+    assert proc.returncode == 0, "esptool %s -> %d\n%s%s" % (args, proc.returncode, proc.stdout, proc.stderr)
+    return proc.stdout
+
+
+class Running:
+    """A board started with `espssl vboard start`; .stop() is idempotent."""
+
+    def __init__(self, directory, *opts):
+        self.dir = Path(directory)
+        proc = espssl("vboard", "start", "--dir", self.dir, *opts)
+        self.port = proc.stdout.strip()
+        self.pid = int((self.dir / "board.pid").read_text())
+
+    def stop(self):
+        espssl("vboard", "stop", "--dir", self.dir, check=False)
+        try:  # never leave a board behind, whatever the CLI did
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    b = Running(tmp_path_factory.mktemp("vboard"))
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def own_board(tmp_path):
+    started = []
+
+    def start(directory=None, *opts):
+        b = Running(directory or tmp_path / ("b%d" % len(started)), *opts)
+        started.append(b)
+        return b
+
+    yield start
+    for b in started:
+        b.stop()
+
+
+def read_until(ser, ending, timeout=10):
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(ending) and time.monotonic() < deadline:
+        data += ser.read(1)
+    assert data.endswith(ending), "waited for %r, got %r" % (ending, data)
+    return data
+
+
+# -- the port and the CLI ----------------------------------------------------------
+def test_start_prints_a_local_pty_and_status_reports_it(board):
+    assert re.fullmatch(r"/dev/pts/\d+", board.port), board.port
+    assert os.readlink(board.dir / "port") == board.port
+    proc = espssl("vboard", "status", "--dir", board.dir)
+    assert "running: pid %d, port %s" % (board.pid, board.port) in proc.stdout
+    # A fresh board has the default 4 MiB layout.
+    assert (board.dir / "flash.bin").stat().st_size == 4 * 1024 * 1024
+
+
+# -- mpremote ------------------------------------------------------------------------
+def test_exec_and_chained_commands(board):
+    out = mpremote(board.port, "exec", "print(6 * 7)", "exec", "print('second')",
+                   "soft-reset", "exec", "print('after soft reset')")
+    assert out.splitlines() == ["42", "second", "after soft reset"]
+
+
+def test_exec_error_shows_the_traceback(board):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mpremote", "connect", board.port, "exec", "1/0"],
+        capture_output=True, timeout=60,
+    )
+    assert proc.returncode == 1
+    assert b"ZeroDivisionError" in proc.stdout + proc.stderr
+
+
+def test_run_a_local_script(board, tmp_path):
+    script = tmp_path / "hello.py"
+    script.write_text("import sys\nprint('run:', sum(range(10)), sys.platform)\n")
+    assert mpremote(board.port, "run", script).strip() == "run: 45 linux"
+
+
+def test_cp_both_ways_and_fs_commands(board, tmp_path):
+    blob = os.urandom(20000) + bytes(range(256))  # every byte value, control bytes too
+    src = tmp_path / "blob.bin"
+    src.write_bytes(blob)
+    back = tmp_path / "back.bin"
+    out = mpremote(board.port, "fs", "mkdir", "data", "+", "cp", src, ":data/blob.bin",
+                   "+", "cp", ":data/blob.bin", back, "+", "fs", "ls", "data")
+    assert back.read_bytes() == blob
+    assert re.search(r"^\s*%d blob\.bin$" % len(blob), out, re.M), out
+    out = mpremote(board.port, "fs", "rm", "data/blob.bin", "+", "fs", "rmdir", "data", "+", "fs", "ls")
+    listing = out.split("ls :\n", 1)[1]
+    assert listing.split() == ["228", "boot.py"], out  # made on first boot, as inisetup.py does
+
+
+def test_main_py_runs_on_hard_reset_not_on_raw_soft_reset(board):
+    mpremote(board.port, "exec", "with open('main.py', 'w') as f: f.write(\"with open('ran', 'a') as f: f.write('x')\\n\")\n"
+             "open('ran', 'w').close()")
+    # Every mpremote call soft-resets in the raw REPL: main.py must not run.
+    assert mpremote(board.port, "exec", "print(len(open('ran').read()))").strip() == "0"
+    mpremote(board.port, "soft-reset")
+    mpremote(board.port, "reset")  # machine.reset(): boot.py and main.py
+    # mpremote's next Ctrl-C would interrupt main.py, as on a board: let the
+    # board come up first (input waits for the REPL, so "\r" gets a prompt).
+    with serial.Serial(board.port, timeout=0.5) as ser:
+        ser.write(b"\r")
+        read_until(ser, b">>> ")
+    try:
+        assert mpremote(board.port, "exec", "print(len(open('ran').read()))").strip() == "1"
+    finally:
+        mpremote(board.port, "fs", "rm", "main.py", "+", "fs", "rm", "ran")
+
+
+def test_sys_exit_in_exec_restarts_like_a_board(board):
+    out = mpremote(board.port, "exec", "import sys; print('bye'); sys.exit()", "exec", "print('back')")
+    assert out.splitlines() == ["bye", "back"]
+
+
+# -- the serial line, byte for byte ----------------------------------------------
+def test_raw_repl_soft_reset_bytes_and_friendly_banner(board):
+    with serial.Serial(board.port, timeout=0.5) as ser:
+        ser.write(b"\r\x03")
+        time.sleep(0.2)
+        ser.reset_input_buffer()
+        ser.write(b"\r\x01")
+        read_until(ser, RAW_PROMPT)
+        ser.write(b"\x04")  # soft reset in the raw REPL
+        data = read_until(ser, RAW_PROMPT)
+        # As an ESP8266: OK, the reboot line, boot.py's output (none), the raw prompt.
+        assert data == b"OK\r\nMPY: soft reboot\r\n" + RAW_PROMPT
+        ser.write(b"print('a\\nb')\x04")
+        assert read_until(ser, b"\x04>") == b"OKa\r\nb\r\n\x04\x04>"  # \n goes out as \r\n
+        ser.write(b"\x02")  # friendly REPL: the board's banner
+        data = read_until(ser, b">>> ")
+        assert re.search(rb"MicroPython \S+ on [^;]+; ESP module \(virtual\) with ESP8266\r\n"
+                         rb"Type \"help\(\)\" for more information\.\r\n>>> $", data), data
+        ser.write(b"\x04")  # Ctrl-D at the friendly prompt: soft reset, main.py, banner
+        data = read_until(ser, b">>> ")
+        assert b"MPY: soft reboot\r\n" in data and b"ESP8266" in data
+
+
+def test_ctrl_c_interrupts_running_code_in_both_repls(board):
+    with serial.Serial(board.port, timeout=0.5) as ser:
+        ser.write(b"\r\x03\r\x01")
+        read_until(ser, RAW_PROMPT)
+        ser.write(b"while True:\n  pass\n\x04")
+        read_until(ser, b"OK")
+        time.sleep(0.3)
+        ser.write(b"\x03")
+        data = read_until(ser, b"\x04>")
+        assert b"KeyboardInterrupt" in data
+        ser.write(b"\x02")
+        read_until(ser, b">>> ")
+        ser.write(b"import time\rwhile True:\r time.sleep_ms(10)\r\r")
+        time.sleep(0.5)
+        ser.write(b"\x03")
+        data = read_until(ser, b"KeyboardInterrupt: \r\n>>> ")
+        assert b"Traceback" in data
+        ser.write(b"6*7\r")
+        assert read_until(ser, b">>> ").endswith(b"42\r\n>>> ")
+
+
+def test_output_nobody_reads_is_dropped(board):
+    # ~1.4 MB of output with nobody reading: the board must not stall on it.
+    with serial.Serial(board.port, timeout=0.5) as ser:
+        ser.write(b"\r\x03\r\x02")
+        read_until(ser, b">>> ")
+        ser.write(b"for i in range(20000): print('x' * 70)\r\r")
+    time.sleep(3)
+    assert mpremote(board.port, "exec", "print('still here')").strip() == "still here"
+
+
+# -- esptool and the flash image ----------------------------------------------------
+def test_what_esptool_writes_the_board_reads_and_back(board, tmp_path):
+    sector = layout.load("esp8266-4m").default_ca_sector
+    data = os.urandom(4096)
+    (tmp_path / "sec.bin").write_bytes(data)
+    esptool(board.port, "write-flash", hex(sector * 4096), tmp_path / "sec.bin")
+    # In 256-byte pieces: the board has an ESP8266's 38 KiB heap.
+    out = mpremote(board.port, "exec", "import esp, binascii\nbuf = bytearray(256)\n"
+                   "for i in range(16):\n esp.flash_read(%d + i * 256, buf)\n"
+                   " print(binascii.hexlify(buf).decode())" % (sector * 4096))
+    assert bytes.fromhex("".join(out.split())) == data
+    # And the other way: the board's esp.flash_write, read back by esptool.
+    mpremote(board.port, "exec", "import esp\nesp.flash_erase(%d)\nesp.flash_write(%d, b'vboard!!' * 4)"
+             % (sector + 1, (sector + 1) * 4096))
+    esptool(board.port, "read-flash", hex((sector + 1) * 4096), 64, tmp_path / "rd.bin")
+    assert (tmp_path / "rd.bin").read_bytes() == b"vboard!!" * 4 + b"\xff" * 32
+
+
+def test_erase_flash_then_the_filesystem_is_empty_again(own_board, tmp_path):
+    b = own_board(None, "--flash", "1M")
+    mpremote(b.port, "exec", "with open('keep.txt', 'w') as f: f.write('data')")
+    assert "keep.txt" in mpremote(b.port, "fs", "ls")
+    esptool(b.port, "erase-flash")
+    out = mpremote(b.port, "fs", "ls")
+    assert "keep.txt" not in out
+    assert "boot.py" in out  # re-created on boot, as a board does on erased flash
+
+
+# -- life cycle and bad use ---------------------------------------------------------------
+def test_files_persist_across_stop_and_start(own_board, tmp_path):
+    d = tmp_path / "persist"
+    b = own_board(d)
+    mpremote(b.port, "exec", "with open('persist.txt', 'w') as f: f.write('still here')")
+    b.stop()
+    assert espssl("vboard", "status", "--dir", d, check=False).returncode == 1
+    assert not (d / "port").exists() and not (d / "board.pid").exists()
+    b2 = own_board(d)
+    assert mpremote(b2.port, "exec", "print(open('persist.txt').read())").strip() == "still here"
+
+
+def test_second_start_on_the_same_dir_is_refused(board):
+    before = (board.dir / "flash.bin").read_bytes()
+    proc = espssl("vboard", "start", "--dir", board.dir, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "A fatal error occurred: a board is already running in %s (see `espssl vboard status`)" % board.dir
+    )
+    assert proc.stdout == ""
+    assert (board.dir / "flash.bin").read_bytes() == before
+    assert mpremote(board.port, "exec", "print('unharmed')").strip() == "unharmed"
+
+
+def test_corrupt_image_is_refused_and_left_untouched(tmp_path):
+    d = tmp_path / "corrupt"
+    d.mkdir()
+    junk = os.urandom(123457)
+    (d / "flash.bin").write_bytes(junk)
+    proc = espssl("vboard", "start", "--dir", d, check=False)
+    assert proc.returncode == 2
+    assert "corrupt image, left untouched" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert (d / "flash.bin").read_bytes() == junk
+    assert not (d / "board.pid").exists()
+
+
+def test_image_of_another_flash_size_is_refused(tmp_path, own_board):
+    d = tmp_path / "sized"
+    b = own_board(d, "--flash", "1M")
+    b.stop()
+    image = (d / "flash.bin").read_bytes()
+    proc = espssl("vboard", "start", "--dir", d, "--flash", "4M", check=False)
+    assert proc.returncode == 2
+    assert "holds 1048576 bytes but --flash 4M needs 4194304" in proc.stderr
+    assert (d / "flash.bin").read_bytes() == image
+
+
+def test_stale_pid_file_does_not_block_a_start(own_board, tmp_path):
+    d = tmp_path / "stale"
+    b = own_board(d)
+    os.kill(b.pid, signal.SIGKILL)  # a crash: pid file and port link stay behind
+    time.sleep(0.3)
+    assert (d / "board.pid").exists()
+    assert espssl("vboard", "status", "--dir", d, check=False).returncode == 1
+    b2 = own_board(d)
+    assert b2.pid != b.pid
+    assert mpremote(b2.port, "exec", "print('fresh')").strip() == "fresh"
+
+
+def test_stop_and_status_without_a_board(tmp_path):
+    proc = espssl("vboard", "stop", "--dir", tmp_path)
+    assert "no board running" in proc.stdout
+    proc = espssl("vboard", "status", "--dir", tmp_path, check=False)
+    assert proc.returncode == 1 and proc.stdout.startswith("stopped:")
+
+
+def test_bad_heap_is_refused(tmp_path):
+    proc = espssl("vboard", "start", "--dir", tmp_path, "--heap", "lots", check=False)
+    assert proc.returncode == 2 and "--heap lots" in proc.stderr
+    assert not (tmp_path / "flash.bin").exists()
