@@ -250,6 +250,24 @@ def test_erase_flash_then_the_filesystem_is_empty_again(own_board, tmp_path):
     assert "boot.py" in out  # re-created on boot, as a board does on erased flash
 
 
+def test_esptool_leaving_without_reset_then_mpremote_gets_the_repl(board):
+    out = esptool(board.port, "--after", "no-reset", "chip-id")
+    assert "Chip ID: 0x" in out and "Staying in bootloader" in out
+    time.sleep(2.5)  # the loader gives the port back to MicroPython once esptool is gone
+    assert mpremote(board.port, "exec", "print('back')").strip() == "back"
+
+
+def test_ctrl_c_reaches_a_main_py_that_never_ends(board):
+    mpremote(board.port, "exec", "with open('main.py', 'w') as f:\n"
+             " f.write('import time\\nwhile True:\\n time.sleep_ms(5)\\n')")
+    try:
+        mpremote(board.port, "reset")
+        time.sleep(1)  # main.py runs; mpremote's Ctrl-C must interrupt it
+        assert mpremote(board.port, "exec", "print('got in')").strip() == "got in"
+    finally:
+        mpremote(board.port, "fs", "rm", "main.py")
+
+
 # -- life cycle and bad use ---------------------------------------------------------------
 def test_files_persist_across_stop_and_start(own_board, tmp_path):
     d = tmp_path / "persist"
