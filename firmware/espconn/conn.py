@@ -257,6 +257,10 @@ class Conn:
         self.esp.state = _ESPCONN_WAIT
         try:
             self.start_tls()
+        except MemoryError:
+            self.release()
+            set_error(self.esp, "no_memory", "no heap for TLS", _ESPCONN_MEM)
+            return False
         except Exception as e:
             self.release()
             set_error(self.esp, "tls_setup", "TLS set-up failed: %r" % (e,), _ESPCONN_HANDSHAKE)
@@ -360,8 +364,8 @@ class Conn:
             set_error(self.esp, "tls_setup", "TLS set-up failed: %r" % (e,), _ESPCONN_HANDSHAKE)
             self.close(("reconnect", _ESPCONN_HANDSHAKE))
             return True
-        # Reading starts the handshake (ClientHello goes out from inside the read).
-        return self.step_read() or True
+        # The next step's read starts the handshake (the ClientHello goes out from inside it).
+        return True
 
     def step_read(self):
         did = False
@@ -463,9 +467,9 @@ class Conn:
             if reason is None:
                 reason = ("oversize_record", "record larger than the TLS buffer (RECORD_OVERFLOW)")
             err = _ESPCONN_SSL_INVALID_DATA
-        elif code == _ECONNRESET or (reason is not None and reason[0] == "truncated_record" and "reset" in reason[1]):
+        elif code == _ECONNRESET or (tap is not None and tap.sock_err == _ECONNRESET):
             if reason is None:
-                reason = ("reset", "connection reset by the peer")
+                reason = ("reset", "connection reset by the peer " + ("after the handshake" if self.up else "during the handshake"))
             err = _ESPCONN_RST
         elif not self.up:
             if reason is None:
@@ -576,6 +580,8 @@ class Listener:
             return False  # EAGAIN: nobody waiting
         s, addr = r[0], r[1]
         if self.child is not None:
+            self.child.step()  # its FIN may be waiting: let it close first
+        if self.child is not None:
             # One client on the secure server (SDK rule): turn the second away.
             self.refused += 1
             try:
@@ -611,10 +617,12 @@ class Listener:
         srv.link_cnt = 1
         e.link_cnt = 1
         if not c.accepted(s):
+            # Turned away for want of heap or a TLS set-up failure: tell the server's owner.
             self.child = None
             srv.link_cnt = 0
             e._conn = None
             srv._err = e._err
+            _fire(srv, "reconnect", st.reconnect_callback, srv, e._errcode)
         return True
 
     def release(self):

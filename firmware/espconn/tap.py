@@ -83,6 +83,7 @@ class Tap(io.IOBase):
         self.verified = check is None  # chain accepted (or no check asked)
         self.finished = False  # peer's Finished has passed: handshake over
         self.err = None  # (reason, text) once failed
+        self.sock_err = 0  # errno the socket raised (ECONNRESET...), 0 if none
         self.closed = False
         self.rx = 0  # bytes read from the socket, for statistics
         self.tx = 0
@@ -109,7 +110,10 @@ class Tap(io.IOBase):
             if self.mid_record() and self.err is None:
                 self.err = (TRUNCATED, "connection reset inside a TLS record")
             code = e.args[0] if e.args else 5
-            return -code if isinstance(code, int) and code > 0 else -5
+            if not isinstance(code, int) or code <= 0:
+                code = 5  # EIO
+            self.sock_err = code
+            return -code
         if not n:
             if n == 0 and self.mid_record() and self.err is None:
                 self.err = (TRUNCATED, "peer closed inside a TLS record")
