@@ -201,6 +201,16 @@ def test_ctrl_c_interrupts_running_code_in_both_repls(board):
         ser.write(b"\x03")
         data = read_until(ser, b"\x04>")
         assert b"KeyboardInterrupt" in data
+        # Raw-paste, as mpremote sends code: R\x01, window size, \x01, code, \x04.
+        ser.write(b"\x05A\x01")
+        head = ser.read(5)
+        assert head[:2] == b"R\x01" and head[4:] == b"\x01", head
+        ser.write(b"while True:\n  pass\n\x04")
+        assert ser.read(1) == b"\x04"  # end of code acknowledged: it runs
+        time.sleep(0.3)
+        ser.write(b"\x03")
+        data = read_until(ser, b"\x04>")
+        assert b"KeyboardInterrupt" in data
         ser.write(b"\x02")
         read_until(ser, b">>> ")
         ser.write(b"import time\rwhile True:\r time.sleep_ms(10)\r\r")
