@@ -767,3 +767,105 @@ def test_server_with_default_certificate(device, pki, tmp_path):
     res, got = _device_server(device, pki, "default", [_echo_client(pki, 300)], tmp_path)
     assert ("default", True, True) in res
     assert got[0]["back"] == payload(300)
+
+
+# ---------------------------------------------------------------- fail closed on what the tap cannot read
+class RawPeer(threading.Thread):
+    """Answers every connection with fixed bytes after reading the ClientHello."""
+
+    def __init__(self, reply):
+        super().__init__(daemon=True)
+        self.reply = reply
+        self.got = []
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(4)
+        self.port = self.ls.getsockname()[1]
+        self.start()
+
+    def run(self):
+        while True:
+            try:
+                s, _ = self.ls.accept()
+            except OSError:
+                return
+            with s:
+                s.settimeout(5)
+                try:
+                    self.got.append(s.recv(4096))
+                    s.sendall(self.reply)
+                    while s.recv(4096):
+                        pass
+                except OSError:
+                    pass
+
+
+def _record(ctype, body):
+    return bytes([ctype, 3, 3]) + len(body).to_bytes(2, "big") + body
+
+
+def _server_hello():
+    # ServerHello: TLS 1.2, 32 random bytes, empty session id, AES128-SHA, no compression
+    body = b"\x03\x03" + bytes(range(32)) + b"\x00" + b"\x00\x2f" + b"\x00"
+    return _record(22, b"\x02" + len(body).to_bytes(3, "big") + body)
+
+
+UNREADABLE = r"""
+for port in sys.argv[1:]:
+    espconn_secure_ca_enable(ESPCONN_CLIENT, 0x98)
+    c = Client(int(port), send=b"secret").wait()
+    out(port, c.result())
+"""
+
+
+@pytest.fixture(scope="module")
+def unreadable(device):
+    garbage = RawPeer(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    # encrypted straight after the ServerHello, certificate never seen: what TLS 1.3 and resumption look like
+    ccs = RawPeer(_server_hello() + _record(20, b"\x01") + _record(22, bytes(40)))
+    res = {r[0]: r[1] for r in device.run(UNREADABLE, [garbage.port, ccs.port])}
+    yield res[str(garbage.port)], res[str(ccs.port)]
+    garbage.ls.close()
+    ccs.ls.close()
+
+
+def test_non_tls_reply_fails_closed(unreadable):
+    r = unreadable[0]
+    assert r["ev"] == [("recon", -28)]
+    assert r["err"][0] == "bad_record"
+
+
+def test_encryption_before_certificate_fails_closed(unreadable):
+    r = unreadable[1]
+    assert r["ev"] == [("recon", -28)]
+    assert r["err"][0] == "tls13_or_resumed"
+
+
+# ---------------------------------------------------------------- connect/disconnect cycles
+CYCLES = r"""
+port, n = int(sys.argv[1]), int(sys.argv[2])
+def cycle():
+    c = Client(port, quit_on_connect=True).wait()
+    return c.ev == ["connect", "discon"]
+for i in range(3):
+    cycle()
+gc.collect()
+base = gc.mem_free()
+ok = 0
+t0 = time.ticks_ms()
+for i in range(n):
+    ok += cycle()
+ms = time.ticks_diff(time.ticks_ms(), t0)
+gc.collect()
+out("cycles", ok, base, gc.mem_free(), ms, len(D.items))
+"""
+
+
+@pytest.mark.slow
+def test_200_connect_disconnect_cycles_heap_back_to_baseline(device, peers):
+    peer = peers("good")
+    (_, ok, base, after, ms, items), = device.run(CYCLES, [peer.port, 200], timeout=240)
+    print("200 cycles: %d ms, heap baseline %d, after %d" % (ms, base, after))
+    assert ok == 200
+    assert items == 0
+    assert after >= base - 64, "heap lost %d bytes over 200 cycles" % (base - after)
