@@ -43,6 +43,11 @@ _AXTLS_CONN = _const(8192)  # axTLS's per-connection heap use
 _MBEDTLS_GC = _const(3712)  # what the unix port's SSLSocket takes from the GC heap itself
 _HANDSHAKE = _const(5530)  # contiguous block axTLS allocates during the handshake
 _EIO = _const(5)
+_EINVAL = _const(22)
+_MP_STREAM_CLOSE = _const(4)  # py/stream.h ioctl requests
+_MP_STREAM_POLL = _const(3)
+_MP_STREAM_POLL_ERR = _const(8)
+_MP_STREAM_POLL_HUP = _const(16)
 
 # axTLS error codes (ssl.h) with the names MicroPython's modtls_axtls.c gives them.
 _SSL_ERROR_CONN_LOST = _const(-256)
@@ -112,6 +117,7 @@ class _Tap(_io.IOBase):
         self.hn = 0  # header bytes collected so far
         self.left = 0  # body bytes of the current record still to come
         self.overflow = 0  # length of the oversize record seen, or 0
+        self.poller = None  # select.poll over a real socket, made on first poll
 
     def readinto(self, buf):
         if self.overflow:
@@ -142,7 +148,25 @@ class _Tap(_io.IOBase):
         return self.sock.write(buf)
 
     def ioctl(self, req, arg):
-        return self.sock.ioctl(req, arg)
+        sock = self.sock
+        if isinstance(sock, _io.IOBase):
+            return sock.ioctl(req, arg)  # a caller's stream (a tap of its own)
+        # A real socket has its ioctl in C only: emulate the two requests
+        # mbedTLS and select.poll make.
+        if req == _MP_STREAM_CLOSE:
+            sock.close()
+            return 0
+        if req == _MP_STREAM_POLL:
+            import select
+
+            if self.poller is None:
+                self.poller = select.poll()
+                self.poller.register(sock, 0xFFFF)
+            ready = 0
+            for ev in self.poller.poll(0):
+                ready |= ev[1]
+            return ready & (arg | _MP_STREAM_POLL_ERR | _MP_STREAM_POLL_HUP)
+        return -_EINVAL
 
     def setblocking(self, flag):
         return self.sock.setblocking(flag)
@@ -165,8 +189,9 @@ class SSLSocket(_io.IOBase):
                 server_hostname=server_hostname,
             )
         except OSError as e:
+            err = self._map(e)
             self._release()
-            raise self._map(e)
+            raise err
         if do_handshake_on_connect and not server_side:
             self._hs = None
 
@@ -244,7 +269,7 @@ class SSLSocket(_io.IOBase):
             self._tap.setblocking(flag)
 
     def ioctl(self, req, arg):
-        if req == 4:  # MP_STREAM_CLOSE
+        if req == _MP_STREAM_CLOSE:
             self.close()
             return 0
         return self._tap.ioctl(req, arg)

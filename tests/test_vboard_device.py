@@ -1,0 +1,696 @@
+"""The virtual board's device modules (host_tools/espssl/vboard/device/), run on
+the real MicroPython unix port without the board supervisor.
+
+- esp: NOR semantics seen byte for byte by CPython reading the image file, and
+  the other way round (nothing cached).
+- vboard_boot.py: the filesystem is made inside the image on first boot (CPython's
+  littlefs reads it there), persists across processes, is reported corrupt when
+  its sectors are overwritten, made anew when erased; the host filesystem is not
+  the board's '/'; boot.py/main.py run as on a board; the board's free heap.
+- machine: Timer(-1) soft callbacks during time.sleep_ms, reset() exit status.
+- tls: real TLS 1.2 handshakes with CPython ssl on 127.0.0.1 in both roles,
+  PEM/PKCS#8 refused, an oversize record refused, the per-connection ballast.
+- The shims' public names and signatures against typings/*.pyi.
+"""
+
+import ast
+import datetime
+import ipaddress
+import os
+import pathlib
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from conftest import micropython_binary
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEVICE = ROOT / "host_tools" / "espssl" / "vboard" / "device"
+TYPINGS = ROOT / "typings"
+SECTOR = 4096
+FLASH_1M = 0x100000
+FS_1M = (0x99000, 0xFB000)  # boards/esp8266-1m.json filesystem region
+HEAP = 38 * 1024
+BOOT_HEAP = HEAP + 32 * 1024  # vboard_boot.py HEAP_SLACK
+SHIM_HEAP = "64K"  # modules loaded without vboard_boot's accounting
+AXTLS_CIPHERS = "AES128-SHA:AES256-SHA:AES128-SHA256:AES256-SHA256"
+EXIT_HARD_RESET = 0x5A
+
+pytestmark = pytest.mark.micropython
+
+
+# ------------------------------------------------------------------ helpers
+def make_image(path, size=FLASH_1M):
+    """A fresh flash image: the loader's flashimage.create when it is there."""
+    try:
+        from espssl import layout
+        from espssl.vboard import flashimage
+
+        flashimage.create(path, layout.load("esp8266-1m"))
+    except (ImportError, AttributeError):
+        path.write_bytes(b"\xff" * size)
+    assert path.stat().st_size == size
+    return path
+
+
+def board_env(image, reset="power"):
+    env = dict(os.environ)
+    env.update(
+        ESPSSL_VBOARD_FLASH=str(image),
+        ESPSSL_VBOARD_FLASH_SIZE=str(FLASH_1M),
+        ESPSSL_VBOARD_FS_START=str(FS_1M[0]),
+        ESPSSL_VBOARD_FS_END=str(FS_1M[1]),
+        ESPSSL_VBOARD_HEAP=str(HEAP),
+        ESPSSL_VBOARD_RESET=reset,
+        MICROPYPATH=os.pathsep.join([str(DEVICE), ".frozen"]),
+    )
+    return env
+
+
+def run_mp(code, image, tmp_path, heap=SHIM_HEAP, timeout=60, check=True, cwd=None):
+    """Run CODE with the device modules on the path (no boot script)."""
+    script = tmp_path / "dev_script.py"
+    script.write_text(code)
+    proc = subprocess.run(
+        [micropython_binary(), "-X", "heapsize=" + str(heap), str(script)],
+        capture_output=True,
+        text=True,
+        env=board_env(image),
+        cwd=cwd or tmp_path,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError("micropython exited %d\n%s\n%s" % (proc.returncode, proc.stdout, proc.stderr))
+    return proc
+
+
+def results(stdout):
+    """The values printed as '@ <repr>' lines."""
+    return [ast.literal_eval(line[2:]) for line in stdout.splitlines() if line.startswith("@ ")]
+
+
+def boot(image, tmp_path, stdin="", reset="power", heap=BOOT_HEAP, timeout=60):
+    """Boot the board: vboard_boot.py with -i, then STDIN typed at its REPL."""
+    proc = subprocess.run(
+        [micropython_binary(), "-X", "heapsize=%d" % heap, "-i", str(DEVICE / "vboard_boot.py")],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=board_env(image, reset),
+        cwd=tmp_path,
+        timeout=timeout,
+    )
+    return proc
+
+
+def fs_region(image):
+    with open(image, "rb") as f:
+        f.seek(FS_1M[0])
+        return f.read(FS_1M[1] - FS_1M[0])
+
+
+# ------------------------------------------------------------------ esp
+def test_esp_flash_nor_semantics_byte_for_byte(tmp_path):
+    image = make_image(tmp_path / "flash.bin")
+    sec = 0x98  # the 1M layout's free sector
+    base = sec * SECTOR
+    with open(image, "r+b") as f:  # CPython puts a pattern there first
+        f.seek(base)
+        f.write(bytes(range(256)) * 16)
+    code = r"""
+import esp
+B = %d
+out = lambda *a: print("@", repr(a))
+out("pre", esp.flash_read(B, 8))              # CPython's pattern, not cached
+esp.flash_erase(B // 4096)
+out("erased", esp.flash_read(B, 4096) == b"\xff" * 4096)
+esp.flash_write(B + 16, b"\x0f\xf0\x55\xaa")
+esp.flash_write(B + 16, b"\xf3\xff\x0f\xff")  # NOR: AND, no erase
+buf = bytearray(8)
+out("into", esp.flash_read(B + 16, buf), bytes(buf))
+try:
+    esp.flash_write(B, b"abc")
+    out("len3", "accepted")
+except ValueError as e:
+    out("len3", "ValueError")
+try:
+    esp.flash_read(esp.flash_size() - 2, 4)
+    out("beyond", "read")
+except OSError as e:
+    out("beyond", "OSError", e.args[0])
+out("info", esp.flash_size(), esp.flash_user_start(), esp.flash_id())
+esp.flash_write(B + 4092, b"\x12\x34\x56\x78")
+""" % base
+    res = dict((r[0], r[1:]) for r in results(run_mp(code, image, tmp_path).stdout))
+    assert res["pre"] == (bytes(range(8)),)
+    assert res["erased"] == (True,)
+    # 0x0f & 0xf3 = 0x03, 0xf0 & 0xff = 0xf0, 0x55 & 0x0f = 0x05, 0xaa & 0xff = 0xaa
+    assert res["into"] == (None, b"\x03\xf0\x05\xaa\xff\xff\xff\xff")
+    assert res["len3"] == ("ValueError",)
+    assert res["beyond"] == ("OSError", 5)
+    # 1 MiB: user start 0x98000 (one reserved sector before the fs); JEDEC ef 40 14
+    assert res["info"] == (FLASH_1M, 0x98000, 0x1440EF)
+    data = image.read_bytes()
+    expect = bytearray(b"\xff" * SECTOR)
+    expect[16:20] = b"\x03\xf0\x05\xaa"
+    expect[4092:4096] = b"\x12\x34\x56\x78"
+    assert data[base : base + SECTOR] == bytes(expect)
+    # the neighbours are untouched
+    assert data[base - SECTOR : base] == b"\xff" * SECTOR
+    assert data[base + SECTOR : base + 2 * SECTOR] == b"\xff" * SECTOR
+
+
+# ------------------------------------------------------------------ filesystem
+def test_boot_makes_fs_in_image_persists_and_hides_host(tmp_path):
+    image = make_image(tmp_path / "flash.bin")
+    (tmp_path / "host_only.txt").write_text("host")
+    p = boot(
+        image,
+        tmp_path,
+        "import os\n"
+        "print('@', repr(('ls', sorted(os.listdir('/')), os.getcwd())))\n"
+        "f = open('data.txt', 'w'); f.write('kept across boots'); f.close()\n"
+        "os.mkdir('lib')\n"
+        "f = open('main.py', 'w'); f.write('print(\"@\", repr((\"main\",)))\\n'); f.close()\n"
+        "print('@', repr(('host', [n for n in ('tmp', 'work', 'etc', 'host_only.txt') if n in os.listdir('/')])))\n",
+    )
+    assert p.returncode == 0, p.stderr
+    assert "Performing initial setup" in p.stdout
+    res = dict((r[0], r[1:]) for r in results(p.stdout))
+    assert res["ls"] == (["boot.py"], "/")
+    assert res["host"] == ([],)
+    # The filesystem really is inside the image: littlefs v2 at the fs offset,
+    # readable by CPython's littlefs with the files written above.
+    from littlefs import LittleFS
+
+    region = fs_region(image)
+    assert region[8:16] == b"littlefs"
+    fs = LittleFS(block_size=SECTOR, block_count=len(region) // SECTOR, mount=False)
+    fs.context.buffer = bytearray(region)
+    fs.mount()
+    assert sorted(fs.listdir("/")) == ["boot.py", "data.txt", "lib", "main.py"]
+    with fs.open("data.txt", "r") as f:
+        assert f.read() == "kept across boots"
+    # Outside the region nothing changed.
+    data = image.read_bytes()
+    assert data[FS_1M[1] :] == b"\xff" * (FLASH_1M - FS_1M[1])
+
+    # Second boot (power-on): the file persists, main.py runs, no new setup.
+    p = boot(image, tmp_path, "print('@', repr(('data', open('/data.txt').read())))\n")
+    assert "Performing initial setup" not in p.stdout
+    res = [r[0] for r in results(p.stdout)]
+    assert res == ["main", "data"]
+    # Soft reset in the raw REPL: boot.py only, not main.py.
+    p = boot(image, tmp_path, "print('@', repr(('raw',)))\n", reset="soft-raw")
+    assert [r[0] for r in results(p.stdout)] == ["raw"]
+
+
+def test_boot_reports_corrupt_fs_and_remakes_erased_one(tmp_path):
+    image = make_image(tmp_path / "flash.bin")
+    p = boot(image, tmp_path, "open('x.txt', 'w').write('x')\n")
+    assert "Performing initial setup" in p.stdout
+    # Overwrite the two littlefs superblocks (blocks 0 and 1) with zeros.
+    with open(image, "r+b") as f:
+        f.seek(FS_1M[0])
+        f.write(b"\x00" * (2 * SECTOR))
+    child = subprocess.Popen(
+        [micropython_binary(), "-X", "heapsize=%d" % BOOT_HEAP, str(DEVICE / "vboard_boot.py")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=board_env(image),
+        cwd=tmp_path,
+    )
+    try:
+        first = child.stdout.readline().decode()
+        assert "looks corrupt" in first, first
+        child.send_signal(signal.SIGINT)  # Ctrl-C leaves the loop, as on a board
+        out, _ = child.communicate(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0
+    assert "Performing initial setup" not in out.decode()
+    assert fs_region(image)[: 2 * SECTOR] == b"\x00" * (2 * SECTOR)  # nothing "repaired"
+    # esptool erase-flash: the region is 0xFF again -> made anew on boot, empty.
+    with open(image, "r+b") as f:
+        f.seek(FS_1M[0])
+        f.write(b"\xff" * (FS_1M[1] - FS_1M[0]))
+    p = boot(image, tmp_path, "import os\nprint('@', repr(sorted(os.listdir())))\n")
+    assert "Performing initial setup" in p.stdout
+    assert results(p.stdout) == [["boot.py"]]
+
+
+def test_boot_heap_is_the_boards(tmp_path):
+    image = make_image(tmp_path / "flash.bin")
+    p = boot(image, tmp_path, "import gc\ngc.collect()\nprint('@', repr(gc.mem_free()))\n")
+    (free,) = results(p.stdout)
+    print("free heap after boot: %d bytes (board heap %d)" % (free, HEAP))
+    # vboard_boot takes the surplus away: HEAP less BOOT_USE (4 KiB) remains,
+    # give or take what the boot's garbage frees.
+    assert HEAP - 4096 - 512 <= free <= HEAP - 4096 + 2048
+
+
+# ------------------------------------------------------------------ machine, network
+def test_timer_soft_callbacks_fire_during_sleep(tmp_path):
+    image = make_image(tmp_path / "flash.bin")
+    code = r"""
+import sys, time, _thread
+import machine_shim
+sys.modules["machine"] = machine_shim
+import machine
+out = lambda *a: print("@", repr(a))
+main = _thread.get_ident()
+hits = []
+threads = []
+def tick(t):
+    hits.append(t)
+    threads.append(_thread.get_ident() == main)
+t = machine.Timer(-1)
+t.init(period=50, mode=machine.Timer.PERIODIC, callback=tick)
+once = []
+o = machine.Timer(-1)
+o.init(period=30, mode=machine.Timer.ONE_SHOT, callback=lambda x: once.append(x is o))
+time.sleep_ms(525)
+t.deinit()
+n = len(hits)
+time.sleep_ms(200)
+out("periodic", n, len(hits), all(h is t for h in hits), all(threads))
+out("oneshot", once)
+f = machine.Timer(-1, period=10, mode=machine.Timer.ONE_SHOT, callback=lambda x: once.append("ctor"))
+time.sleep_ms(100)
+out("ctor", once[-1])
+out("id", machine.unique_id(), machine.freq())
+machine.freq(160000000)
+out("freq", machine.freq(), machine.reset_cause())
+import network
+w = network.WLAN(network.STA_IF)
+w.active(True)
+w.connect("ssid", "pw")
+out("wlan", w.isconnected(), w.ifconfig(), w.status() == network.STAT_GOT_IP, w.config("mac"), w is network.WLAN(0))
+machine.reset()
+"""
+    p = run_mp(code, image, tmp_path, check=False)
+    assert p.returncode == EXIT_HARD_RESET, p.stderr
+    res = dict((r[0], r[1:]) for r in results(p.stdout))
+    n, after, same, main_thread = res["periodic"]
+    assert 8 <= n <= 11, n  # 525 ms / 50 ms, with scheduling jitter
+    assert after == n  # deinit stops it
+    assert same and main_thread  # soft callbacks: in the main thread, with the timer
+    assert res["oneshot"] == ([True],)
+    assert res["ctor"] == ("ctor",)
+    # chip id from the loader's default MAC 18:fe:34:a1:b2:c3: c3 | b2 << 8 | a1 << 16
+    assert res["id"] == (b"\xc3\xb2\xa1\x00", 80000000)
+    assert res["freq"] == (160000000, 0)
+    assert res["wlan"] == (
+        True,
+        ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1"),
+        True,
+        bytes.fromhex("18fe34a1b2c3"),
+        True,
+    )
+
+
+# ------------------------------------------------------------------ tls
+@pytest.fixture(scope="module")
+def creds(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tlscreds")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    enc, fmt = serialization.Encoding, serialization.PrivateFormat
+    none = serialization.NoEncryption()
+    files = {
+        "cert.der": cert.public_bytes(enc.DER),
+        "cert.pem": cert.public_bytes(enc.PEM),
+        "key.der": key.private_bytes(enc.DER, fmt.TraditionalOpenSSL, none),  # PKCS#1: the axTLS form
+        "key.pem": key.private_bytes(enc.PEM, fmt.TraditionalOpenSSL, none),
+        "key.pk8": key.private_bytes(enc.DER, fmt.PKCS8, none),
+    }
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+    return d
+
+
+class Peer:
+    """A CPython TLS peer on 127.0.0.1 in a thread, configured as an axTLS peer needs."""
+
+    def __init__(self, creds, server, script):
+        self.script = script  # callable(ssl_socket) -> value kept in .result
+        self.result = None
+        self.error = None
+        self.info = None
+        if server:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(creds / "cert.pem"), str(creds / "key.pem"))
+        else:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.options |= getattr(ssl, "OP_LEGACY_SERVER_CONNECT", 0x4)
+        ctx.set_ciphers(AXTLS_CIPHERS)
+        self.ctx = ctx
+        self.server = server
+        self.listener = socket.socket()
+        if server:
+            self.listener.bind(("127.0.0.1", 0))
+            self.listener.listen(2)
+            self.port = self.listener.getsockname()[1]
+        self.thread = None
+
+    def start(self, port=None):
+        self.thread = threading.Thread(target=self._run, args=(port,), daemon=True)
+        self.thread.start()
+
+    def _run(self, port):
+        try:
+            self.listener.settimeout(30)
+            if self.server:
+                conn, _ = self.listener.accept()
+                conn.settimeout(30)
+                s = self.ctx.wrap_socket(conn, server_side=True)
+            else:
+                self.listener.connect(("127.0.0.1", port))
+                s = self.ctx.wrap_socket(self.listener)
+            self.info = (s.version(), s.cipher()[0])
+            self.result = self.script(s)
+            s.close()
+        except Exception as e:  # noqa: BLE001  (reported by join())
+            self.error = e
+
+    def join(self):
+        self.thread.join(30)
+        self.listener.close()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+TLS_PRELUDE = r"""
+import sys, gc, socket
+import machine_shim, tls_shim
+sys.modules["machine"] = machine_shim
+sys.modules["tls"] = tls_shim
+import tls
+out = lambda *a: print("@", repr(a))
+def rd(name):
+    f = open(name, "rb"); d = f.read(); f.close(); return d
+"""
+
+
+def _echo_upper(s):
+    data = s.recv(100)
+    s.sendall(data.upper())
+    return data
+
+
+def test_tls_client_role_tls12_and_ballast(tmp_path, creds):
+    peer = Peer(creds, True, _echo_upper)
+    peer.start()
+    code = TLS_PRELUDE + r"""
+gc.collect(); f0 = gc.mem_free()
+s = socket.socket()
+s.connect(socket.getaddrinfo("127.0.0.1", %d)[0][-1])
+ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+ctx.verify_mode = 2                      # accepted and ignored, as axTLS does
+ss = ctx.wrap_socket(s, server_hostname="127.0.0.1")
+gc.collect(); used = f0 - gc.mem_free()
+ss.write(b"hello axtls")
+got = ss.read(11)
+ss.close()
+ss = None
+gc.collect(); left = f0 - gc.mem_free()
+out("echo", got, ctx.verify_mode, used, left)
+out("surface", [n for n in ("load_verify_locations", "getpeercert", "do_handshake", "set_ciphers", "get_ciphers")
+                if hasattr(ctx, n) or hasattr(tls.SSLSocket, n)], hasattr(tls, "CERT_REQUIRED"))
+""" % peer.port
+    p = run_mp(code, creds / "cert.der", tmp_path)
+    assert peer.join() == b"hello axtls"
+    assert peer.info == ("TLSv1.2", "AES128-SHA")  # axTLS's first suite
+    res = dict((r[0], r[1:]) for r in results(p.stdout))
+    got, mode, used, left = res["echo"]
+    assert got == b"HELLO AXTLS" and mode == 0
+    print("heap per connection: %d bytes (released to %d after close)" % (used, left))
+    assert 8 * 1024 <= used <= 10 * 1024  # axTLS's ~8 KiB per connection
+    assert left < 1024
+    assert res["surface"] == ([], False)
+
+
+def test_tls_server_role_with_cpython_client(tmp_path, creds):
+    peer = Peer(creds, False, lambda s: (s.sendall(b"ping"), s.recv(100))[1])
+    # The device needs a port the peer can reach: bind in CPython first to
+    # learn a free one, then let the device listen on it.
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    code = TLS_PRELUDE + r"""
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(socket.getaddrinfo("127.0.0.1", %d)[0][-1])
+ls.listen(1)
+print("LISTENING")
+c, a = ls.accept()
+ctx = tls.SSLContext(tls.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(rd("cert.der"), rd("key.der"))
+ss = ctx.wrap_socket(c, server_side=True)
+got = ss.read(4)
+ss.write(got + b"-pong")
+ss.close()
+ls.close()
+out("got", got)
+""" % port
+    script = tmp_path / "srv.py"
+    script.write_text(code)
+    child = subprocess.Popen(
+        [micropython_binary(), "-X", "heapsize=" + SHIM_HEAP, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=board_env(tmp_path / "none.bin"),
+        cwd=creds,
+    )
+    try:
+        assert child.stdout.readline().strip() == "LISTENING"
+        peer.start(port)
+        reply = peer.join()
+        out, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    assert reply == b"ping-pong"
+    assert peer.info[0] == "TLSv1.2"
+    assert results(out) == [("got", b"ping")]
+
+
+def test_tls_refuses_pem_and_pkcs8(tmp_path, creds):
+    code = TLS_PRELUDE + r"""
+for cert, key in (("cert.der", "key.pem"), ("cert.der", "key.pk8"), ("cert.pem", "key.der")):
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(rd(cert), rd(key))   # stored, checked at wrap time as axTLS does
+    s = socket.socket()
+    try:
+        ctx.wrap_socket(s, server_side=True)
+        out(cert, key, "accepted")
+    except ValueError as e:
+        out(cert, key, str(e))
+    s.close()
+"""
+    p = run_mp(code, creds / "cert.der", tmp_path, cwd=creds)
+    assert results(p.stdout) == [
+        ("cert.der", "key.pem", "invalid key"),
+        ("cert.der", "key.pk8", "invalid key"),
+        ("cert.pem", "key.der", "invalid cert"),
+    ]
+
+
+def test_tls_oversize_record_is_refused(tmp_path, creds):
+    def send_two(s):
+        s.recv(10)
+        s.sendall(b"a" * 4000)  # one record of 4000 bytes + MAC/IV/padding < 5115
+        s.recv(10)
+        s.sendall(b"b" * 6000)  # one record over 5115 bytes
+        try:
+            s.recv(10)
+        except (OSError, ssl.SSLError):
+            pass
+
+    peer = Peer(creds, True, send_two)
+    peer.start()
+    code = TLS_PRELUDE + r"""
+s = socket.socket()
+s.connect(socket.getaddrinfo("127.0.0.1", %d)[0][-1])
+ss = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT).wrap_socket(s)
+ss.write(b"go")
+buf = bytearray(4000)
+mv = memoryview(buf)
+n = 0
+while n < 4000:
+    n += ss.readinto(mv[n:])
+out("small", n, buf.find(b"a" * 8) == 0 and all(b == 97 for b in buf))
+ss.write(b"go")
+try:
+    ss.read(6000)
+    out("big", "accepted")
+except OSError as e:
+    out("big", e.args[0], e.args[1])
+ss.close()
+""" % peer.port
+    p = run_mp(code, creds / "cert.der", tmp_path)
+    peer.join()
+    assert results(p.stdout) == [("small", 4000, True), ("big", -257, "RECORD_OVERFLOW")]
+
+
+def test_ssl_wrapper_builds_on_the_shim(tmp_path, creds):
+    peer = Peer(creds, True, _echo_upper)
+    peer.start()
+    code = TLS_PRELUDE + r"""
+import ssl
+s = socket.socket()
+s.connect(socket.getaddrinfo("127.0.0.1", %d)[0][-1])
+ss = ssl.wrap_socket(s)
+ss.write(b"via ssl")
+out("ssl", ss.read(7), type(ss).__name__)
+ss.close()
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+try:
+    ctx.load_verify_locations(cadata=b"x")
+    out("lvl", "accepted")
+except AttributeError:
+    out("lvl", "AttributeError")
+""" % peer.port
+    p = run_mp(code, creds / "cert.der", tmp_path)
+    assert peer.join() == b"via ssl"
+    assert results(p.stdout) == [("ssl", b"VIA SSL", "SSLSocket"), ("lvl", "AttributeError")]
+
+
+# ------------------------------------------------------------------ signatures
+SHIMS = {
+    "esp.py": "esp.pyi",
+    "network.py": "network.pyi",
+    "machine_shim.py": "machine.pyi",
+    "tls_shim.py": "tls.pyi",
+}
+# Shim names with no stub counterpart, each with its reason.
+EXTRA_OK = {
+    "machine_shim.py": {"EXIT_HARD_RESET"},  # the exit status the board supervisor reads
+    "tls_shim.py": {"SSLSocket"},  # the type wrap_socket returns (the stub leaves it unnamed)
+}
+
+
+def _public(tree):
+    """name -> node for public module-level defs/classes/constants."""
+    out = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names = [node.name]
+        elif isinstance(node, ast.Assign):
+            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names = [node.target.id]
+        else:
+            continue
+        for n in names:
+            if not n.startswith("_"):
+                out.setdefault(n, []).append(node)
+    return out
+
+
+def _params(fn):
+    a = fn.args
+    names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")]
+    return names, a.vararg is not None or a.kwarg is not None
+
+
+def _required(fn):
+    a = fn.args
+    pos = a.posonlyargs + a.args
+    req = [x.arg for x in pos[: len(pos) - len(a.defaults)] if x.arg not in ("self", "cls")]
+    req += [x.arg for x, d in zip(a.kwonlyargs, a.kw_defaults) if d is None]
+    return req
+
+
+def _check_fn(where, shim_fn, stub_fns):
+    shim_names, _ = _params(shim_fn)
+    stub_names = set()
+    open_ended = False
+    for f in stub_fns:
+        names, var = _params(f)
+        stub_names.update(names)
+        open_ended |= var
+    if open_ended and not stub_names:
+        return  # the stub says (*args, **kwargs): anything goes
+    missing = stub_names - set(shim_names)
+    assert not missing, "%s: stub parameters %s missing" % (where, sorted(missing))
+    if not open_ended:
+        extra = set(shim_names) - stub_names
+        assert not extra, "%s: parameters %s not in the stub" % (where, sorted(extra))
+    # what the shim requires, every stub overload must require too
+    for r in _required(shim_fn):
+        assert all(r in _required(f) for f in stub_fns), "%s: %s required" % (where, r)
+
+
+@pytest.mark.parametrize("shim", sorted(SHIMS))
+def test_shim_matches_stub(shim):
+    tree = ast.parse((DEVICE / shim).read_text())
+    stub = ast.parse((TYPINGS / SHIMS[shim]).read_text())
+    have, want = _public(tree), _public(stub)
+    extra = set(have) - set(want) - EXTRA_OK.get(shim, set())
+    assert not extra, "%s: names the ESP8266 port lacks: %s" % (shim, sorted(extra))
+    for name, nodes in have.items():
+        if name not in want:
+            continue
+        node = nodes[0]
+        if isinstance(node, ast.FunctionDef):
+            _check_fn("%s.%s" % (shim, name), node, [n for n in want[name] if isinstance(n, ast.FunctionDef)])
+        elif isinstance(node, ast.ClassDef):
+            stub_cls = [n for n in want[name] if isinstance(n, ast.ClassDef)][0]
+            stub_members = {}
+            for m in stub_cls.body:
+                if isinstance(m, ast.FunctionDef):
+                    stub_members.setdefault(m.name, []).append(m)
+                elif isinstance(m, (ast.Assign, ast.AnnAssign)):
+                    t = m.targets[0] if isinstance(m, ast.Assign) else m.target
+                    stub_members.setdefault(getattr(t, "id", ""), []).append(m)
+            for m in node.body:
+                if isinstance(m, ast.FunctionDef):
+                    if m.name.startswith("_") and m.name not in ("__init__", "__call__"):
+                        continue
+                    if any(isinstance(d, ast.Attribute) and d.attr == "setter" for d in m.decorator_list):
+                        continue
+                    assert m.name in stub_members or (shim, name, m.name) in PROPERTY_OK, (
+                        "%s.%s.%s: not on the ESP8266" % (shim, name, m.name)
+                    )
+                    if m.name in stub_members:
+                        _check_fn("%s.%s.%s" % (shim, name, m.name), m, stub_members[m.name])
+                elif isinstance(m, ast.Assign):
+                    for t in m.targets:
+                        if isinstance(t, ast.Name) and not t.id.startswith("_"):
+                            assert t.id in stub_members, "%s.%s.%s: not on the ESP8266" % (shim, name, t.id)
+
+
+# axTLS's SSLContext answers verify_mode (always CERT_NONE, stores ignored) in
+# its attr handler; the stub does not list it.
+PROPERTY_OK = {("tls_shim.py", "SSLContext", "verify_mode")}
