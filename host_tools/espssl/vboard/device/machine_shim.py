@@ -140,12 +140,12 @@ class Pin:
     IRQ_RISING = const(1)
     IRQ_FALLING = const(2)
 
-    def __init__(self, id, mode=-1, pull=-1, *, value=None):
+    def __init__(self, id, mode=-1, pull=-1, *, value=None, drive=None, alt=None):
         self._id = id
         self._value = 0
         self.init(mode, pull, value=value)
 
-    def init(self, mode=-1, pull=-1, *, value=None):
+    def init(self, mode=-1, pull=-1, *, value=None, drive=None, alt=None):
         if mode != -1:
             self._mode = mode
         if pull == Pin.PULL_UP:
