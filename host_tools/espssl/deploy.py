@@ -29,6 +29,10 @@ from .errors import DeviceError, EspsslError
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_SRC = ROOT / "firmware" / "espconn"
 DEST = "/lib/espconn"
+RAW_REPL_TIMEOUT = 10  # s to get the raw REPL prompt (a board soft-resets in ~1 s)
+# s a single serial read may block: mpremote reads a pty without a timeout of its
+# own, so a silent port would otherwise hang forever
+SERIAL_TIMEOUT = 5
 WIFI_FILE = "/wifi.cfg"  # two lines: SSID, password (read by the HIL suite on a real board)
 
 # sys.implementation._mpy = version | sub_version << 8 | arch << 10 (py/persistentcode.h)
@@ -132,11 +136,11 @@ class Board:
         try:
             from mpremote.transport_serial import SerialTransport
 
-            self.t = SerialTransport(self.port, baudrate=115200)
+            self.t = SerialTransport(self.port, baudrate=115200, timeout=SERIAL_TIMEOUT)
         except (TransportError, OSError) as e:
             raise DeviceError("cannot open %s: %s" % (self.port, e)) from None
         try:
-            self.t.enter_raw_repl(soft_reset=self.soft_reset, timeout_overall=10)
+            self.t.enter_raw_repl(soft_reset=self.soft_reset, timeout_overall=RAW_REPL_TIMEOUT)
         except (TransportError, OSError) as e:
             self._close()
             raise DeviceError(
@@ -289,7 +293,13 @@ def deploy(port=None, src=PACKAGE_SRC, dest=DEST, force=False, wifi=None, out=pr
             "Deployed %s: %d copied, %d unchanged, %d removed; sha256 of all %d files on the board: verified"
             % (dest, len(result["copied"]), len(result["unchanged"]), len(result["removed"]), len(local))
         )
-        board.exec("import espconn")
+        parent, _, pkg = dest.rstrip("/").rpartition("/")
+        if parent in ("", "/lib"):  # on sys.path: the package must import from the .mpy files
+            try:
+                board.exec("import %s" % pkg)
+            except DeviceError as e:
+                raise DeviceError("deployed and verified, but `import %s` fails on the board: %s" % (pkg, e)) from None
+            out("import %s on the board: ok" % pkg)
         if wifi:
             ssid, password = wifi
             board.t.fs_writefile(WIFI_FILE, ("%s\n%s\n" % (ssid, password)).encode())
