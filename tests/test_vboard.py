@@ -222,6 +222,19 @@ def test_ctrl_c_interrupts_running_code_in_both_repls(board):
         assert read_until(ser, b">>> ").endswith(b"42\r\n>>> ")
 
 
+def test_timer_callbacks_fire_at_the_idle_prompt(board):
+    # A board runs soft Timer callbacks while its REPL waits for a key; the
+    # unix port only after the next key, unless the board nudges it.
+    with serial.Serial(board.port, timeout=0.5) as ser:
+        ser.write(b"\r\x03\r\x02")
+        read_until(ser, b">>> ")
+        ser.write(b"from machine import Timer\r")
+        read_until(ser, b"Timer\r\n>>> ")
+        ser.write(b"t = Timer(-1); t.init(period=300, mode=Timer.ONE_SHOT, callback=lambda t: print('FIRED'))\r")
+        read_until(ser, b"'FIRED'))\r\n>>> ")
+        assert read_until(ser, b"FIRED\r\n", timeout=5) == b"FIRED\r\n"  # no key sent
+
+
 def test_output_nobody_reads_is_dropped(board):
     # ~1.4 MB of output with nobody reading: the board must not stall on it.
     with serial.Serial(board.port, timeout=0.5) as ser:

@@ -63,6 +63,10 @@ EXIT_HARD_RESET = 0x5A
 # heap: the process gets ESPSSL_VBOARD_HEAP plus this much (its HEAP_SLACK).
 HEAP_SLACK = 32 * 1024
 
+# Signal with a no-op handler in the child: it interrupts the REPL's blocking
+# read() so that callbacks queued by threads (machine.Timer) run at the prompt.
+_NUDGE = signal.SIGUSR2
+_NUDGE_EVERY = 0.02  # s: Timer callback latency at the idle prompt
 _SIGINT_MASK = 1 << (signal.SIGINT - 1)
 _HOLD_LIMIT = 64 * 1024  # input kept while MicroPython boots (a UART FIFO is smaller)
 _RUN_KEY_GRACE = 0.25  # s a Ctrl-C waits for code started by the key before it
@@ -96,13 +100,14 @@ def heap_bytes(text):
 
 
 def micropython_command():
-    """argv prefix that starts the MicroPython unix port.
+    """(argv prefix that starts the MicroPython unix port, nudge-able?).
 
     The PyPI package installs ``micropython`` as a Python script around an
     extension module; it is started through this interpreter with SIGINT
     reset to its default, so that the port's own handler (installed only
     while code runs) is the one visible in /proc and a Ctrl-C at the prompt
-    stays a byte, as on a board.  A native binary is started as it is.
+    stays a byte, as on a board.  It also gets a no-op handler for _NUDGE
+    (see Board._nudge).  A native binary is started as it is, un-nudged.
     """
     exe = Path(sys.executable).with_name("micropython")
     found = str(exe) if exe.exists() else shutil.which("micropython")
@@ -113,16 +118,18 @@ def micropython_command():
     if head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]:
         launcher = (
             "import signal,sys;signal.signal(signal.SIGINT,signal.SIG_DFL);"
+            "signal.signal(signal.%s,lambda *a:None);"
             "import micropython_run;sys.exit(micropython_run.run_main(['micropython']+sys.argv[1:]))"
-        )
-        return [sys.executable, "-c", launcher]
-    return [found]
+        ) % _NUDGE.name
+        return [sys.executable, "-c", launcher], True
+    return [found], False
 
 
 class Child:
     """One MicroPython process on a pty it sees as its controlling terminal."""
 
-    def __init__(self, argv, env, cwd):
+    def __init__(self, argv, env, cwd, nudge=False):
+        self.nudge = nudge  # takes _NUDGE harmlessly
         self.master, slave = _raw_pty()
 
         def _ctty():  # runs after setsid(): make the pty our controlling tty
@@ -168,16 +175,23 @@ class Child:
             except OSError:
                 return
 
-    def catches_sigint(self):
-        """True while the port has its SIGINT handler installed (code is running)."""
+    def _status(self):
+        """(SIGINT caught?, number of threads) from /proc."""
+        caught, threads = False, 1
         try:
             with open("/proc/%d/status" % self.pid) as f:
                 for line in f:
                     if line.startswith("SigCgt:"):
-                        return bool(int(line.split()[1], 16) & _SIGINT_MASK)
-        except OSError:
+                        caught = bool(int(line.split()[1], 16) & _SIGINT_MASK)
+                    elif line.startswith("Threads:"):
+                        threads = int(line.split()[1])
+        except (OSError, ValueError):
             pass
-        return False
+        return caught, threads
+
+    def catches_sigint(self):
+        """True while the port has its SIGINT handler installed (code is running)."""
+        return self._status()[0]
 
     def interrupt(self):
         try:
@@ -314,8 +328,9 @@ class Board:
         self.tail = b""
         self.out = _Output()
         heap = heap_bytes(self.heap) + HEAP_SLACK
-        argv = micropython_command() + ["-X", "heapsize=%d" % heap, "-i", str(self.boot_script)]
-        self.child = Child(argv, self._env(kind), str(self.dir))
+        argv, nudge = micropython_command()
+        argv = argv + ["-X", "heapsize=%d" % heap, "-i", str(self.boot_script)]
+        self.child = Child(argv, self._env(kind), str(self.dir), nudge=nudge)
         self._log("boot %s: micropython pid %d" % (kind, self.child.pid))
 
     def _stop_child(self):
@@ -516,6 +531,30 @@ class Board:
         self.loader = None
         self.boot(POWER)
 
+    def _nudge(self):
+        """Let callbacks queued by the child's threads run at an idle prompt.
+
+        The unix port waits for a key in a blocking read() at its prompt and
+        runs micropython.schedule() callbacks only once it returns; a board
+        runs them at the prompt too.  While the child has threads (the timer
+        thread of machine.Timer, say) and sits at a prompt (no SIGINT handler:
+        no code runs), a harmless signal every _NUDGE_EVERY makes that read()
+        return EINTR, on which the port runs pending callbacks and reads on.
+        Returns the select() timeout to use.
+        """
+        child = self.child
+        if child is None or not child.nudge or self.phase != "repl":
+            return 0.2
+        caught, threads = child._status()
+        if threads < 2:
+            return 0.2
+        if not caught:
+            try:
+                os.kill(child.pid, _NUDGE)
+            except ProcessLookupError:
+                pass
+        return _NUDGE_EVERY
+
     # -- the loop ---------------------------------------------------------------
     def request_stop(self, *_args):
         self._stop = True
@@ -527,12 +566,13 @@ class Board:
         if self.phase == "off":
             self.boot(POWER)
         try:
+            timeout = 0.2
             while not self._stop:
                 fds = [self.host]
                 if self.child is not None:
                     fds.append(self.child.master)
                 try:
-                    ready, _, _ = select.select(fds, [], [], 0.2)
+                    ready, _, _ = select.select(fds, [], [], timeout)
                 except InterruptedError:
                     continue
                 if self.child is not None and self.child.master in ready:
@@ -552,6 +592,7 @@ class Board:
                     except subprocess.TimeoutExpired:
                         self.child.kill_process()
                     self._child_gone()
+                timeout = self._nudge()
         finally:
             self.close()
 
