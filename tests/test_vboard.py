@@ -7,6 +7,7 @@ bad-use tests start boards of their own.  Every board is stopped in teardown.
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -348,6 +349,16 @@ def test_stale_pid_file_does_not_block_a_start(own_board, tmp_path):
     b2 = own_board(d)
     assert b2.pid != b.pid
     assert mpremote(b2.port, "exec", "print('fresh')").strip() == "fresh"
+
+
+def test_a_board_whose_directory_is_removed_stops(own_board, tmp_path):
+    d = tmp_path / "gone"
+    b = own_board(d)
+    shutil.rmtree(d)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists("/proc/%d" % b.pid):
+        time.sleep(0.1)
+    assert not os.path.exists("/proc/%d" % b.pid) or "zombie" in Path("/proc/%d/status" % b.pid).read_text()
 
 
 def test_stop_and_status_without_a_board(tmp_path):

@@ -567,7 +567,13 @@ class Board:
             self.boot(POWER)
         try:
             timeout = 0.2
+            checked = time.monotonic()
             while not self._stop:
+                if time.monotonic() - checked > 1.0:
+                    checked = time.monotonic()
+                    if not self.image.exists():  # e.g. a test's temporary dir was removed
+                        self._log("flash image %s is gone: stopping" % self.image)
+                        break
                 fds = [self.host]
                 if self.child is not None:
                     fds.append(self.child.master)
