@@ -341,7 +341,7 @@ class Device:
 
     def env(self):
         env = dict(os.environ)
-        env["MICROPYPATH"] = str(self.mpydir)
+        env["MICROPYPATH"] = str(self.mpydir) + os.pathsep + ".frozen"
         env["ESPSSL_VBOARD_FLASH"] = str(self.flash)
         env["ESPSSL_VBOARD_FLASH_SIZE"] = str(FLASH_SIZE)
         return env
@@ -1019,3 +1019,56 @@ def test_example_server(device, pki, tmp_path):
             proc.wait()
     assert back == b"hello"
     assert ("received", b"hello", 2) in results(out), out + err  # still ESPCONN_LISTEN
+
+
+# ---------------------------------------------------------------- how callbacks get driven
+DRIVE = r"""
+port = int(sys.argv[1])
+import sys as _s
+out("lazy", [m for m in ("espconn.conn", "espconn.tap", "espconn.x509", "espconn.castore") if m in _s.modules])
+# 1. background: machine.Timer(-1) polls; this script only sleeps
+c = Client(port, send=b"background", expect=10)
+t0 = time.ticks_ms()
+while "discon" not in c.ev and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+    time.sleep_ms(10)
+out("timer", c.result(), D._timer is None)
+# 2. asyncio: await the callbacks
+import asyncio
+async def main():
+    c = Client(port, send=b"ping", expect=4)
+    names = []
+    while True:
+        n = await espconn_wait(c.c, 5000)
+        names.append(n)
+        if n in ("disconnect", "reconnect", None):
+            return names, c.result()
+out("aio", asyncio.run(main()))
+"""
+
+
+@pytest.fixture(scope="module")
+def drive(device, peers):
+    return {r[0]: r[1:] for r in device.run(DRIVE, [peers("good").port])}
+
+
+def test_import_is_lazy(drive):
+    assert drive["lazy"] == ([],)
+
+
+def test_background_timer_fires_callbacks(drive):
+    r, timer_gone = drive["timer"]
+    assert r["ev"] == ["connect", ("send", 0), "sent", "discon"]
+    assert r["sha"] == sha(b"background")
+    assert timer_gone  # the timer stops once nothing is open
+
+
+def test_asyncio_wait(drive):
+    (names, r), = drive["aio"]
+    assert names[-1] == "disconnect" and None not in names
+    assert r["sha"] == sha(b"ping")
+
+
+def test_cpython_import_has_no_side_effects():
+    code = "import sys, espconn, espconn.binfmt; print(sorted(m for m in sys.modules if m.split('.')[0] in ('espconn', 'tls', 'machine', 'ssl', 'socket')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert ast.literal_eval(out) == ["espconn", "espconn.binfmt", "espconn.codes", "espconn.errors"]
