@@ -182,10 +182,15 @@ class Session:
         return layout.parse_firmware_len(block[layout.FIRMWARE_LEN_OFFSET - sector :])
 
     def __exit__(self, exc_type, exc, tb):
-        if self.esp is not None and exc_type is None:
+        # Reset after a refusal too: nothing was written, and the board should run again.
+        if self.esp is not None:
             from esptool import cmds
 
-            cmds.reset_chip(self.esp, self.after)
+            try:
+                cmds.reset_chip(self.esp, self.after)
+            except Exception:  # noqa: BLE001 - a board that went away; the first error wins
+                if exc_type is None:
+                    raise
         self._close()
         return False
 
