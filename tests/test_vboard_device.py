@@ -40,7 +40,7 @@ FLASH_1M = 0x100000
 FS_1M = (0x99000, 0xFB000)  # boards/esp8266-1m.json filesystem region
 HEAP = 38 * 1024
 BOOT_HEAP = HEAP + 32 * 1024  # vboard_boot.py HEAP_SLACK
-SHIM_HEAP = "64K"  # modules loaded without vboard_boot's accounting
+SHIM_HEAP = "96K"  # modules loaded without vboard_boot's surplus accounting
 AXTLS_CIPHERS = "AES128-SHA:AES256-SHA:AES128-SHA256:AES256-SHA256"
 EXIT_HARD_RESET = 0x5A
 
@@ -493,8 +493,11 @@ out("got", got)
     try:
         assert child.stdout.readline().strip() == "LISTENING"
         peer.start(port)
-        reply = peer.join()
-        out, err = child.communicate(timeout=30)
+        try:
+            reply = peer.join()
+        finally:
+            out, err = child.communicate(timeout=30)
+            print(out, err)
     finally:
         if child.poll() is None:
             child.kill()
@@ -584,6 +587,36 @@ except AttributeError:
     p = run_mp(code, creds / "cert.der", tmp_path)
     assert peer.join() == b"via ssl"
     assert results(p.stdout) == [("ssl", b"VIA SSL", "SSLSocket"), ("lvl", "AttributeError")]
+
+
+def test_board_tls_client_fits_the_board_heap(tmp_path, creds):
+    # The whole board: vboard_boot.py, its heap accounting, the frozen ssl
+    # wrapper over the shim, typed at the REPL as a user would.
+    image = make_image(tmp_path / "flash.bin")
+    peer = Peer(creds, True, _echo_upper)
+    peer.start()
+    p = boot(
+        image,
+        tmp_path,
+        "import socket, ssl, gc\n"
+        "s = socket.socket()\n"
+        "s.connect(socket.getaddrinfo('127.0.0.1', %d)[0][-1])\n"
+        "gc.collect(); f0 = gc.mem_free()\n"
+        "ss = ssl.wrap_socket(s)\n"
+        "gc.collect(); f1 = gc.mem_free()\n"
+        "ss.write(b'board'); got = ss.read(5); ss.close(); ss = None; gc.collect()\n"
+        "print('@', repr((got, f0, f0 - f1, f0 - gc.mem_free())))\n" % peer.port,
+    )
+    try:
+        peer.join()
+    finally:
+        print(p.stdout, p.stderr)
+    (res,) = results(p.stdout)
+    got, free, conn, after = res
+    print("board heap: %d free before the connection, %d taken by it, %d after close" % (free, conn, after))
+    assert got == b"BOARD"
+    assert conn >= 8 * 1024
+    assert after < 1024
 
 
 # ------------------------------------------------------------------ signatures

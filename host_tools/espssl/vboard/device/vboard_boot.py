@@ -25,8 +25,8 @@
 # no GC heap; here they are Python modules loaded at boot (~25 KiB).  Give
 # micropython a heap larger than ESPSSL_VBOARD_HEAP (by HEAP_SLACK below,
 # 32 KiB: the modules keep ~25 KiB, compiling them needs more for a moment):
-# after loading everything this script takes the surplus away in
-# one block, so that user code sees what an ESP8266 with that heap has free
+# after loading everything this script takes the surplus away (filling
+# the holes the loading left first), so that user code sees what an ESP8266 with that heap has free
 # after boot (the heap less BOOT_USE).  With exactly HEAP, nothing is taken
 # and user code has that much less free than on a board.
 #
@@ -145,14 +145,24 @@ def _vboard_heap():
     elif text[-1] in "mM":
         text, mult = text[:-1], 1024 * 1024
     heap = int(text) * mult
+    target = heap - BOOT_USE
+    # First fit from the bottom: chunks fill the holes the module loading left
+    # (compiler garbage) before they eat into the free top of the heap, so
+    # what stays free is one contiguous region, as on a freshly booted board
+    # (axTLS needs a contiguous ~5.4 KiB block for each handshake).
     gc.collect()
-    surplus = gc.mem_free() - (heap - BOOT_USE)
-    while surplus > 256:
-        try:
-            esp._heap_surplus = bytearray(surplus)
-            break
-        except MemoryError:
-            surplus -= 1024
+    if gc.mem_free() <= target + 64:
+        return
+    pad = [None] * 256
+    i = 0
+    for chunk in (1024, 256, 64):
+        while i < 255 and gc.mem_free() - target >= chunk:
+            try:
+                pad[i] = bytearray(chunk - 16)  # the GC block of a bytearray's data
+            except MemoryError:
+                break
+            i += 1
+    esp._heap_surplus = pad
     gc.collect()
 
 
