@@ -50,11 +50,12 @@ _CTRL_A = 0x01  # raw REPL
 _CTRL_C = 0x03  # interrupt
 _SLIP_END = 0xC0
 
-# Boot kinds, given to vboard_boot.py as ESPSSL_VBOARD_RESET: "power" (power-on
-# or hard reset: boot.py and main.py), "soft" (soft reset from the friendly
-# REPL: boot.py and main.py), "soft-raw" (soft reset in the raw REPL: boot.py
-# only, as pyexec does on a board).
-POWER, SOFT, SOFT_RAW = "power", "soft", "soft-raw"
+# Boot kinds, given to vboard_boot.py as ESPSSL_VBOARD_RESET: "power" (the
+# board process starts), "hard" (machine.reset(), or the loader ran user code),
+# both with boot.py and main.py; "soft" (soft reset from the friendly REPL:
+# boot.py and main.py), "soft-raw" (soft reset in the raw REPL: boot.py only,
+# as pyexec does on a board).
+POWER, HARD, SOFT, SOFT_RAW = "power", "hard", "soft", "soft-raw"
 # Exit status by which the device's machine.reset() asks for a hard reset.
 EXIT_HARD_RESET = 0x5A
 
@@ -406,14 +407,19 @@ class Board:
         self.child = None
         self._log("micropython exited with %s in phase %s" % (rc, self.phase))
         if self.phase != "repl":
-            # Died while booting (a crash in boot.py/main.py, a bad image):
-            # boot again, as a board would, but not in a tight loop.
+            # Gone while booting: machine.reset() or sys.exit() in boot.py or
+            # main.py, or a crash.  Reset as a board would (it may loop, as a
+            # board does), but not in a tight loop.
             self.boot_failures += 1
             time.sleep(min(0.2 * self.boot_failures, 2.0))
-            self.boot(self.boot_kind)
+            if rc == EXIT_HARD_RESET or rc < 0:  # killed by a signal: as a crash
+                self.boot(HARD if rc == EXIT_HARD_RESET else self.boot_kind)
+            else:
+                self._send(_SOFT_REBOOT)
+                self.boot(SOFT_RAW if self.boot_kind == SOFT_RAW else SOFT)
             return
         if rc == EXIT_HARD_RESET:
-            self.boot(POWER)
+            self.boot(HARD)
             return
         if self.raw and not self.tail.endswith(b"OK\r\n"):
             # sys.exit() while the raw REPL ran code: a board's pyexec still
@@ -529,7 +535,7 @@ class Board:
         if close is not None:
             close()
         self.loader = None
-        self.boot(POWER)
+        self.boot(HARD)
 
     def _nudge(self):
         """Let callbacks queued by the child's threads run at an idle prompt.
