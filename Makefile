@@ -32,7 +32,7 @@ demo: setup
 	$(BIN)/espssl ca-bin inspect out/demo/esp_ca_cert.bin
 
 bench: setup
-	@echo "no benchmarks yet"
+	$(BIN)/python tools/bench_espconn.py
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache .mypy_cache

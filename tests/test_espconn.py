@@ -95,11 +95,12 @@ def key_pkcs1(key):
 class PKI:
     """The test certificates, each leaf a (cert, key) pair written as PEM files for CPython."""
 
-    def __init__(self, d):
+    def __init__(self, d, bits=1024):
         self.dir = d
-        self.ca_key = new_key()
+        self.bits = bits
+        self.ca_key = new_key(bits)
         self.ca = make_cert("espssl test CA", self.ca_key, is_ca=True)
-        self.wrong_ca_key = new_key()
+        self.wrong_ca_key = new_key(bits)
         self.wrong_ca = make_cert("espssl wrong CA", self.wrong_ca_key, is_ca=True)
         past = _now() - datetime.timedelta(days=30)
         self.leaves = {
@@ -114,7 +115,7 @@ class PKI:
         }
 
     def _leaf(self, cn, issuer, issuer_key, **kw):
-        k = new_key()
+        k = new_key(self.bits)
         c = make_cert(cn, k, issuer, issuer_key, **kw)
         return c, k
 

@@ -51,12 +51,16 @@ def ticks_diff(a, b):
     return a - b
 
 
-def _sleep_ms(ms):
-    f = getattr(time, "sleep_ms", None)
-    if f is not None:
-        f(ms)
-    else:
-        time.sleep(ms / 1000)
+def _idle(ms):
+    # Sleep until a socket is readable (or ms pass): no fixed latency per round trip.
+    import select
+
+    p = select.poll()
+    for it in items:
+        s = it.sock
+        if s is not None and not it.closed:
+            p.register(s, select.POLLIN)
+    p.poll(ms)
 
 
 def add(item):
@@ -115,7 +119,7 @@ def run(ms=-1):
             return n
         if ms < 0 and n == 0:
             return 0
-        _sleep_ms(_WAIT_MS)
+        _idle(_WAIT_MS)
 
 
 async def wait(esp=None, timeout_ms=-1):
