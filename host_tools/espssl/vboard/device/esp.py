@@ -14,7 +14,7 @@
 #
 # Signatures follow the ESP8266 port (typings/esp.pyi); errors too: a failed
 # flash operation raises OSError(EIO), as SPI_FLASH_RESULT_ERR does there.
-import os
+from os import getenv as _getenv  # the unix port's (the board's os has none)
 
 from micropython import const
 
@@ -34,7 +34,7 @@ _sleep = 2  # sleep_type(): the SDK's default is modem sleep
 
 
 def _env_int(name, default):
-    v = os.getenv(name)
+    v = _getenv(name)
     if not v:
         return default
     return int(v)
@@ -43,7 +43,7 @@ def _env_int(name, default):
 def _flash():
     global _file, _size
     if _file is None:
-        path = os.getenv("ESPSSL_VBOARD_FLASH")
+        path = _getenv("ESPSSL_VBOARD_FLASH")
         if not path:
             raise OSError(_EIO)
         _file = open(path, "r+b")

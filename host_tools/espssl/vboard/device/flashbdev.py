@@ -6,7 +6,7 @@
 # Every block access goes through esp.flash_read/flash_write/flash_erase, so
 # the filesystem really is in the image: `esptool erase-flash` wipes it and a
 # sector written over it corrupts it.
-import os
+from os import getenv as _getenv  # the unix port's (the board's os has none)
 
 import esp
 
@@ -39,8 +39,8 @@ class FlashBdev:
 
 
 def _region():
-    start = int(os.getenv("ESPSSL_VBOARD_FS_START") or "0")
-    end = int(os.getenv("ESPSSL_VBOARD_FS_END") or "0")
+    start = int(_getenv("ESPSSL_VBOARD_FS_START") or "0")
+    end = int(_getenv("ESPSSL_VBOARD_FS_END") or "0")
     return start, end
 
 

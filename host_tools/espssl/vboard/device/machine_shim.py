@@ -18,6 +18,7 @@
 #   disable_irq()/enable_irq(), a minimal Pin with no hardware behind it.
 import sys
 import time
+from os import getenv as _getenv  # the unix port's (the board's os has none)
 
 import _thread
 import micropython
@@ -181,9 +182,7 @@ def soft_reset():
 
 def reset_cause():
     """Why the board last booted: PWRON_RESET, SOFT_RESET or HARD_RESET."""
-    import os
-
-    kind = os.getenv("ESPSSL_VBOARD_RESET") or "power"
+    kind = _getenv("ESPSSL_VBOARD_RESET") or "power"
     if kind.startswith("soft"):
         return SOFT_RESET
     if kind == "hard":

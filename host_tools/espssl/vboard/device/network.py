@@ -6,7 +6,7 @@
 # ones.  Names and signatures follow typings/network.pyi (ESP8266 port); the
 # MAC is the one the board's serial loader reports from its efuses
 # (ESPSSL_VBOARD_MAC, hex, else the loader's default).
-import os
+from os import getenv as _getenv  # the unix port's (the board's os has none)
 
 from micropython import const
 
@@ -42,7 +42,7 @@ _wlans = [None, None]  # one object per interface, as the port returns
 def _mac(interface):
     import binascii
 
-    mac = bytearray(binascii.unhexlify(os.getenv("ESPSSL_VBOARD_MAC") or _DEFAULT_MAC))
+    mac = bytearray(binascii.unhexlify(_getenv("ESPSSL_VBOARD_MAC") or _DEFAULT_MAC))
     if interface == AP_IF:
         mac[0] |= 2  # the SDK's softAP MAC: the station MAC, locally administered
     return bytes(mac)

@@ -35,8 +35,8 @@
 # soft reset (Ctrl-D, sys.exit(), machine.soft_reset()).
 #
 # Steps: install the device modules in sys.modules (the unix port's built-in
-# `machine` and `tls` would shadow files of those names; the frozen `ssl`
-# wrapper then builds on the `tls` shim, as on a board), open the flash image,
+# `machine`, `tls` and `os` would shadow files of those names; the frozen
+# `ssl` wrapper then builds on the `tls` shim, as on a board), open the flash image,
 # unmount the host filesystem from '/', mount the board's filesystem from the
 # image there (littlefs v2 or FAT, detected, as vfs.mount(bdev, "/") does on
 # the ESP8266); if it does not mount and its first sector is erased, make it
@@ -46,6 +46,7 @@
 # sys.path = ['', '.frozen', '/lib'], boot.py, and main.py on a normal boot.
 import gc
 import sys
+from os import getenv as _vboard_getenv  # the unix port's; the board's os has none
 
 HEAP_SLACK = 32 * 1024  # what the supervisor adds to ESPSSL_VBOARD_HEAP for -X heapsize
 
@@ -60,7 +61,7 @@ def _vboard_setup():
     esp.flash_size()  # opens the image while the host filesystem is mounted
     # The shims are loaded now: once the host filesystem is unmounted, no file
     # of this directory can be imported any more.
-    for name in ("network", "machine_shim", "tls_shim"):
+    for name in ("network", "machine_shim", "tls_shim", "os_shim"):
         try:
             __import__(name)
         except MemoryError:
@@ -72,6 +73,8 @@ def _vboard_setup():
     if "tls_shim" in sys.modules:
         sys.modules["tls"] = sys.modules["tls_shim"]
         sys.modules.pop("ssl", None)  # the frozen wrapper is imported over the shim
+    if "os_shim" in sys.modules:
+        sys.modules["os"] = sys.modules["os_shim"]
 
     # The board's '/' is its own storage, never the host's.
     try:
@@ -138,7 +141,7 @@ def _vboard_heap():
     import esp
 
     BOOT_USE = 4 * 1024  # GC heap an ESP8266 has in use after boot
-    text = __import__("os").getenv("ESPSSL_VBOARD_HEAP") or "38K"
+    text = _vboard_getenv("ESPSSL_VBOARD_HEAP") or "38K"
     mult = 1
     if text[-1] in "kK":
         text, mult = text[:-1], 1024
@@ -186,7 +189,7 @@ def _vboard_run(name, g):
 _vboard_setup()
 _vboard_heap()
 _vboard_run("boot.py", globals())
-if (__import__("os").getenv("ESPSSL_VBOARD_RESET") or "power") != "soft-raw":
+if (_vboard_getenv("ESPSSL_VBOARD_RESET") or "power") != "soft-raw":
     _vboard_run("main.py", globals())
-del HEAP_SLACK, _vboard_setup, _vboard_initial_setup, _vboard_fs_corrupted, _vboard_heap, _vboard_run
+del HEAP_SLACK, _vboard_getenv, _vboard_setup, _vboard_initial_setup, _vboard_fs_corrupted, _vboard_heap, _vboard_run
 gc.collect()
