@@ -316,6 +316,19 @@ def test_second_start_on_the_same_dir_is_refused(board):
     assert mpremote(board.port, "exec", "print('unharmed')").strip() == "unharmed"
 
 
+def test_port_in_use_is_refused_as_on_a_real_port(board):
+    # esptool locks its port; while another program holds that lock it must
+    # fail cleanly, and the board must carry on.
+    with serial.Serial(board.port, exclusive=True):
+        proc = subprocess.run(
+            [sys.executable, "-m", "esptool", "--port", board.port, "--before", "no-reset", "chip-id"],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert proc.returncode == 2
+    assert "the port is busy" in proc.stdout + proc.stderr
+    assert mpremote(board.port, "exec", "print('unharmed')").strip() == "unharmed"
+
+
 def test_corrupt_image_is_refused_and_left_untouched(tmp_path):
     d = tmp_path / "corrupt"
     d.mkdir()
