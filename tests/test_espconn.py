@@ -1073,3 +1073,27 @@ def test_cpython_import_has_no_side_effects():
     code = "import sys, espconn, espconn.binfmt; print(sorted(m for m in sys.modules if m.split('.')[0] in ('espconn', 'tls', 'machine', 'ssl', 'socket')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert ast.literal_eval(out) == ["espconn", "espconn.binfmt", "espconn.codes", "espconn.errors"]
+
+
+NO_HEAP = r"""
+port = int(sys.argv[1])
+__import__("espconn.conn")  # loaded first (a plain import would rebind the name espconn)
+__import__("espconn.tap")
+gc.collect()
+hog = []
+while gc.mem_free() > 7000:
+    hog.append(bytearray(512))
+c = Client(port)
+out("mem", c.r, espconn_secure_last_error(c.c), len(D.items))
+hog = None
+gc.collect()
+c = Client(port, quit_on_connect=True).wait()
+out("after", c.r, c.ev)
+"""
+
+
+def test_not_enough_heap_is_mem(device, peers):
+    res = {r[0]: r[1:] for r in device.run(NO_HEAP, [peers("good").port])}
+    r, err, items = res["mem"]
+    assert r == -1 and err[0] == "no_memory" and items == 0
+    assert res["after"] == (0, ["connect", "discon"])  # nothing was left half-open
