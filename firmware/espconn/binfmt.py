@@ -66,6 +66,40 @@ def entry(name, data):
     return header(name, len(data)) + bytes(data)
 
 
+def image(entries, max_bytes=0):
+    """A whole image from ``[(name, data), ...]``, in the order given.
+
+    Names must be unique (the SDK looks entries up by name); ``max_bytes``
+    (0 = no limit) is the flash budget the image must fit.  Built into one
+    preallocated buffer: no growing concatenation.
+    """
+    if not entries:
+        raise FormatError("empty", "an image needs at least one entry")
+    total = 0
+    seen = []
+    for name, data in entries:
+        key = name.encode() if isinstance(name, str) else bytes(name)
+        if key in seen:
+            raise FormatError("duplicate_name", "entry name %r is used twice" % key.decode())
+        seen.append(key)
+        if len(data) == 0:
+            raise FormatError("empty", "entry %r has no data" % key.decode())
+        total += HEADER_LEN + len(data)
+    if max_bytes and total > max_bytes:
+        raise FormatError(
+            "too_big", "the image is %d bytes; the flash budget is %d bytes" % (total, max_bytes)
+        )
+    out = bytearray(total)
+    off = 0
+    for name, data in entries:
+        hdr = header(name, len(data))
+        out[off : off + HEADER_LEN] = hdr
+        off += HEADER_LEN
+        out[off : off + len(data)] = data
+        off += len(data)
+    return bytes(out)
+
+
 def _name(hdr):
     # The name is NUL-padded: bytes up to the first NUL, nothing but NULs after.
     end = -1
