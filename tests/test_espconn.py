@@ -545,12 +545,15 @@ def test_settings_free_again_after_close(rules):
 
 # ---------------------------------------------------------------- records and resets
 FAULTS = r"""
-big, hs_reset, rec_reset = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+big, hs_reset, rec_reset, huge = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 c = Client(big).wait()
 out("oversize", c.result())
 out("resize", espconn_secure_set_size(1, 4096))
 c = Client(big, expect=4000).wait()
 out("bigger_buffer", c.result())
+espconn_secure_set_size(1, 8192)
+c = Client(huge).wait()
+out("axtls_overflow", c.result())
 espconn_secure_set_size(1, 2048)
 c = Client(hs_reset).wait()
 out("reset_handshake", c.result())
@@ -563,7 +566,8 @@ out("items", len(D.items))
 
 @pytest.fixture(scope="module")
 def faults(device, peers):
-    ports = [peers("good", "big:4000").port, peers("good", "reset_handshake").port, peers("good", "reset_record").port]
+    ports = [peers("good", "big:4000").port, peers("good", "reset_handshake").port, peers("good", "reset_record").port,
+             peers("good", "big:6000").port]
     return {r[0]: r[1] for r in device.run(FAULTS, ports)}
 
 
@@ -580,6 +584,14 @@ def test_record_within_a_larger_size_is_delivered(faults):
     assert faults["resize"] is True
     assert r["n"] == 4000 and r["sha"] == sha(b"B" * 4000)
     assert r["ev"] == ["connect", "discon"]
+
+
+def test_record_beyond_axtls_buffer_is_invalid_data(faults):
+    # size 8192 allows it, but axTLS's 5 KiB record buffer (the tls shim) does not: same outcome
+    r = faults["axtls_overflow"]
+    assert r["ev"] == ["connect", ("recon", -61)]
+    assert r["err"][0] == "oversize_record" and "RECORD_OVERFLOW" in r["err"][1]
+    assert r["n"] == 0
 
 
 def test_peer_reset_mid_handshake(faults):

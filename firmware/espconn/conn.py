@@ -78,6 +78,11 @@ server = None  # type: object  # the one Listener, or None
 _port = 49152  # espconn_port(): next local port handed out
 
 
+def _mem_free():
+    f = getattr(gc, "mem_free", None)  # MicroPython only
+    return f() if f is not None else 1 << 30
+
+
 def busy(level):
     """True when settings of ``level`` may no longer change."""
     if level & 1 and client is not None:
@@ -185,7 +190,7 @@ class Conn:
     # -- set-up ------------------------------------------------------------
     def alloc(self):
         gc.collect()
-        self.m0 = gc.mem_free()
+        self.m0 = _mem_free()
         need = size[self.level] + _RX + _TLS_HEAP
         if self.m0 < need:
             set_error(self.esp, "no_memory", "%d bytes of heap free, a connection needs about %d" % (self.m0, need), _ESPCONN_MEM)
@@ -329,12 +334,12 @@ class Conn:
             did = self.step_read()
             if not self.closed and self.up and not self.more and self.txoff < self.txlen:
                 did = self.step_write() or did
-        except OSError as e:
-            self.fail(e)
-            return True
         except MemoryError:
             set_error(self.esp, "no_memory", "out of heap during TLS", _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_ABRT if self.up else _ESPCONN_HANDSHAKE))
+            return True
+        except Exception as e:  # OSError from the TLS layer, or anything it should not raise
+            self.fail(e)
             return True
         return did
 
@@ -421,7 +426,7 @@ class Conn:
         self.up = True
         self.poller = None
         gc.collect()
-        self.heap = self.m0 - gc.mem_free()
+        self.heap = self.m0 - _mem_free()
         esp = self.esp
         esp.state = _ESPCONN_CONNECT
         esp._err = None
