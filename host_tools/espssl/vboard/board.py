@@ -276,7 +276,8 @@ class Board:
         self.boot_buf = b""
         self.tail = b""  # recent child output, for prompt detection
         self.loader_seen = 0.0
-        self.last_run_key = 0.0  # when \r, \n or Ctrl-D last went to the child
+        self.last_run_key = 0.0  # when a key that may start code last went to the child
+        self.typed = False  # text went to the friendly REPL since its last prompt
         self.boot_failures = 0
         self.dropped = 0
         self._stop = False
@@ -377,6 +378,8 @@ class Board:
 
     def _track_mode(self, data):
         self.tail = (self.tail + data)[-128:]
+        if self.tail.endswith((_FRIENDLY_PROMPT, b"... ")):
+            self.typed = False
         if _RAW_PROMPT in self.tail:
             self.raw = True
             self.tail = self.tail[self.tail.rfind(_RAW_PROMPT) + len(_RAW_PROMPT):]
@@ -456,12 +459,23 @@ class Board:
                 break
             if j > i:
                 self.child.write(data[i:j])
-                self.last_run_key = time.monotonic() if re.search(rb"[\r\n\x04]", data[i:j]) else 0
+                self.last_run_key = time.monotonic() if self._may_run(data[i:j]) else 0
             if self._code_running():
                 self.child.interrupt()
             else:
                 self.child.write(data[j:j + 1])
             i = j + 1
+
+    def _may_run(self, keys):
+        """Could KEYS (just sent) make the REPL run code?"""
+        if b"\x04" in keys:  # raw REPL, raw-paste or paste mode: run; or soft reset
+            return True
+        if self.raw:
+            return False
+        self.typed = self.typed or re.search(rb"[^\x00-\x20]", keys) is not None
+        # Enter runs a line that holds text, or ends a block at "... ".  On an
+        # empty ">>> " line (mpremote's "\r\x03") it only prints a prompt.
+        return re.search(rb"[\r\n]", keys) is not None and (self.typed or self.tail.endswith(b"... "))
 
     def _code_running(self):
         """True if the child runs code (and so takes SIGINT for a Ctrl-C).
