@@ -81,25 +81,25 @@ class Timer:
     ONE_SHOT = const(0)
     PERIODIC = const(1)
 
-    def __init__(self, id, mode=PERIODIC, period=-1, callback=None, freq=None, tick_hz=1000, hard=None):
+    def __init__(self, id):
+        # The ESP8266's Timer takes exactly its id (every timer is a software
+        # one); the period and callback come with init().
         self._id = id
-        self._mode = mode
+        self._mode = Timer.PERIODIC
         self._period = 0
         self._due = 0
         self._cb = None
         self._queued = False
         self._fire_ref = self._fire  # bound once: the timer thread allocates nothing
-        if callback is not None or period != -1 or freq is not None:
-            self.init(mode=mode, period=period, callback=callback, freq=freq, tick_hz=tick_hz, hard=hard)
 
-    def init(self, *, mode=PERIODIC, period=-1, callback=None, freq=None, tick_hz=1000, hard=None):
+    def init(self, *, mode=PERIODIC, callback=None, period=0xFFFFFFFF, tick_hz=1000, freq=None):
         """Arm the timer: period in 1/tick_hz s (ms by default) or freq in Hz."""
         global _thread_on
         self.deinit()
         if freq is not None:
-            ms = 1000 // freq if freq > 0 else 0
+            ms = int(1000 / freq) if freq > 0 else 0
         else:
-            ms = period * 1000 // tick_hz if period >= 0 else 0xFFFFFFFF
+            ms = period * 1000 // tick_hz
         self._mode = mode
         self._period = ms if ms > 0 else 1
         self._cb = callback
@@ -181,9 +181,15 @@ def soft_reset():
 
 
 def reset_cause():
-    """Why the board last booted: PWRON_RESET, SOFT_RESET or HARD_RESET."""
+    """Why the chip last started, from the supervisor's ESPSSL_VBOARD_RESET.
+
+    "reset" (after machine.reset(): the SDK's system_restart) -> SOFT_RESET,
+    "hard" (the reset pin, e.g. esptool's hard reset) -> HARD_RESET, anything
+    else ("power", and soft reboots, which do not restart the chip) ->
+    PWRON_RESET.
+    """
     kind = _getenv("ESPSSL_VBOARD_RESET") or "power"
-    if kind.startswith("soft"):
+    if kind == "reset":
         return SOFT_RESET
     if kind == "hard":
         return HARD_RESET
@@ -211,8 +217,10 @@ def freq(hz=None):
 
 
 def idle():
-    """Wait a little, letting scheduled callbacks run (the board waits for an interrupt)."""
+    """Wait a little, letting scheduled callbacks run; returns the CPU cycles waited."""
+    t = time.ticks_us()
     time.sleep_ms(1)
+    return time.ticks_diff(time.ticks_us(), t) * (_freq // 1000000)
 
 
 def disable_irq():

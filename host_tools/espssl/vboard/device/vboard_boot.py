@@ -13,9 +13,11 @@
 #   ESPSSL_VBOARD_FS_START    filesystem region [START, END) in the image, in
 #   ESPSSL_VBOARD_FS_END      bytes (decimal); END <= START: no filesystem
 #   ESPSSL_VBOARD_HEAP        the board's GC heap ("38K", "38912"; default 38K)
-#   ESPSSL_VBOARD_RESET       "power" (default), "hard", "soft": boot.py then
+#   ESPSSL_VBOARD_RESET       "power" (default), "hard" (reset pin), "reset"
+#                             (after machine.reset()), "soft": boot.py then
 #                             main.py; "soft-raw": boot.py only (a soft reset
-#                             in the raw REPL, as pyexec does on a board)
+#                             in the raw REPL, as pyexec does on a board).
+#                             machine.reset_cause() reports it.
 #   ESPSSL_VBOARD_MAC         optional station MAC, 12 hex digits
 #
 # It must be the main script (not imported): boot.py and main.py run in its
