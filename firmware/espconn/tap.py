@@ -84,7 +84,7 @@ class Tap(io.IOBase):
         self.finished = False  # peer's Finished has passed: handshake over
         self.err = None  # (reason, text) once failed
         self.sock_err = 0  # errno the socket raised (ECONNRESET...), 0 if none
-        self.closed = False
+        self.shut = False  # ("closed" is a read-only property of CPython's io.IOBase)
         self.rx = 0  # bytes read from the socket, for statistics
         self.tx = 0
 
@@ -144,8 +144,8 @@ class Tap(io.IOBase):
             return 0
 
     def close(self):
-        if not self.closed:
-            self.closed = True
+        if not self.shut:
+            self.shut = True
             self.cert = None
             try:
                 self.sock.close()
