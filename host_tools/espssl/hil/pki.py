@@ -21,17 +21,40 @@ def _pem_files(dirpath, name, cert, key):
     return crt, kf
 
 
-def make_pki(dirpath, host="127.0.0.1"):
+def _load_ca(ca_dir):
+    """The CA certificate and key ``espssl certs`` wrote to CA_DIR (ca.pem, ca.key.pem)."""
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from ..errors import EspsslError
+
+    ca_dir = Path(ca_dir)
+    try:
+        cert = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
+        key = serialization.load_pem_private_key((ca_dir / "ca.key.pem").read_bytes(), None)
+    except (OSError, ValueError) as e:
+        raise EspsslError("cannot load the CA from %s (ca.pem, ca.key.pem): %s" % (ca_dir, e)) from None
+    return cert, key
+
+
+def make_pki(dirpath, host="127.0.0.1", ca_dir=None):
     """CA, wrong CA, and server certificates: good, expired, wrong name; the board's own.
 
     Returns a dict of paths (PEM, for CPython ssl), DER bytes (for the board) and
-    the two CA bins (Espressif's esp_ca_cert.bin format, via binfmt).
+    the two CA bins (Espressif's esp_ca_cert.bin format, via binfmt).  With
+    CA_DIR, the CA is the one ``espssl certs`` wrote there, so the suite runs
+    against the CA bundle the user flashed.
     """
     from .. import certs
 
     now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = certs.new_key(2048)
-    ca = certs.make_cert("espssl HIL CA", ca_key, is_ca=True)
+    if ca_dir:  # the CA the user made (and flashed) with `espssl certs`
+        ca, ca_key = _load_ca(ca_dir)
+    else:
+        ca_key = certs.new_key(2048)
+        ca = certs.make_cert("espssl HIL CA", ca_key, is_ca=True)
     wrong_key = certs.new_key(2048)
     wrong = certs.make_cert("espssl HIL other CA", wrong_key, is_ca=True)
     srv_key = certs.new_key(2048)
