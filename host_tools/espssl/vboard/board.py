@@ -629,6 +629,9 @@ class Board:
                 flash.close()
             self.loader = None
         self._stop_child()
+        if self.dropped:
+            self._log("dropped %d bytes of output nobody read" % self.dropped)
+            self.dropped = 0
         for fd in (self.host, self.host_slave):
             if fd >= 0:
                 os.close(fd)

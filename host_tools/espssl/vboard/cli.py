@@ -172,9 +172,12 @@ def start(directory, flash=None, heap=DEFAULT_HEAP, boot_script=None):
         )
     deadline = time.monotonic() + _START_TIMEOUT
     while time.monotonic() < deadline:
-        state = _state(directory)
-        if state is not None and state[0] == proc.pid and state[1]:
-            return state[1]
+        # Not _state(): taking the lock, even briefly, could make the new board fail.
+        try:
+            if int((directory / PIDFILE).read_text()) == proc.pid:
+                return os.readlink(directory / PORTLINK)
+        except (OSError, ValueError):
+            pass  # not up yet (or what a dead board left)
         if proc.poll() is not None:
             raise EspsslError("the board did not start: %s" % _last_line(directory / LOG))
         time.sleep(0.05)
