@@ -26,14 +26,12 @@ import threading
 import time
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from conftest import ROOT, micropython_binary
 
 from espconn import binfmt
+from espssl import certs
+from cryptography.hazmat.primitives import serialization
 
 pytestmark = pytest.mark.micropython
 
@@ -59,37 +57,11 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def new_key(bits=1024):
-    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
-
-
-def make_cert(cn, key, issuer=None, issuer_key=None, *, is_ca=False, ips=(), dns=(), not_before=None, not_after=None):
-    import ipaddress
-
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    iname = issuer.subject if issuer is not None else subject
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(iname)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before or _now() - datetime.timedelta(days=1))
-        .not_valid_after(not_after or _now() + datetime.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
-    )
-    sans = [x509.IPAddress(ipaddress.ip_address(i)) for i in ips] + [x509.DNSName(d) for d in dns]
-    if sans:
-        b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return b.sign(issuer_key or key, hashes.SHA256())
-
-
-def der(cert):
-    return cert.public_bytes(serialization.Encoding.DER)
-
-
-def key_pkcs1(key):
-    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+# Certificates and keys come from the project's own library (espssl.certs).
+new_key = certs.new_key
+make_cert = certs.make_cert
+der = certs.cert_der
+key_pkcs1 = certs.key_der_pkcs1
 
 
 class PKI:
