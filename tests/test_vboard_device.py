@@ -23,6 +23,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 
 import pytest
 from cryptography import x509
@@ -331,6 +332,36 @@ machine.reset()
         bytes.fromhex("18fe34a1b2c3"),
         True,
     )
+
+
+def test_timer_fires_at_the_idle_repl_prompt(tmp_path):
+    # A board runs soft Timer callbacks while its REPL waits for input; the
+    # unix port blocks in read() there, which the timer thread interrupts.
+    image = make_image(tmp_path / "flash.bin")
+    script = tmp_path / "idle.py"
+    script.write_text(
+        "import sys\nimport machine_shim\nsys.modules['machine'] = machine_shim\n"
+        "import machine\nn = []\nt = machine.Timer(-1)\n"
+        "t.init(period=50, callback=lambda t: n.append(1))\n"
+    )
+    child = subprocess.Popen(
+        [micropython_binary(), "-X", "heapsize=" + SHIM_HEAP, "-i", str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=board_env(image),
+        cwd=tmp_path,
+    )
+    try:
+        time.sleep(1.0)  # nothing typed: the REPL sits at its prompt
+        out, err = child.communicate(b"t.deinit(); print('@', repr(len(n)))\n", timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    (count,) = results(out.decode())
+    print("callbacks during 1 s at the idle prompt: %d (period 50 ms)" % count)
+    assert count >= 10, (out, err)
 
 
 # ------------------------------------------------------------------ tls

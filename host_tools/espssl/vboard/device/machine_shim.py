@@ -6,16 +6,18 @@
 # - Timer(-1): software timers with soft callbacks, as on the ESP8266: one
 #   background thread (started by the first armed timer, ended with the last)
 #   queues each due callback with micropython.schedule(), so it runs in the
-#   main thread between bytecodes, during time.sleep_ms() and blocking socket
-#   calls.  Known gap: the unix port's REPL blocks in read() at its prompt and
-#   runs queued callbacks only after the next keystroke, where a real board
-#   runs them at the idle prompt too.  Programs and tests that wait with
-#   time.sleep_ms() (or do anything) see callbacks fire as on a board.
+#   main thread between bytecodes and during time.sleep_ms().  At the REPL
+#   prompt (and in other blocking reads) the unix port sits in read(): a
+#   callback still queued after _KICK_MS makes the timer thread run
+#   gc.collect(), whose stack-scan signal (MP_THREAD_GC_SIGNAL) interrupts
+#   that read(); the port's EINTR retry loop then runs the pending callbacks,
+#   so they fire at the idle prompt too, as on a board.
 # - reset(): ends the process with EXIT_HARD_RESET; the board supervisor then
 #   boots again as after a hard reset (boot.py and main.py).  soft_reset():
 #   a plain exit, which the supervisor treats as a soft reset.
 # - unique_id() (the chip id the loader reports), freq(), idle(), reset_cause(),
 #   disable_irq()/enable_irq(), a minimal Pin with no hardware behind it.
+import gc
 import sys
 import time
 from os import getenv as _getenv  # the unix port's (the board's os has none)
@@ -35,6 +37,7 @@ DEEPSLEEP = const(4)
 
 _TICK_MS = const(10)  # longest sleep of the timer thread: callback jitter bound
 _NO_TIMER_MS = const(200)  # idle time after which the timer thread ends
+_KICK_MS = const(20)  # a callback queued this long: the main thread is blocked
 
 _freq = 80000000  # CPU clock: 80 MHz at boot, 160 MHz on request
 _lock = _thread.allocate_lock()  # guards _armed and _thread_on
@@ -45,10 +48,12 @@ _thread_on = False
 def _timer_thread():
     global _thread_on
     idle = 0
+    kicked = 0
     while True:
         _lock.acquire()
         now = time.ticks_ms()
         wait = _TICK_MS
+        stuck = False
         if not _armed:
             idle += _TICK_MS
             if idle >= _NO_TIMER_MS:
@@ -58,6 +63,8 @@ def _timer_thread():
         else:
             idle = 0
         for t in _armed:
+            if t._queued and time.ticks_diff(now, t._queued_at) >= _KICK_MS:
+                stuck = True
             left = time.ticks_diff(t._due, now)
             if left <= 0 and not t._queued:
                 try:
@@ -66,6 +73,7 @@ def _timer_thread():
                     left = 1
                 else:
                     t._queued = True
+                    t._queued_at = now
                     if t._mode == Timer.PERIODIC:
                         t._due = time.ticks_add(t._due, t._period)
                         left = time.ticks_diff(t._due, now)
@@ -74,6 +82,9 @@ def _timer_thread():
             if 0 < left < wait:
                 wait = left
         _lock.release()
+        if stuck and time.ticks_diff(now, kicked) >= _KICK_MS:
+            kicked = now
+            gc.collect()  # interrupts a blocking read() in the main thread
         time.sleep_ms(wait)
 
 
@@ -90,6 +101,7 @@ class Timer:
         self._due = 0
         self._cb = None
         self._queued = False
+        self._queued_at = 0
         self._fire_ref = self._fire  # bound once: the timer thread allocates nothing
 
     def init(self, *, mode=PERIODIC, callback=None, period=0xFFFFFFFF, tick_hz=1000, freq=None):
