@@ -28,6 +28,7 @@ import gc
 import sys
 
 from . import dispatch
+from .tap import Tap
 # The SDK's codes (espconn.codes), inlined here as underscored consts: no globals.
 _ESPCONN_ABRT = const(-8)
 _ESPCONN_ARG = const(-12)
@@ -275,8 +276,6 @@ class Conn:
 
     def start_tls(self):
         import tls
-
-        from .tap import Tap
 
         server_side = self.listener is not None
         ctx = tls.SSLContext(tls.PROTOCOL_TLS_SERVER if server_side else tls.PROTOCOL_TLS_CLIENT)
