@@ -284,10 +284,13 @@ def espconn_secure_connect(e):
         _refuse(e, "bad_address", "proto.tcp.remote_ip must be 4 bytes and remote_port 1..65535")
         return ESPCONN_ARG
     c = conn.Conn(e)
+    # Registered before it starts: a timer tick may step (and even close) it at once.
+    e._conn = c
+    conn.client = c
     r = c.connect(e._host)
-    if r == ESPCONN_OK:
-        e._conn = c
-        conn.client = c
+    if r != ESPCONN_OK and conn.client is c:
+        e._conn = None
+        conn.client = None
     return r
 
 
@@ -314,10 +317,12 @@ def espconn_secure_accept(e):
         _refuse(e, "no_cert_key", "set the server certificate and key first (set_default_certificate/private_key or cert_req_enable)")
         return ESPCONN_ARG
     lst = conn.Listener(e, cert, key)
+    e._conn = lst
+    conn.server = lst
     r = lst.listen()
-    if r == ESPCONN_OK:
-        e._conn = lst
-        conn.server = lst
+    if r != ESPCONN_OK:
+        e._conn = None
+        conn.server = None
     return r
 
 
