@@ -1081,3 +1081,28 @@ def test_not_enough_heap_is_mem(device, peers):
     r, err, items = res["mem"]
     assert r == -1 and err[0] == "no_memory" and items == 0
     assert res["after"] == (0, ["connect", "discon"])  # nothing was left half-open
+
+
+MUTUAL = r"""
+port = int(sys.argv[1])
+out("certreq", espconn_secure_cert_req_enable(ESPCONN_CLIENT, 0x96))
+out("with_cert", Client(port, send=b"mutual", expect=6).wait().result())
+espconn_secure_cert_req_disable(ESPCONN_CLIENT)
+out("without_cert", Client(port, send=b"mutual", expect=6).wait().result())
+"""
+
+
+def test_client_certificate_from_the_cert_bin(device, pki):
+    ctx = server_context(*pki.files("good"))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(_ca_file(pki))
+    peer = Peer(ctx)
+    try:
+        res = {r[0]: r[1] for r in device.run(MUTUAL, [peer.port])}
+    finally:
+        peer.close()
+    assert res["certreq"] is True
+    assert res["with_cert"]["ev"][0] == "connect" and res["with_cert"]["sha"] == sha(b"mutual")
+    # the peer insists on a client certificate: without one the handshake fails
+    assert res["without_cert"]["ev"] == [("recon", -28)]
+    assert peer.log[0]["app"] == b"mutual" and peer.log[1]["app"] == b""
