@@ -573,12 +573,18 @@ for cert, key in (("cert.der", "key.pem"), ("cert.der", "key.pk8"), ("cert.pem",
     ]
 
 
+# AES128-SHA (CBC) records: 16-byte IV + plaintext, 20-byte MAC and >= 1 byte
+# of padding, rounded up to 16.  5067 bytes of plaintext make a 5104-byte
+# record, 5068 bytes a 5120-byte one: either side of axTLS's 5115.
+FITS, OVERFLOWS = 5067, 5068
+
+
 def test_tls_oversize_record_is_refused(tmp_path, creds):
     def send_two(s):
         s.recv(10)
-        s.sendall(b"a" * 4000)  # one record of 4000 bytes + MAC/IV/padding < 5115
+        s.sendall(b"a" * FITS)  # one record of 5104 bytes
         s.recv(10)
-        s.sendall(b"b" * 6000)  # one record over 5115 bytes
+        s.sendall(b"b" * OVERFLOWS)  # one record of 5120 bytes
         try:
             s.recv(10)
         except (OSError, ssl.SSLError):
@@ -591,23 +597,23 @@ s = socket.socket()
 s.connect(socket.getaddrinfo("127.0.0.1", %d)[0][-1])
 ss = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT).wrap_socket(s)
 ss.write(b"go")
-buf = bytearray(4000)
+buf = bytearray(%d)
 mv = memoryview(buf)
 n = 0
-while n < 4000:
+while n < len(buf):
     n += ss.readinto(mv[n:])
-out("small", n, buf.find(b"a" * 8) == 0 and all(b == 97 for b in buf))
+out("fits", n, buf.find(b"a" * 8) == 0 and all(b == 97 for b in buf))
 ss.write(b"go")
 try:
     ss.read(6000)
-    out("big", "accepted")
+    out("overflows", "accepted")
 except OSError as e:
-    out("big", e.args[0], e.args[1])
+    out("overflows", e.args[0], e.args[1])
 ss.close()
-""" % peer.port
+""" % (peer.port, FITS)
     p = run_mp(code, creds / "cert.der", tmp_path)
     peer.join()
-    assert results(p.stdout) == [("small", 4000, True), ("big", -257, "RECORD_OVERFLOW")]
+    assert results(p.stdout) == [("fits", FITS, True), ("overflows", -257, "RECORD_OVERFLOW")]
 
 
 def test_ssl_wrapper_builds_on_the_shim(tmp_path, creds):

@@ -18,8 +18,9 @@
 #   shared buffer) fails the connection with OSError(-257, "RECORD_OVERFLOW").
 #   Outgoing plaintext is cut into 1024-byte records, as axTLS does.
 # - Errors: axTLS's OSError(code, name) for the codes it reports; an mbedTLS
-#   failure in the handshake becomes OSError(-260, "INVALID_HANDSHAKE") (the
-#   mbedTLS code is kept as a third argument); EOF reads return b"".
+#   failure becomes OSError(-260, "INVALID_HANDSHAKE") during the handshake and
+#   OSError(-256, "CONN_LOST") after it (the mbedTLS code is kept as a third
+#   argument); EOF reads return b"".
 # - RAM: axTLS takes ~8 KiB per connection from the GC heap and needs a
 #   contiguous ~5.4 KiB block during the handshake.  Each connection holds a
 #   ballast so that its total (mbedTLS's own GC allocations included) matches,
@@ -289,9 +290,7 @@ class SSLSocket(_io.IOBase):
 
 class SSLContext:
     def __init__(self, protocol):
-        if protocol != PROTOCOL_TLS_CLIENT and protocol != PROTOCOL_TLS_SERVER:
-            pass  # axTLS ignores the protocol argument
-        self._server = protocol == PROTOCOL_TLS_SERVER
+        # axTLS ignores the protocol: wrap_socket's server_side picks the role.
         self._key = None
         self._cert = None
 
