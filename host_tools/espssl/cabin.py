@@ -161,7 +161,7 @@ def _check_names(entries):
 
 def build_ca_bin(paths, keep_pem=False, max_bytes=SECTOR):
     """The bytes of an esp_ca_cert.bin made from certificate files, in the order given."""
-    if max_bytes is not None and max_bytes < binfmt.HEADER_LEN + 1:
+    if max_bytes and max_bytes < binfmt.HEADER_LEN + 1 or (max_bytes or 0) < 0:
         raise EspsslError("--max-bytes %d cannot hold even one entry" % max_bytes)
     entries = ca_entries(paths, keep_pem)
     total = sum(binfmt.HEADER_LEN + len(d) for _, d in entries)
@@ -505,8 +505,13 @@ def format_report(rep, label):
 
 def _warn_inputs(image, kind):
     rep = inspect_bin(image, kind)
-    for lvl, text in rep.all_problems():
-        print("%s: %s" % (lvl, text), file=sys.stderr)
+    for lvl, text in rep.problems:
+        print("warning: %s" % text, file=sys.stderr)
+    for e in rep.entries:
+        for lvl, text in e.problems + [p for c in e.certs for p in c.problems]:
+            # Built anyway (not a refusal), but say what inspect will fail on.
+            tail = " (inspect counts this as an error)" if lvl == ERROR else ""
+            print("warning: %s: %s%s" % (e.name, text, tail), file=sys.stderr)
     return rep
 
 
@@ -517,9 +522,9 @@ def cmd_ca_build(args):
     rep = _warn_inputs(image, "ca")
     write_output(args.out, image, force=args.force)
     ncert = sum(len(e.certs) for e in rep.entries)
-    print("Wrote %s: %d entr%s, %d certificate%s, %d bytes (flash budget %d)"
+    print("Wrote %s: %d entr%s, %d certificate%s, %d bytes (flash budget %s)"
           % (args.out, len(rep.entries), "y" if len(rep.entries) == 1 else "ies", ncert,
-             "" if ncert == 1 else "s", len(image), args.max_bytes))  # fmt: skip
+             "" if ncert == 1 else "s", len(image), args.max_bytes or "none"))  # fmt: skip
     for e in rep.entries:
         subj = ", ".join(c.subject for c in e.certs if c.cert is not None)
         print("  %-31s %s %5d bytes  %s" % (e.name, e.kind.upper(), e.length, subj))
@@ -563,7 +568,7 @@ def register(subparsers):
     )  # fmt: skip
     b.add_argument("--out", default=DEFAULT_CA_BIN, help="output file (default %s)" % DEFAULT_CA_BIN)
     b.add_argument("--keep-pem", action="store_true", help="store PEM inputs as PEM text")
-    b.add_argument("--max-bytes", type=int, default=SECTOR, help="flash budget (default 4096: one sector)")
+    b.add_argument("--max-bytes", type=int, default=SECTOR, help="flash budget in bytes (default 4096: one sector; 0: no limit)")
     b.add_argument("--force", action="store_true", help="overwrite an existing output file")
     b.add_argument("certs", nargs="*", metavar="CERT", help="CA certificate files (DER or PEM)")
     b.set_defaults(func=cmd_ca_build)
