@@ -23,14 +23,17 @@
 # It must be the main script (not imported): boot.py and main.py run in its
 # globals, which `-i` then hands to the REPL, as a board's REPL sees them.
 #
-# Heap: on a board `esp`, `network`, `machine` and `tls` are built in and cost
-# no GC heap; here they are Python modules loaded at boot (~25 KiB).  Give
-# micropython a heap larger than ESPSSL_VBOARD_HEAP (by HEAP_SLACK below,
-# 32 KiB: the modules keep ~25 KiB, compiling them needs more for a moment):
-# after loading everything this script takes the surplus away (filling
-# the holes the loading left first), so that user code sees what an ESP8266 with that heap has free
-# after boot (the heap less BOOT_USE).  With exactly HEAP, nothing is taken
-# and user code has that much less free than on a board.
+# Heap: on a board `esp`, `network`, `machine`, `os` and `tls` are built in
+# and cost no GC heap; here they are Python modules loaded at boot (~25 KiB).
+# Give micropython a heap larger than ESPSSL_VBOARD_HEAP, by HEAP_SLACK below
+# (32 KiB: the modules keep ~25 KiB, compiling them needs more for a moment).
+# After loading everything this script takes the surplus away, filling the
+# holes the loading left first, so that user code finds what an ESP8266 with
+# that heap has free after boot (the heap less BOOT_USE), in one contiguous
+# region.  With exactly HEAP, nothing is taken and user code has that much
+# less free than on a board.  Caveat: the unix port is 64-bit, its objects
+# take about twice the bytes of the ESP8266's, so the same bytes hold fewer
+# objects here; bytearrays and TLS buffers take the same.
 #
 # Exit status of the process: EXIT_HARD_RESET (0x5A) from machine.reset()
 # asks for a hard reset (the supervisor boots with "power"); anything else is a
@@ -38,8 +41,8 @@
 #
 # Steps: install the device modules in sys.modules (the unix port's built-in
 # `machine`, `tls` and `os` would shadow files of those names; the frozen
-# `ssl` wrapper then builds on the `tls` shim, as on a board), open the flash image,
-# unmount the host filesystem from '/', mount the board's filesystem from the
+# `ssl` wrapper then builds on the `tls` shim, as on a board), open the flash
+# image, unmount the host filesystem from '/', mount the board's filesystem from the
 # image there (littlefs v2 or FAT, detected, as vfs.mount(bdev, "/") does on
 # the ESP8266); if it does not mount and its first sector is erased, make it
 # as inisetup.py does on first boot (VfsLfs2.mkfs + a default boot.py); if it
