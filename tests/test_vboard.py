@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -244,6 +245,21 @@ def test_output_nobody_reads_is_dropped(board):
         ser.write(b"for i in range(20000): print('x' * 70)\r\r")
     time.sleep(3)
     assert mpremote(board.port, "exec", "print('still here')").strip() == "still here"
+
+
+def test_mount_carries_binary_data_with_control_bytes(own_board, tmp_path):
+    # `mpremote mount` streams file data to running code: bytes such as 0x03
+    # must reach it as data (its hook disables Ctrl-C), not as interrupts.
+    # A bigger heap: the mount hook alone is a large piece of code.
+    b = own_board(None, "--flash", "1M", "--heap", "96K")
+    share = tmp_path / "share"
+    share.mkdir()
+    data = bytes(range(256)) * 12 + os.urandom(1000)
+    (share / "blob.dat").write_bytes(data)
+    (share / "modx.py").write_text("X = 'from the host'\n")
+    out = mpremote(b.port, "mount", share, "exec",
+                   "import modx, binascii\nprint(modx.X)\nprint(binascii.crc32(open('blob.dat', 'rb').read()))")
+    assert out.splitlines()[-2:] == ["from the host", str(zlib.crc32(data))]
 
 
 # -- esptool and the flash image ----------------------------------------------------

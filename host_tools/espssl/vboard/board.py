@@ -25,6 +25,7 @@ import re
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import termios
@@ -132,6 +133,7 @@ class Child:
     def __init__(self, argv, env, cwd, nudge=False):
         self.nudge = nudge  # takes _NUDGE harmlessly
         self.master, slave = _raw_pty()
+        self.slave_path = os.ttyname(slave)
 
         def _ctty():  # runs after setsid(): make the pty our controlling tty
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -189,6 +191,27 @@ class Child:
         except (OSError, ValueError):
             pass
         return caught, threads
+
+    def waits_for_input(self):
+        """True if the child has read all its input and sleeps in read() for more."""
+        try:
+            fd = os.open(self.slave_path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError:
+            return False
+        try:
+            pending = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        finally:
+            os.close(fd)
+        if pending:
+            return False
+        try:
+            with open("/proc/%d/wchan" % self.pid) as f:
+                wchan = f.read()
+            with open("/proc/%d/stat" % self.pid) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state == "S" and wchan == "wait_woken"  # n_tty_read() sleeps there
 
     def catches_sigint(self):
         """True while the port has its SIGINT handler installed (code is running)."""
@@ -482,15 +505,17 @@ class Board:
 
         A Ctrl-C right behind the key that starts the code ("\\r\\x03", as
         mpremote sends) must interrupt it, as a board's UART interrupt would:
-        give the child a moment to read that key and start.
+        give the child a moment to read that key and start.  Once it has read
+        everything and waits for more without a SIGINT handler (at a prompt, or
+        code with Ctrl-C disabled, as mpremote's mount hook), 0x03 is data.
         """
         if self.child.catches_sigint():
             return True
-        if time.monotonic() - self.last_run_key > _RUN_KEY_GRACE:
-            return False
         deadline = self.last_run_key + _RUN_KEY_GRACE
         while time.monotonic() < deadline:
-            time.sleep(0.01)
+            if self.child.waits_for_input():
+                return self.child.catches_sigint()
+            time.sleep(0.005)
             if self.child.catches_sigint():
                 return True
         return False
