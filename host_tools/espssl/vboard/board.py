@@ -478,16 +478,20 @@ class Board:
         while i < len(data):
             j = data.find(bytes([_CTRL_C]), i)
             if j < 0:
-                self.child.write(data[i:])
+                self._forward(data[i:])
                 break
             if j > i:
-                self.child.write(data[i:j])
-                self.last_run_key = time.monotonic() if self._may_run(data[i:j]) else 0
+                self._forward(data[i:j])
             if self._code_running():
                 self.child.interrupt()
             else:
                 self.child.write(data[j:j + 1])
             i = j + 1
+
+    def _forward(self, keys):
+        self.child.write(keys)
+        if self._may_run(keys):
+            self.last_run_key = time.monotonic()
 
     def _may_run(self, keys):
         """Could KEYS (just sent) make the REPL run code?"""
