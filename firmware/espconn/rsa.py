@@ -20,7 +20,10 @@ rejected as ``bad_signature``.  Key limits (``weak_key`` /
 
 try:
     from micropython import const
+
+    _MP = True  # on MicroPython: collect garbage before the big-number burst
 except ImportError:  # CPython
+    _MP = False
 
     def const(x):  # type: ignore[misc]
         return x
@@ -61,11 +64,25 @@ def modexp(base, exp, mod):
     result = 1
     if exp == 0:
         return result
+    collect = None
+    if _MP:
+        # Each step leaves ~1.5 KiB of garbage in 0.5 KiB pieces (RSA-2048):
+        # collecting it at once keeps the peak near the live set instead of
+        # letting the pieces fragment the heap.
+        import gc
+
+        collect = gc.collect
     i = top
     while i >= 0:
-        result = (result * result) % mod
+        # Two statements, not (r * r) % mod: the old result is garbage before
+        # the reduction allocates its quotient and remainder.
+        result = result * result
+        result = result % mod
         if (exp >> i) & 1:
-            result = (result * base) % mod
+            result = result * base
+            result = result % mod
+        if collect:
+            collect()
         i -= 1
     return result
 
@@ -96,15 +113,15 @@ def check_key(n, e, min_bits=1024):
     """
     nbits = bits(n)
     if nbits > MAX_BITS:
-        raise VerifyError("unsupported_algorithm", "RSA modulus of %d bits is above %d" % (nbits, MAX_BITS))
+        raise VerifyError("unsupported_algorithm", "RSA-%d" % nbits)
     if nbits < min_bits:
-        raise VerifyError("weak_key", "RSA modulus of %d bits is below the policy's %d" % (nbits, min_bits))
+        raise VerifyError("weak_key", "RSA-%d" % nbits)
     if not n[len(n) - 1] & 1:
-        raise VerifyError("weak_key", "RSA modulus is even")
+        raise VerifyError("weak_key", "RSA modulus")
     if e < 3 or not e & 1:
-        raise VerifyError("weak_key", "RSA public exponent %d is not an odd number >= 3" % e)
+        raise VerifyError("weak_key", "RSA exponent")
     if e >> _MAX_E_BITS:
-        raise VerifyError("unsupported_algorithm", "RSA public exponent is longer than 32 bits")
+        raise VerifyError("unsupported_algorithm", "RSA exponent")
     return nbits
 
 
@@ -124,20 +141,26 @@ def verify(n, e, sig, digest, hash_id):
         prefix = _PREFIX_SHA256
         hlen = 32
     else:
-        raise VerifyError("unsupported_algorithm", "hash not supported for RSA")
+        raise VerifyError("unsupported_algorithm", "hash")
     if len(digest) != hlen:
-        raise VerifyError("bad_signature", "digest length does not match the hash")
+        raise VerifyError("bad_signature", "RSA signature")
     # k: modulus length in bytes, without a DER sign byte.
     k = (bits(n) + 7) // 8
     if len(sig) != k:
-        raise VerifyError("bad_signature", "signature is %d bytes, modulus %d" % (len(sig), k))
+        raise VerifyError("bad_signature", "RSA signature")
     tlen = len(prefix) + hlen
     if k < tlen + _MIN_PAD + 3:
-        raise VerifyError("bad_signature", "modulus too short for this hash")
+        raise VerifyError("bad_signature", "RSA signature")
+    if _MP:
+        # The exponentiation needs a few KiB in 0.5 KiB pieces (RSA-2048):
+        # free the garbage first so the pieces come from one clean region.
+        import gc
+
+        gc.collect()
     mod = int.from_bytes(n, "big")
     s = int.from_bytes(sig, "big")
     if s >= mod:
-        raise VerifyError("bad_signature", "signature value is not below the modulus")
+        raise VerifyError("bad_signature", "RSA signature")
     em = modexp(s, e, mod).to_bytes(k, "big")
     s = mod = 0  # drop the big ints before comparing
     ok = em[0] == 0 and em[1] == 1
@@ -158,4 +181,4 @@ def verify(n, e, sig, digest, hash_id):
         ok = ok and em[base + j] == digest[j]
         j += 1
     if not ok:
-        raise VerifyError("bad_signature", "RSA signature does not match")
+        raise VerifyError("bad_signature", "RSA signature")

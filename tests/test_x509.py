@@ -1,0 +1,705 @@
+"""espconn.x509.verify_chain on real chains (espssl.certs / cryptography and the openssl CLI).
+
+Every reason code has a case that produces it; expiry is tested one second
+either side of each bound; "now" is always injected (pki.NOW, or taken from
+the certificate for openssl-made ones): these tests never read the clock.  The
+main cases run again on the MicroPython unix port under a 38 KiB heap and must
+give the same outcome.
+"""
+
+import calendar
+import datetime
+import hashlib
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from cryptography import x509 as cx509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ObjectIdentifier
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import espconn
+import pki
+from espconn import x509
+from espconn.errors import VerifyError
+from pki import CA, NOW, chain
+
+UTC = datetime.timezone.utc
+DAY = 86400
+import os
+HEAP = os.environ.get("X509_HEAP", "38K")
+
+
+def dt(ts):
+    return datetime.datetime.fromtimestamp(ts, UTC)
+
+
+def reason(certs, anchors, now=NOW, name=None, policy=None):
+    """None when verify_chain accepts, else its reason code."""
+    try:
+        x509.verify_chain(certs, anchors, now=now, name=name, policy=policy)
+    except VerifyError as exc:
+        assert exc.msg and isinstance(exc.reason, str)
+        return exc.reason
+    return None
+
+
+# --- the PKI used by most tests (module scope: keys are slow) -------------------
+
+
+class World:
+    pass
+
+
+@pytest.fixture(scope="module")
+def w():
+    w = World()
+    w.root = CA("espssl root")
+    w.inter = w.root.child_ca("espssl intermediate")
+    w.leaf = w.inter.issue("127.0.0.1", "esp.example.test", "*.dev.example.test")
+    w.direct = w.root.issue("localhost")
+    w.other_root = CA("espssl other root")
+    # Same subject as the root, another key: an impostor issuer.
+    w.fake_root = CA("espssl root", fresh_key=True)
+    return w
+
+
+# --- accepted chains -------------------------------------------------------------
+
+
+def test_accepts_leaf_intermediate_root(w):
+    assert reason(chain(w.leaf, w.inter), [w.root.der]) is None
+    assert reason(chain(w.leaf, w.inter), [w.root.der], name="127.0.0.1") is None
+    assert reason(chain(w.leaf, w.inter), [w.root.der], name="ESP.example.test.") is None
+    assert reason(chain(w.leaf, w.inter), [w.root.der], name="a.dev.example.test") is None
+    assert reason(chain(w.direct), [w.root.der], name="localhost") is None
+
+
+def test_accepts_intermediates_in_any_order_and_extras(w):
+    extra = w.other_root.issue("unrelated.test")
+    assert reason(chain(w.leaf, extra, w.root, w.inter), [w.root.der]) is None
+    assert reason(chain(w.leaf, w.root, w.inter), [w.other_root.der, w.root.der]) is None
+
+
+def test_anchor_need_not_be_self_signed(w):
+    # The intermediate itself is trusted: the chain stops there, root unknown.
+    assert reason(chain(w.leaf), [w.inter.der]) is None
+    assert reason(chain(w.leaf, w.inter), [w.inter.der]) is None
+
+
+def test_anchor_inputs(w):
+    certs = chain(w.leaf, w.inter)
+    assert reason(certs, iter([w.other_root.der, w.root.der])) is None
+    assert reason(certs, (bytearray(w.root.der),)) is None
+    assert reason([memoryview(c) for c in certs], [memoryview(w.root.der)]) is None
+    assert reason(certs, []) == "unknown_issuer"
+
+
+def test_self_signed_leaf_trusted_as_itself():
+    ss = CA("selfsigned.test", is_ca=False)
+    assert reason(chain(ss), [ss.der]) is None
+    assert reason(chain(ss), []) == "unknown_issuer"
+
+
+def test_fingerprints(w):
+    assert x509.cert_sha256(w.leaf.der) == hashlib.sha256(w.leaf.der).digest()
+    spki = w.leaf.cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert x509.spki_sha256(w.leaf.der) == hashlib.sha256(spki).digest()
+    assert x509.spki_sha256(memoryview(w.leaf.der)) == hashlib.sha256(spki).digest()
+
+
+# --- dates -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dated(w):
+    nb, na = pki.NOW - 10 * DAY, pki.NOW + 10 * DAY
+    d = World()
+    d.nb, d.na = nb, na
+    d.leaf = w.inter.issue("127.0.0.1", not_before=dt(nb), not_after=dt(na))
+    d.inter = w.root.child_ca("dated intermediate", not_before=dt(nb), not_after=dt(na))
+    d.inter_leaf = d.inter.issue("127.0.0.1")
+    d.root = CA("dated root", not_before=dt(nb), not_after=dt(na))
+    d.root_leaf = d.root.issue("127.0.0.1")
+    return d
+
+
+@pytest.mark.parametrize("which", ["leaf", "inter", "root"])
+def test_validity_bounds_one_second_either_side(w, dated, which):
+    certs, anchors = {
+        "leaf": (chain(dated.leaf, w.inter), [w.root.der]),
+        "inter": (chain(dated.inter_leaf, dated.inter), [w.root.der]),
+        "root": (chain(dated.root_leaf), [dated.root.der]),
+    }[which]
+    assert reason(certs, anchors, now=dated.nb - 1) == "not_yet_valid"
+    assert reason(certs, anchors, now=dated.nb) is None
+    assert reason(certs, anchors, now=dated.nb + 1) is None
+    assert reason(certs, anchors, now=dated.na - 1) is None
+    assert reason(certs, anchors, now=dated.na) is None
+    assert reason(certs, anchors, now=dated.na + 1) == "expired"
+
+
+def test_generalized_time_up_to_9999(w):
+    # cryptography writes GeneralizedTime from 2050 on; 9999-12-31T23:59:59Z is the largest.
+    end = calendar.timegm((9999, 12, 31, 23, 59, 59))
+    start = calendar.timegm((2049, 12, 31, 23, 59, 59))
+    root = CA("far root", not_after=dt(end))
+    far = root.issue("127.0.0.1", not_before=dt(start), not_after=dt(end))
+    assert b"\x18\x0f99991231235959Z" in far.der and b"\x17\x0d491231235959Z" in far.der
+    assert reason(chain(far), [root.der], now=end) is None
+    assert reason(chain(far), [root.der], now=end + 1) == "expired"
+    assert reason(chain(far), [root.der], now=start - 1) == "not_yet_valid"
+    assert reason(chain(far), [root.der], now=start) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime.datetime(1, 1, 1), max_value=datetime.datetime(9999, 12, 31, 23, 59, 59)))
+def test_civil_to_unix_matches_calendar(d):
+    t = d.replace(microsecond=0)
+    assert x509.civil_to_unix(t.year, t.month, t.day, t.hour, t.minute, t.second) == calendar.timegm(t.timetuple())
+
+
+@pytest.mark.parametrize(
+    "ymd", [(2027, 2, 29), (2100, 2, 29), (2027, 4, 31), (2027, 13, 1), (2027, 0, 1), (2027, 1, 0)]
+)
+def test_civil_to_unix_rejects_impossible_dates(ymd):
+    with pytest.raises(ValueError):
+        x509.civil_to_unix(*ymd, 0, 0, 0)
+    assert x509.civil_to_unix(2028, 2, 29, 0, 0, 0) == calendar.timegm((2028, 2, 29, 0, 0, 0))
+    assert x509.civil_to_unix(2000, 2, 29, 0, 0, 0) == calendar.timegm((2000, 2, 29, 0, 0, 0))
+
+
+def _set_time(der, old, new):
+    assert der.count(old) == 1
+    return der.replace(old, new)
+
+
+def test_time_encodings_parsed_strictly(w):
+    # Rewrite the (signed) notBefore: the signature no longer matches, so
+    # anything but a strict parse failure shows up as bad_signature.
+    leaf = w.root.issue("127.0.0.1", not_before=dt(calendar.timegm((2026, 1, 1, 0, 0, 0))))
+    der = leaf.der
+    old = b"\x17\x0d260101000000Z"
+    assert reason(chain(_set_time(der, old, b"\x17\x0d260101000001Z")), [w.root.der]) == "bad_signature"
+    for bad in (b"\x17\x0d260101000000X", b"\x17\x0d2601010000a0Z", b"\x17\x0d260230000000Z",
+                b"\x17\x0d260101240000Z", b"\x17\x0d260101006000Z", b"\x17\x0d260101000060Z",
+                b"\x04\x0d260101000000Z", b"\x18\x0d260101000000Z"):  # fmt: skip
+        assert reason(chain(_set_time(der, old, bad)), [w.root.der]) == "malformed", bad
+
+
+@pytest.fixture(scope="module")
+def old_cert(w):
+    # Expired well before the firmware's release date.
+    return w.root.issue("127.0.0.1", not_before=dt(x509.RELEASE_TIME - 400 * DAY),
+                        not_after=dt(x509.RELEASE_TIME - 1))  # fmt: skip
+
+
+def test_unset_clock_default_refuses_certs_expired_before_release(w, old_cert):
+    # The clock reads 1970 + 1000 s (never set): only notAfter >= release is checked.
+    unset = x509.Policy(clock=lambda: 1000)
+    assert reason(chain(old_cert), [w.root.der], now=None, policy=unset) == "expired"
+    future = w.root.issue("127.0.0.1", not_before=dt(x509.RELEASE_TIME + 300 * DAY))
+    assert reason(chain(future), [w.root.der], now=None, policy=unset) is None
+    assert reason(chain(w.leaf, w.inter), [w.root.der], now=None, policy=unset) is None
+    # Release bound inclusive: notAfter == release is accepted, release - 1 is not.
+    edge = x509.Policy(clock=lambda: 1000, release=x509.RELEASE_TIME - 1)
+    assert reason(chain(old_cert), [w.root.der], now=None, policy=edge) is None
+    # The ESP8266's boot clock (2000-01-01) is "unset" too.
+    boot = x509.Policy(clock=lambda: 946684800)
+    assert reason(chain(old_cert), [w.root.der], now=None, policy=boot) == "expired"
+
+
+def test_valid_clock_checks_the_full_window(w, old_cert):
+    future = w.root.issue("127.0.0.1", not_before=dt(x509.RELEASE_TIME + 300 * DAY))
+    at = x509.RELEASE_TIME + 10 * DAY
+    valid = x509.Policy(clock=lambda: at)
+    assert reason(chain(future), [w.root.der], now=None, policy=valid) == "not_yet_valid"
+    assert reason(chain(old_cert), [w.root.der], now=None, policy=valid) == "expired"
+    # The first second the clock counts as set is the release date itself.
+    nb = x509.RELEASE_TIME + 1
+    soon = w.root.issue("127.0.0.1", not_before=dt(nb))
+    edge = x509.Policy(clock=lambda: x509.RELEASE_TIME)
+    assert reason(chain(soon), [w.root.der], now=None, policy=edge) == "not_yet_valid"
+    before = x509.Policy(clock=lambda: x509.RELEASE_TIME - 1)
+    assert reason(chain(soon), [w.root.der], now=None, policy=before) is None
+
+
+def test_unset_clock_modes(w, old_cert):
+    skip = x509.Policy(clock=lambda: 0, unset_clock="skip")
+    assert reason(chain(old_cert), [w.root.der], now=None, policy=skip) is None
+    refuse = x509.Policy(clock=lambda: 0, unset_clock="refuse")
+    assert reason(chain(w.leaf, w.inter), [w.root.der], now=None, policy=refuse) == "clock_unset"
+    # An explicit now always wins over the policy's clock.
+    assert reason(chain(w.leaf, w.inter), [w.root.der], now=NOW, policy=refuse) is None
+    with pytest.raises(ValueError):
+        x509.Policy(unset_clock="trust")
+
+
+def test_unix_time_reads_a_plausible_clock():
+    # Not a verifier test: only checks the helper's epoch handling on CPython.
+    assert x509.unix_time() > x509.RELEASE_TIME - 3650 * DAY
+
+
+# --- names -----------------------------------------------------------------------
+
+
+def test_name_mismatch(w):
+    certs = chain(w.leaf, w.inter)
+    anchors = [w.root.der]
+    assert reason(certs, anchors, name="127.0.0.2") == "name_mismatch"
+    assert reason(certs, anchors, name="other.example.test") == "name_mismatch"
+    assert reason(certs, anchors, name="a.b.dev.example.test") == "name_mismatch"
+    assert reason(certs, anchors, name="dev.example.test") == "name_mismatch"
+    assert reason(certs, anchors, name="::1") == "name_mismatch"
+
+
+def test_ipv6_and_dns_only(w):
+    v6 = w.root.issue("::1", "localhost")
+    assert reason(chain(v6), [w.root.der], name="::1") is None
+    assert reason(chain(v6), [w.root.der], name="0:0:0:0:0:0:0:1") is None
+    assert reason(chain(v6), [w.root.der], name="127.0.0.1") == "name_mismatch"
+    # An IP written as a DNS SAN entry does not match an IP.
+    dns_ip = w.root.issue("localhost", cn="127.0.0.1")
+    assert reason(chain(dns_ip), [w.root.der], name="127.0.0.1") == "name_mismatch"
+
+
+def test_cn_fallback_only_without_san_and_when_enabled(w):
+    legacy = w.root.issue(cn="127.0.0.1", san=False)
+    fb = x509.Policy(cn_fallback=True)
+    assert reason(chain(legacy), [w.root.der], name="127.0.0.1") == "name_mismatch"
+    assert reason(chain(legacy), [w.root.der], name="127.0.0.1", policy=fb) is None
+    assert reason(chain(legacy), [w.root.der], name="127.0.0.2", policy=fb) == "name_mismatch"
+    host = w.root.issue(cn="esp.example.test", san=False)
+    assert reason(chain(host), [w.root.der], name="ESP.example.test", policy=fb) is None
+    assert reason(chain(host), [w.root.der], name="x.example.test", policy=fb) == "name_mismatch"
+    # With a SAN the CN is never used, fallback or not.
+    san = w.root.issue("localhost", cn="127.0.0.1")
+    assert reason(chain(san), [w.root.der], name="127.0.0.1", policy=fb) == "name_mismatch"
+
+
+# --- CA flags, path length, key usage --------------------------------------------
+
+
+def test_not_a_ca(w):
+    not_ca = w.root.child_ca("not a CA", is_ca=False)
+    assert reason(chain(not_ca.issue("127.0.0.1"), not_ca), [w.root.der]) == "not_a_ca"
+    # A leaf (no cA) used as an issuer.
+    by_leaf = pki.CA.issue(pki.Cert(w.direct.cert, w.direct.key), "127.0.0.1")
+    assert reason(chain(by_leaf, w.direct), [w.root.der]) == "not_a_ca"
+    anchor_not_ca = CA("anchor not a CA", is_ca=False)
+    assert reason(chain(anchor_not_ca.issue("127.0.0.1")), [anchor_not_ca.der]) == "not_a_ca"
+
+
+def test_anchor_without_basic_constraints(tmp_path):
+    sdk = pki.makefile_sh(tmp_path)
+    now = pki.not_before(sdk["server"]) + DAY
+    assert reason([sdk["server"]], [sdk["ca"]], now=now) is None
+    strict = x509.Policy(anchor_without_ca=False)
+    assert reason([sdk["server"]], [sdk["ca"]], now=now, policy=strict) == "not_a_ca"
+    # A sent intermediate without basicConstraints is never a CA.
+    assert reason([sdk["server"], sdk["ca"]], [], now=now) == "not_a_ca"
+
+
+def test_path_len(w):
+    root0 = CA("pathlen 0 root", path_len=0)
+    i1 = root0.child_ca("pathlen i1")
+    assert reason(chain(root0.issue("127.0.0.1")), [root0.der]) is None
+    assert reason(chain(i1.issue("127.0.0.1"), i1), [root0.der]) == "path_len"
+    root1 = CA("pathlen 1 root", path_len=1)
+    a = root1.child_ca("pathlen a")
+    b = a.child_ca("pathlen b")
+    assert reason(chain(a.issue("127.0.0.1"), a), [root1.der]) is None
+    assert reason(chain(b.issue("127.0.0.1"), b, a), [root1.der]) == "path_len"
+    # On an intermediate too.
+    a0 = w.root.child_ca("pathlen a0", path_len=0)
+    b0 = a0.child_ca("pathlen b0")
+    assert reason(chain(a0.issue("127.0.0.1"), a0), [w.root.der]) is None
+    assert reason(chain(b0.issue("127.0.0.1"), b0, a0), [w.root.der]) == "path_len"
+
+
+def test_key_usage(w):
+    ku = cx509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+        key_agreement=False, key_cert_sign=False, crl_sign=True, encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+    no_sign = w.root.child_ca("ku without keyCertSign", key_usage=ku)
+    assert reason(chain(no_sign.issue("127.0.0.1"), no_sign), [w.root.der]) == "key_usage"
+    anchor = CA("ku anchor", key_usage=ku)
+    assert reason(chain(anchor.issue("127.0.0.1")), [anchor.der]) == "key_usage"
+
+
+# --- signatures, algorithms, keys --------------------------------------------------
+
+
+def test_bad_signature(w):
+    forged = w.fake_root.issue("127.0.0.1")
+    assert reason(chain(forged), [w.root.der]) == "bad_signature"
+    # One byte of the signed subject changed (same length, still DER).
+    der = w.leaf.der
+    pos = der.index(b"esp.example.test")
+    tampered = der[:pos] + b"E" + der[pos + 1 :]
+    assert reason(chain(tampered, w.inter), [w.root.der]) == "bad_signature"
+    sig = bytearray(w.leaf.der)
+    sig[-1] ^= 1
+    assert reason(chain(bytes(sig), w.inter), [w.root.der]) == "bad_signature"
+
+
+def test_impostor_anchor_does_not_hide_the_real_one(w):
+    # Both anchors carry the subject "espssl root"; the impostor fails, the real one verifies.
+    assert reason(chain(w.leaf, w.inter), [w.fake_root.der, w.root.der]) is None
+    assert reason(chain(w.leaf, w.inter), [w.fake_root.der]) == "bad_signature"
+
+
+@pytest.mark.parametrize("hname", ["sha384", "sha512", "sha224"])
+def test_unsupported_hash(w, hname):
+    leaf = w.root.issue("127.0.0.1", hash_name=hname)
+    assert reason(chain(leaf), [w.root.der]) == "unsupported_algorithm"
+
+
+def test_ecdsa_unsupported(w):
+    ec_root = CA("ec root", key=pki.ec_key())
+    assert reason(chain(ec_root.issue("127.0.0.1")), [ec_root.der]) == "unsupported_algorithm"
+    ec_leaf = w.root.issue("127.0.0.1", key=pki.ec_key())
+    assert reason(chain(ec_leaf), [w.root.der]) == "unsupported_algorithm"
+
+
+def test_sha1_policy(w):
+    s1 = w.root.issue("127.0.0.1", hash_name="sha1")
+    assert reason(chain(s1), [w.root.der]) is None
+    assert reason(chain(s1), [w.root.der], policy=x509.Policy(allow_sha1=False)) == "weak_hash"
+
+
+def test_weak_key(w):
+    k1024 = w.root.issue("127.0.0.1", bits=1024)
+    assert reason(chain(k1024), [w.root.der]) is None
+    assert reason(chain(k1024), [w.root.der], policy=x509.Policy(min_rsa_bits=2048)) == "weak_key"
+    root1024 = CA("1024 root", bits=1024)
+    assert reason(chain(root1024.issue("127.0.0.1")), [root1024.der], policy=x509.Policy(min_rsa_bits=2048)) == "weak_key"
+    with pytest.raises(ValueError):
+        x509.Policy(min_rsa_bits=256)
+
+
+def test_512_bit_leaf_from_openssl(tmp_path, w):
+    sdk = pki.makefile_sh(tmp_path, bits=512)
+    now = pki.not_before(sdk["server"]) + DAY
+    assert reason([sdk["server"]], [sdk["ca"]], now=now) == "weak_key"
+    assert reason([sdk["server"]], [sdk["ca"]], now=now, policy=x509.Policy(min_rsa_bits=512)) is None
+
+
+# --- extensions ---------------------------------------------------------------------
+
+_PRIVATE_OID = ObjectIdentifier("1.3.6.1.4.1.55555.1.1")
+
+
+def test_unknown_critical_extension(w):
+    ext = cx509.UnrecognizedExtension(_PRIVATE_OID, b"\x05\x00")
+    crit = w.root.issue("127.0.0.1", extensions=((ext, True),))
+    assert reason(chain(crit), [w.root.der]) == "unknown_critical_extension"
+    plain = w.root.issue("127.0.0.1", extensions=((ext, False),))
+    assert reason(chain(plain), [w.root.der]) is None
+    nc = cx509.NameConstraints(permitted_subtrees=[cx509.DNSName("example.test")], excluded_subtrees=None)
+    ca_nc = w.root.child_ca("name constrained", extensions=((nc, True),))
+    assert reason(chain(ca_nc.issue("127.0.0.1"), ca_nc), [w.root.der]) == "unknown_critical_extension"
+    eku = cx509.ExtendedKeyUsage([cx509.oid.ExtendedKeyUsageOID.SERVER_AUTH])
+    known = w.root.issue("127.0.0.1", extensions=((eku, True),))
+    assert reason(chain(known), [w.root.der]) is None
+
+
+# --- structure and bounds ------------------------------------------------------------
+
+
+def test_malformed(w):
+    der = w.leaf.der
+    assert reason([], [w.root.der]) == "malformed"
+    assert reason([der[:-1], w.inter.der], [w.root.der]) == "malformed"
+    assert reason([der + b"\0", w.inter.der], [w.root.der]) == "malformed"
+    assert reason([b"", w.inter.der], [w.root.der]) == "malformed"
+    assert reason([b"\x30\x84\xff\xff\xff\xff" + der[4:]], [w.root.der]) == "malformed"
+    # A malformed sent intermediate that could be the issuer, and nothing else.
+    assert reason([der, w.inter.der[:100]], [w.root.der]) == "malformed"
+
+
+def test_chain_too_long(w):
+    cas = [w.root]
+    for i in range(6):
+        cas.append(cas[-1].child_ca("deep %d" % i))
+    leaf = cas[-1].issue("127.0.0.1")
+    sent = chain(leaf, *reversed(cas[1:]))
+    assert len(sent) == 7
+    assert reason(sent, [w.root.der]) == "chain_too_long"  # more than 5 sent
+    assert reason(sent, [w.root.der], policy=x509.Policy(max_chain=8)) is None
+    # Fewer sent than the limit, but the path needs more.
+    assert reason(sent[:3], [cas[4].der], policy=x509.Policy(max_chain=3)) == "chain_too_long"
+    assert reason(sent[:3], [cas[4].der], policy=x509.Policy(max_chain=4)) is None
+
+
+def test_many_same_named_candidates_bounded(w):
+    # Four sent "intermediates" with the issuer's name but wrong keys: each
+    # costs one signature check, then the reason of the first one sticks.
+    fakes = [w.root.child_ca("espssl intermediate", fresh_key=(i == 0)) for i in range(3)]
+    assert reason(chain(w.leaf, *fakes), []) == "bad_signature"
+
+
+# --- the SDK recipe and openssl-made chains --------------------------------------------
+
+
+def test_makefile_sh_recipe(tmp_path):
+    sdk = pki.makefile_sh(tmp_path)
+    server, ca = sdk["server"], sdk["ca"]
+    assert server[4:7] != b"\xa0\x03\x02"  # v1: no [0] version field
+    # openssl dated both from the clock, maybe a second apart: the common window.
+    nb = max(pki.not_before(server), pki.not_before(ca))
+    na = min(pki.not_after(server), pki.not_after(ca))
+    fb = x509.Policy(cn_fallback=True)
+    assert reason([server], [ca], now=nb) is None
+    assert reason([server], [ca], now=na) is None
+    assert reason([server], [ca], now=nb - 1) == "not_yet_valid"
+    assert reason([server], [ca], now=na + 1) == "expired"
+    assert reason([server], [ca], now=nb, name="127.0.0.1", policy=fb) is None
+    assert reason([server], [ca], now=nb, name="127.0.0.1") == "name_mismatch"
+    assert reason([server], [ca], now=nb, policy=x509.Policy(allow_sha1=False)) == "weak_hash"
+    assert reason([server], [ca], now=nb, policy=x509.Policy(min_rsa_bits=2048)) == "weak_key"
+    other = pki.makefile_sh(tmp_path / "other")
+    later = pki.not_before(other["ca"]) + DAY  # openssl dated it from the clock, a little later
+    assert reason([server], [other["ca"]], now=later) == "bad_signature"  # same CA name, other key
+
+
+def test_openssl_v3_chain(tmp_path):
+    o = pki.openssl_v3_chain(tmp_path)
+    nb = pki.not_before(o["server"])
+    assert reason([o["server"]], [o["ca"]], now=nb, name="127.0.0.1") is None
+    assert reason([o["server"]], [o["ca"]], now=nb, name="localhost") is None
+    assert reason([o["server"]], [o["ca"]], now=nb, name="127.0.0.9") == "name_mismatch"
+    s384 = pki.openssl_v3_chain(tmp_path / "384", digest="sha384")
+    later = pki.not_before(s384["server"]) + DAY
+    assert reason([s384["server"]], [s384["ca"]], now=later) == "unsupported_algorithm"
+
+
+# --- fuzzing: mutated certificates ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fuzz_chain():
+    root = CA("fuzz root", bits=1024)
+    inter = root.child_ca("fuzz inter", bits=1024, path_len=0)
+    leaf = inter.issue("127.0.0.1", "fuzz.example.test", bits=1024, hash_name="sha1")
+    return [leaf.der, inter.der], root.der
+
+
+def _mutate(data, der):
+    kind = data.draw(st.sampled_from(["flip", "set", "truncate", "insert", "delete", "length"]))
+    pos = data.draw(st.integers(0, len(der) - 1))
+    b = bytearray(der)
+    if kind == "flip":
+        b[pos] ^= data.draw(st.integers(1, 255))
+    elif kind == "set":
+        v = data.draw(st.sampled_from([0x00, 0x01, 0x7F, 0x80, 0x81, 0x82, 0x83, 0x84, 0xFF]))
+        if b[pos] == v:
+            v ^= 0x01
+        b[pos] = v
+    elif kind == "truncate":
+        del b[pos:]
+    elif kind == "insert":
+        b.insert(pos, data.draw(st.integers(0, 255)))
+    elif kind == "delete":
+        del b[pos]
+    else:
+        # Grow or shrink a length byte near the start of a TLV.
+        b[pos] = (b[pos] + data.draw(st.sampled_from([1, -1, 2, -2, 0x40]))) & 0xFF
+    return bytes(b)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_mutated_chain_never_verifies(fuzz_chain, data):
+    certs, root = fuzz_chain
+    assert reason(certs, [root], name="127.0.0.1") is None
+    i = data.draw(st.integers(0, 1))
+    mutated = list(certs)
+    mutated[i] = _mutate(data, certs[i])
+    assume_changed = mutated[i] != certs[i]
+    if not assume_changed:
+        return
+    got = reason(mutated, [root], name="127.0.0.1")  # raises anything but VerifyError -> test fails
+    assert got is not None
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_mutated_anchor_raises_only_verify_error(fuzz_chain, data):
+    certs, root = fuzz_chain
+    # A mutated trusted certificate may still verify (its own signature is
+    # not checked), but it must never raise anything but VerifyError.
+    reason(certs, [_mutate(data, root)], name="127.0.0.1")
+    reason([_mutate(data, root)], [_mutate(data, root)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes(blob):
+    assert reason([blob], [blob]) is not None
+
+
+# --- the same cases on MicroPython ----------------------------------------------------------
+
+MP_SCRIPT = r"""
+import sys, gc, os
+from espconn import x509
+from espconn.errors import VerifyError
+
+
+def load(certs, anchors):
+    # All certificates in one buffer, as the TLS tap holds the peer's
+    # Certificate message; each passed on as a memoryview of its bytes.
+    names = [n for n in (certs + "," + anchors).split(",") if n]
+    sizes = [os.stat(n)[6] for n in names]
+    buf = bytearray(sum(sizes))
+    mv = memoryview(buf)
+    out = []
+    off = 0
+    for n, size in zip(names, sizes):
+        with open(n, "rb") as f:
+            f.readinto(mv[off : off + size])
+        out.append(mv[off : off + size])
+        off += size
+    k = len([n for n in certs.split(",") if n])
+    return out[:k], out[k:]
+
+
+def policy(text):
+    kw = {}
+    for item in text.split(","):
+        if item:
+            k, v = item.split("=")
+            kw[k] = int(v)
+    if "clock" in kw:
+        t = kw["clock"]
+        kw["clock"] = lambda: t
+    return x509.Policy(**kw) if kw else None
+
+
+def run(line):
+    label, certs, anchors, now, name, pol = line.rstrip().split("|")
+    certs, anchors = load(certs, anchors)
+    gc.collect()
+    reserve = [None] * 96
+    for i in range(90):
+        try:
+            reserve[i] = bytearray(400)
+        except MemoryError:
+            break
+    reserve[i - 1] = reserve[i - 2] = None  # room for the small objects below
+    gc.collect()
+    pol = policy(pol)
+    now = int(now) if now else None
+    name = name or None
+    # The harness's own small objects were made while the reserve held the
+    # free region; freeing it now hands verify_chain one unbroken region, as
+    # a board has after connecting (the RSA steps need 0.5 KiB pieces).
+    reserve = None
+    gc.collect()
+    free = gc.mem_free()
+    try:
+        x509.verify_chain(certs, anchors, now, name, pol)
+        got = "ok"
+    except VerifyError as exc:
+        got = exc.reason
+    print(label, got, free)
+
+
+# One case per process (argv: cases file, line number), so each starts from
+# a fresh heap as a board does at each connection.
+with open(sys.argv[1]) as f:
+    for i in range(int(sys.argv[2]) + 1):
+        line = f.readline()
+run(line)
+"""
+
+
+def _mp_cases(w, dated, tmp_path):
+    files = {}
+
+    def f(der):
+        key = hashlib.sha256(der).hexdigest()[:16]
+        if key not in files:
+            files[key] = der
+            (tmp_path / (key + ".der")).write_bytes(der)
+        return key + ".der"
+
+    sdk = pki.makefile_sh(tmp_path / "sdk")
+    sdk_now = pki.not_before(sdk["server"]) + DAY
+    fb = "cn_fallback=1"
+    ku = cx509.KeyUsage(False, False, False, False, False, False, True, False, False)
+    no_sign = w.root.child_ca("mp ku", key_usage=ku)
+    not_ca = w.root.child_ca("mp not ca", is_ca=False)
+    root0 = CA("mp pathlen 0", path_len=0)
+    i1 = root0.child_ca("mp pathlen i1")
+    ext = cx509.UnrecognizedExtension(_PRIVATE_OID, b"\x05\x00")
+    cases = [
+        # label, certs, anchors, now, name, policy, expected
+        ("chain", [w.leaf, w.inter], [w.root], NOW, "127.0.0.1", "", None),
+        ("chain_dns", [w.leaf, w.inter], [w.other_root, w.root], NOW, "esp.example.test", "", None),
+        ("wildcard", [w.leaf, w.inter], [w.root], NOW, "x.dev.example.test", "", None),
+        ("name", [w.leaf, w.inter], [w.root], NOW, "127.0.0.2", "", "name_mismatch"),
+        ("nb-1", [dated.leaf, w.inter], [w.root], dated.nb - 1, "", "", "not_yet_valid"),
+        ("nb", [dated.leaf, w.inter], [w.root], dated.nb, "", "", None),
+        ("na", [dated.leaf, w.inter], [w.root], dated.na, "", "", None),
+        ("na+1", [dated.leaf, w.inter], [w.root], dated.na + 1, "", "", "expired"),
+        ("root_na+1", [dated.root_leaf], [dated.root], dated.na + 1, "", "", "expired"),
+        ("unknown", [w.leaf, w.inter], [w.other_root], NOW, "", "", "unknown_issuer"),
+        ("forged", [w.fake_root.issue("127.0.0.1")], [w.root], NOW, "", "", "bad_signature"),
+        ("not_ca", [not_ca.issue("127.0.0.1"), not_ca], [w.root], NOW, "", "", "not_a_ca"),
+        ("path_len", [i1.issue("127.0.0.1"), i1], [root0], NOW, "", "", "path_len"),
+        ("key_usage", [no_sign.issue("127.0.0.1"), no_sign], [w.root], NOW, "", "", "key_usage"),
+        ("sha384", [w.root.issue("127.0.0.1", hash_name="sha384")], [w.root], NOW, "", "", "unsupported_algorithm"),
+        ("crit", [w.root.issue("127.0.0.1", extensions=((ext, True),))], [w.root], NOW, "", "",
+         "unknown_critical_extension"),
+        ("malformed", [w.leaf.der[:-3]], [w.root], NOW, "", "", "malformed"),
+        ("too_long", [w.leaf, w.inter], [w.root], NOW, "", "max_chain=2", "chain_too_long"),
+        ("weak", [w.leaf, w.inter], [w.root], NOW, "", "min_rsa_bits=4096", "weak_key"),
+        ("unset_old", [w.leaf, w.inter], [w.root], "", "", "clock=1000,release=%d" % (pki.VALID_TO.timestamp() + 1),
+         "expired"),
+        ("unset_ok", [w.leaf, w.inter], [w.root], "", "", "clock=1000", None),
+        ("valid_clock", [dated.leaf, w.inter], [w.root], "", "", "clock=%d" % (dated.na + 1), "expired"),
+        ("sdk", [sdk["server"]], [sdk["ca"]], sdk_now, "127.0.0.1", fb, None),
+        ("sdk_nofb", [sdk["server"]], [sdk["ca"]], sdk_now, "127.0.0.1", "", "name_mismatch"),
+        ("sdk_nosha1", [sdk["server"]], [sdk["ca"]], sdk_now, "", "allow_sha1=0", "weak_hash"),
+    ]
+    lines = []
+    for label, certs, anchors, now, name, pol, want in cases:
+        cl = ",".join(f(c if isinstance(c, bytes) else c.der) for c in certs)
+        al = ",".join(f(a if isinstance(a, bytes) else a.der) for a in anchors)
+        lines.append("%s|%s|%s|%s|%s|%s" % (label, cl, al, now, name, pol))
+        # CPython first: the expectation holds here.
+        kw = {}
+        for item in filter(None, pol.split(",")):
+            k, v = item.split("=")
+            kw[k] = int(v)
+        if "clock" in kw:
+            c = kw.pop("clock")
+            kw["clock"] = lambda c=c: c
+        policy = x509.Policy(**kw) if kw else None
+        got = reason([c if isinstance(c, bytes) else c.der for c in certs],
+                     [a if isinstance(a, bytes) else a.der for a in anchors],
+                     now=int(now) if now != "" else None, name=name or None, policy=policy)  # fmt: skip
+        assert got == want, label
+    (tmp_path / "cases.txt").write_text("\n".join(lines) + "\n")
+    return [(c[0], c[6] or "ok") for c in cases]
+
+
+def test_micropython_same_outcomes(w, dated, micropython, tmp_path):
+    expected = _mp_cases(w, dated, tmp_path)
+    mpy = pki.mpy_package(tmp_path / "mpy")
+    # The driver is compiled too, so the 38 KiB heap holds only what a board would.
+    (tmp_path / "x509_cases.py").write_text(MP_SCRIPT)
+    pki.mpy_cross(tmp_path / "x509_cases.py", mpy / "x509_cases.mpy")
+    got = []
+    for i in range(len(expected)):
+        out = micropython.run("import x509_cases\n", args=(tmp_path / "cases.txt", i), path=(mpy,), heapsize=HEAP)
+        got.append(out.stdout.split())
+    assert [(g[0], g[1]) for g in got] == expected
+    print("micropython: heap free before verify_chain: %s..%s bytes" % (min(int(g[2]) for g in got), max(int(g[2]) for g in got)))
