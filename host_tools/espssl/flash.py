@@ -204,8 +204,9 @@ class Session:
 
 
 def _one_line(e):
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    """esptool's message on one line (it puts the OS error on a second line)."""
+    text = [x.strip() for x in str(e).strip().splitlines() if x.strip()]
+    return " ".join(text) if text else type(e).__name__
 
 
 # ---------------------------------------------------------------- bin checks

@@ -21,7 +21,7 @@ def pytest_args(ports=(), host=None, junit="out/hil/junit.xml", logs="out/hil/lo
     for p in ports:
         args += ["--port", p]
     if len(ports) > 1:
-        args += ["-n", str(len(ports)), "--dist", "loadgroup"]
+        args += ["-n", str(len(ports)), "--dist", "each"]  # worker k drives board k
     if host:
         args += ["--hil-host", host]
     if certs:

@@ -2,8 +2,9 @@
 
 Load with ``-p espssl.hil.plugin`` (``espssl test`` does).  Options:
 
---port P          a real board's serial port; repeat for several boards (pytest-xdist
-                  runs one worker per board, every case on every board).  Without it
+--port P          a real board's serial port; repeat for several boards (with
+                  pytest-xdist's ``-n <boards> --dist each`` worker k drives board k,
+                  every case on every board; without xdist, the cases run per board).  Without it
                   the virtual board: the running one, else one started for the session.
 --hil-host ADDR   where the host's TLS peers listen: 127.0.0.1 for the virtual board;
                   the host's LAN address for a real board (see README, "Real hardware").
@@ -15,6 +16,7 @@ certificates, sectors and peer address), ``case`` (records handshake time and
 heap for the summary and the JUnit XML).
 """
 
+import os
 import re
 from pathlib import Path
 
@@ -56,9 +58,13 @@ def _ports(config):
 def pytest_generate_tests(metafunc):
     if "board_port" in metafunc.fixturenames:
         ports = _ports(metafunc.config)
+        worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...
+        if worker and len(ports) > 1:
+            # `-n <boards> --dist each`: every worker runs every case, worker k on board k.
+            ports = [ports[int(worker[2:]) % len(ports)]]
         metafunc.parametrize(
             "board_port",
-            [pytest.param(p, marks=pytest.mark.xdist_group(re.sub(r"\W", "_", p)), id=_port_id(p)) for p in ports],
+            [pytest.param(p, id=_port_id(p)) for p in ports],
             indirect=True, scope="session",
         )
 
