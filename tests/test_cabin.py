@@ -10,6 +10,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -476,3 +478,48 @@ def test_console_script_ca_bin(tmp_path, pki):
     bad.write_bytes(out.read_bytes()[:-1])
     p = subprocess.run([str(exe), "ca-bin", "inspect", str(bad)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "FAIL" in p.stdout and not p.stderr
+
+
+# --- robustness: whatever the bytes, a report (never a traceback) ---------------------------------
+
+
+def test_inspect_odd_bytes_in_names_and_labels(tmp_path, capsys):
+    cases = [
+        (b"\x80\x01a" + b"\0" * 29 + b"\0\0", "\\x80\\x01a"),  # non-UTF-8 name, empty entry
+        (b"\xc3(" + b"\0" * 30 + b"\x03\x00abc", "not a certificate"),
+        (binfmt.entry("p.pem", b"-----BEGIN \xff\xfe-----\nAAAA\n-----END \xff\xfe-----\n"), "\\xff\\xfe"),
+        (binfmt.entry("q.pem", b"-----BEGIN " + b"X" * 200 + b"-----\n"), "not terminated"),
+    ]
+    for data, words in cases:
+        rc, text = check(tmp_path, capsys, data)
+        assert rc == 1 and words in text, text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=200))
+def test_walk_raises_only_format_error(data):
+    try:
+        entries = list(binfmt.walk_bytes(data))
+    except FormatError:
+        return
+    end = 0
+    for _name, off, n in entries:  # entries tile the image from offset 0, in order
+        assert off == end + binfmt.HEADER_LEN and n > 0
+        end = off + n
+    assert end <= len(data)
+
+
+def test_inspect_survives_mutations(pki):
+    import random
+
+    rnd = random.Random(1234)
+    good = binfmt.image([("ca.der", (pki / "ca.der").read_bytes()), ("two.pem", (pki / "two.pem").read_bytes())])
+    for _ in range(150):
+        b = bytearray(good)
+        for _ in range(rnd.randint(1, 4)):
+            b[rnd.randrange(len(b))] = rnd.randrange(256)
+        if rnd.random() < 0.3:
+            b = b[: rnd.randrange(len(b))]
+        for kind in ("ca", "cert"):
+            rep = cabin.inspect_bin(bytes(b), kind)
+            cabin.format_report(rep, "x")  # renders whatever was found

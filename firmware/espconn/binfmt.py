@@ -39,6 +39,7 @@ KIND_UNKNOWN = "unknown"
 
 _PEM_BEGIN = b"-----BEGIN "
 _PEM_END = b"-----END "
+_PEM_LABEL_MAX = const(64)  # "CERTIFICATE", "RSA PRIVATE KEY", ...: short words
 
 
 def header(name, length):
@@ -80,10 +81,10 @@ def image(entries, max_bytes=0):
     for name, data in entries:
         key = name.encode() if isinstance(name, str) else bytes(name)
         if key in seen:
-            raise FormatError("duplicate_name", "entry name %r is used twice" % key.decode())
+            raise FormatError("duplicate_name", "entry name %s is used twice" % _show(key))
         seen.append(key)
         if len(data) == 0:
-            raise FormatError("empty", "entry %r has no data" % key.decode())
+            raise FormatError("empty", "entry %s has no data" % _show(key))
         total += HEADER_LEN + len(data)
     if max_bytes and total > max_bytes:
         raise FormatError(
@@ -98,6 +99,12 @@ def image(entries, max_bytes=0):
         out[off : off + len(data)] = data
         off += len(data)
     return bytes(out)
+
+
+def _show(name):
+    # A name for an error message: printable ASCII as is, other bytes as \\xNN
+    # (names come from flash and may be anything; decode() could raise).
+    return "".join([chr(b) if 32 <= b < 127 else "\\x%02x" % b for b in name])
 
 
 def _name(hdr):
@@ -147,12 +154,12 @@ def walk(read, size, hdr=None):
         if name is None:
             raise FormatError("bad_name", "entry %d at offset 0x%x has no valid NUL-padded name" % (index, off))
         if length == 0:
-            raise FormatError("empty", "entry %d (%s) at offset 0x%x is empty" % (index, name.decode(), off))
+            raise FormatError("empty", "entry %d (%s) at offset 0x%x is empty" % (index, _show(name), off))
         off += HEADER_LEN
         if length > size - off:
             raise FormatError(
                 "truncated",
-                "entry %d (%s) claims %d bytes but only %d remain" % (index, name.decode(), length, size - off),
+                "entry %d (%s) claims %d bytes but only %d remain" % (index, _show(name), length, size - off),
             )
         yield name, off, length
         off += length
@@ -200,16 +207,16 @@ def pem_blocks(data):
         if start < 0:
             return
         eol = data.find(b"-----", start + len(_PEM_BEGIN))
-        if eol < 0:
+        if eol < 0 or eol - start > _PEM_LABEL_MAX + len(_PEM_BEGIN):
             raise FormatError("bad_pem", "PEM header not terminated at offset %d" % start)
         label = data[start + len(_PEM_BEGIN) : eol]
         body = eol + 5
         end = data.find(_PEM_END + label + b"-----", body)
         if end < 0:
-            raise FormatError("bad_pem", "PEM block %s has no END line" % label.decode())
+            raise FormatError("bad_pem", "PEM block %s has no END line" % _show(label))
         try:
             der = binascii.a2b_base64(data[body:end])
         except Exception:
-            raise FormatError("bad_pem", "PEM block %s is not valid base64" % label.decode())
-        yield label.decode(), der
+            raise FormatError("bad_pem", "PEM block %s is not valid base64" % _show(label))
+        yield _show(label), der
         pos = end + len(_PEM_END) + len(label) + 5

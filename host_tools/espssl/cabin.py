@@ -266,7 +266,12 @@ def fingerprint(der):
 
 
 class CertInfo:
-    """What inspect shows for one certificate, plus its problems."""
+    """What inspect shows for one certificate, plus its problems.
+
+    cryptography parses fields lazily, so a damaged certificate may load and
+    still fail on one field: each field is read on its own and a failure is
+    reported as an error, never raised.
+    """
 
     def __init__(self, der, now, role="ca"):
         self.der = bytes(der)
@@ -276,40 +281,54 @@ class CertInfo:
         if cert is None:
             self.problems.append((ERROR, "not a certificate (DER that does not parse as X.509)"))
             return
-        self.subject = cert.subject.rfc4514_string() or "(empty)"
-        self.issuer = cert.issuer.rfc4514_string() or "(empty)"
-        self.self_signed = cert.subject == cert.issuer
-        self.not_before = cert.not_valid_before_utc
-        self.not_after = cert.not_valid_after_utc
-        pub = cert.public_key()
-        self.key = _key_type(pub)
-        try:
-            self.sig = cert.signature_hash_algorithm.name if cert.signature_hash_algorithm else "none"
-        except Exception:
-            self.sig = cert.signature_algorithm_oid.dotted_string
         self.sha256 = fingerprint(self.der)
-        if now > self.not_after:
+        self.subject = self._field("subject", lambda: cert.subject.rfc4514_string() or "(empty)", "?")
+        self.issuer = self._field("issuer", lambda: cert.issuer.rfc4514_string() or "(empty)", "?")
+        self.self_signed = self._field("names", lambda: cert.subject == cert.issuer, False)
+        self.not_before = self._field("validity", lambda: cert.not_valid_before_utc, None)
+        self.not_after = self._field("validity", lambda: cert.not_valid_after_utc, None) if self.not_before else None
+        pub = self._field("public key", cert.public_key, None)
+        self.key = _key_type(pub) if pub is not None else "unreadable"
+        self.sig = self._field(
+            "signature algorithm",
+            lambda: cert.signature_hash_algorithm.name if cert.signature_hash_algorithm else "none",
+            "unknown",
+        )  # fmt: skip
+        if self.not_after is not None and now > self.not_after:
             self.problems.append((ERROR, "expired on %s" % _when(self.not_after)))
-        elif now < self.not_before:
+        elif self.not_before is not None and now < self.not_before:
             self.problems.append((WARNING, "not valid before %s" % _when(self.not_before)))
-        if not isinstance(pub, rsa.RSAPublicKey):
+        if pub is None:
+            pass
+        elif not isinstance(pub, rsa.RSAPublicKey):
             self.problems.append((ERROR, "%s key: axTLS and espconn check RSA certificates only" % self.key))
         elif pub.key_size < 1024:
             self.problems.append((ERROR, "weak key: RSA-%d (espconn wants at least 1024 bits)" % pub.key_size))
         elif pub.key_size < 2048:
             self.problems.append((WARNING, "weak key: RSA-%d (2048 bits recommended)" % pub.key_size))
         if self.sig in ("sha1", "md5"):
-            self.problems.append((WARNING, "signed with %s" % self.sig.upper().replace("SHA1", "SHA-1")))
+            self.problems.append((WARNING, "signed with %s" % {"sha1": "SHA-1", "md5": "MD5"}[self.sig]))
         if role == "ca":
             try:
                 bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
                 if not bc.ca:
                     self.problems.append((WARNING, "not a CA (basicConstraints CA:FALSE): it can only pin itself"))
             except x509.ExtensionNotFound:
-                self.problems.append((WARNING, "no basicConstraints (X.509 v%d): not marked as a CA"
-                                      % (cert.version.value + 1)))  # fmt: skip
-            except Exception:
-                self.problems.append((ERROR, "unreadable extensions"))
+                self.problems.append((WARNING, "no basicConstraints (X.509 %s): not marked as a CA"
+                                      % cert.version.name))  # fmt: skip
+            except Exception as e:
+                self.problems.append((ERROR, "unreadable extensions: %s" % _one_line(e)))
+
+    def _field(self, what, get, default):
+        try:
+            return get()
+        except Exception as e:
+            self.problems.append((ERROR, "unreadable %s: %s" % (what, _one_line(e))))
+            return default
+
+
+def _one_line(e):
+    return (str(e) or type(e).__name__).splitlines()[0][:120]
 
 
 def _when(dt):
@@ -487,7 +506,8 @@ def format_report(rep, label):
                 continue
             lines.append("    subject:  %s" % c.subject)
             lines.append("    issuer:   %s%s" % (c.issuer, " (self-signed)" if c.self_signed else ""))
-            lines.append("    valid:    %s .. %s" % (_when(c.not_before), _when(c.not_after)))
+            if c.not_before is not None and c.not_after is not None:
+                lines.append("    valid:    %s .. %s" % (_when(c.not_before), _when(c.not_after)))
             lines.append("    key:      %s, signature %s" % (c.key, c.sig))
             lines.append("    sha256:   %s" % c.sha256)
             for lvl, text in c.problems:
