@@ -874,9 +874,6 @@ out("other_store", Client(good, send=b"app-secret", expect=10).wait().result())
 espconn_secure_ca_enable(ESPCONN_CLIENT, 0x95)
 out("erased_store", Client(good, send=b"app-secret", expect=10).wait().result())
 espconn_secure_ca_disable(ESPCONN_CLIENT)
-out("pin_good", Client(ss, send=b"app-secret", expect=10, pin=pin_good).wait().result())
-out("pin_bad", Client(ss, send=b"app-secret", expect=10, pin=pin_bad).wait().result())
-out("no_check", Client(ss, send=b"app-secret", expect=10).wait().result())
 """
 
 LEAVES = ["good", "wrong_ca", "expired", "wrong_name", "self_signed"]
@@ -942,15 +939,43 @@ def test_erased_store_fails_closed(ca_check):
     assert r["ev"] == [("recon", -28)] and r["err"][0] == "erased"
 
 
-def test_pin_accepts_and_rejects(ca_check):
-    res = ca_check[0]
-    assert res["pin_good"]["ev"][0] == "connect" and res["pin_good"]["n"] == 10
+PINS = r"""
+import binascii
+ss, pin_bad, pin_good, pin_key = int(sys.argv[1]), binascii.unhexlify(sys.argv[2]), binascii.unhexlify(sys.argv[3]), binascii.unhexlify(sys.argv[4])
+out("pin_good", Client(ss, send=b"app-secret", expect=10, pin=pin_good).wait().result())
+out("pin_key", Client(ss, send=b"app-secret", expect=10, pin=pin_key).wait().result())
+out("pin_bad", Client(ss, send=b"app-secret", expect=10, pin=pin_bad).wait().result())
+out("no_check", Client(ss, send=b"app-secret", expect=10).wait().result())
+out("bad_pin_arg", espconn_secure_set_pin(espconn(), b"short"))
+"""
+
+
+@pytest.fixture(scope="module")
+def pins(device, peers, pki):
+    from cryptography.hazmat.primitives import serialization as ser
+
+    peer = peers("self_signed")
+    mark = len(peer.log)
+    cert = pki.leaves["self_signed"][0]
+    spki = cert.public_key().public_bytes(ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo)
+    args = [peer.port, hashlib.sha256(b"not this one").hexdigest(), hashlib.sha256(der(cert)).hexdigest(), hashlib.sha256(spki).hexdigest()]
+    res = {r[0]: r[1] for r in device.run(PINS, args)}
+    return res, peer.log[mark:]
+
+
+def test_pin_accepts_certificate_or_key_and_rejects_others(pins):
+    res, log = pins
+    for case in ("pin_good", "pin_key"):
+        assert res[case]["ev"][0] == "connect" and res[case]["sha"] == sha(b"app-secret"), case
     assert res["pin_bad"]["ev"] == [("recon", -28)] and res["pin_bad"]["err"][0] == "pin_mismatch"
+    assert res["bad_pin_arg"] is False
+    # the rejected connection (third) carried no application data
+    assert [e["app"] for e in log[:3]] == [b"app-secret", b"app-secret", b""]
 
 
-def test_ca_disabled_is_the_sdk_behaviour(ca_check):
+def test_ca_disabled_is_the_sdk_behaviour(pins):
     # no check at all: even the self-signed peer is accepted, as the SDK does
-    r = ca_check[0]["no_check"]
+    r = pins[0]["no_check"]
     assert r["ev"][0] == "connect" and r["n"] == 10
 
 
