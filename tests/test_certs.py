@@ -391,3 +391,14 @@ def test_console_script(tmp_path):
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert p.returncode == 2 and p.stderr.startswith("A fatal error occurred:")
     assert "Traceback" not in p.stderr
+
+
+def test_cli_out_is_a_file_and_ipv6(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_bytes(b"x")
+    assert run(["certs", "--out", str(f), "--ip", "127.0.0.1", "--bits", "1024"]) == 2
+    assert "not a directory" in capsys.readouterr().err and f.read_bytes() == b"x"
+    out = tmp_path / "v6"
+    assert run(["certs", "--out", str(out), "--ip", "::1", "--bits", "1024"]) == 0
+    srv = load(out, "server")
+    assert cn_of(srv) == "::1" and san_of(srv) == ([], [ipaddress.ip_address("::1")])
