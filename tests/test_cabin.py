@@ -2,7 +2,6 @@
 
 import datetime
 import hashlib
-import os
 import pathlib
 import stat
 import struct

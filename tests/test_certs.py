@@ -29,7 +29,7 @@ KEY_FILES = {"ca.key.pem", "server.key.der", "server.key.pem", "client.key.der",
 
 
 def run(argv):
-    """espssl in-process: (exit code, stdout, stderr) via capsys-free capture."""
+    """Run espssl in-process; return its exit code (output goes to capsys)."""
     with pytest.raises(SystemExit) as ex:
         main(argv)
     return ex.value.code
