@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from espconn import binfmt
-from espssl import flash
 from espssl.cli import main
 from espssl.vboard import cli as vboard
 

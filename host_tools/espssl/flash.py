@@ -100,8 +100,8 @@ def reset_modes(port, virtual, before=None, after=None):
 # ---------------------------------------------------------------- esptool session
 
 
-def _progress():
-    return not sys.stdout.isatty()  # esptool's no_progress flag
+def _no_progress():
+    return not sys.stdout.isatty()  # progress bars on a terminal only
 
 
 class Session:
@@ -162,7 +162,7 @@ class Session:
         from esptool.util import FatalError
 
         try:
-            return cmds.read_flash(self.esp, offset, length, no_progress=_progress())
+            return cmds.read_flash(self.esp, offset, length, no_progress=_no_progress())
         except FatalError as e:
             raise DeviceError("reading 0x%X bytes at 0x%08X failed: %s" % (length, offset, _one_line(e))) from None
 
@@ -171,7 +171,7 @@ class Session:
         from esptool.util import FatalError
 
         try:
-            cmds.write_flash(self.esp, [(offset, bytes(data))], no_progress=_progress(), **kw)
+            cmds.write_flash(self.esp, [(offset, bytes(data))], no_progress=_no_progress(), **kw)
         except FatalError as e:
             raise DeviceError("writing %d bytes at 0x%08X failed: %s" % (len(data), offset, _one_line(e))) from None
 

@@ -349,7 +349,6 @@ def test_send_while_pending_and_second_client(board, case, hil):
 
 def test_heap_back_to_baseline(board, case, hil):
     """Three connections in a row: the heap returns to where it started."""
-    srv_ports = []
     servers = [_server(hil, mode="echo") for _ in range(3)]
     srv_ports = [s.port for s in servers]
     code = PRELUDE + r"""
