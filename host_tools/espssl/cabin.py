@@ -79,7 +79,9 @@ def _load_der_cert(data):
 class Input:
     """One certificate file read for a CA bin: raw bytes, kind, DER certificates."""
 
-    def __init__(self, path):
+    def __init__(self, path, ca=True):
+        # ca: the file is meant for a CA bundle (said in the private-key refusal)
+        keys_never = ": a private key must never go into a CA bundle" if ca else ", not a certificate"
         self.path = Path(path)
         self.name = self.path.name
         try:
@@ -91,7 +93,7 @@ class Input:
         if self.kind == binfmt.KIND_DER:
             if _load_der_cert(self.raw) is None:
                 if _is_private_key_der(self.raw):
-                    raise EspsslError("%s is a private key: it must never go into a CA bundle" % path)
+                    raise EspsslError("%s is a private key%s" % (path, keys_never))
                 if _der_len(self.raw) is not None and _der_len(self.raw) < len(self.raw):
                     if _load_der_cert(self.raw[: _der_len(self.raw)]) is not None:
                         raise EspsslError(
@@ -107,7 +109,7 @@ class Input:
                 raise EspsslError("%s: %s" % (path, e.msg)) from None
             for label, der in blocks:
                 if "PRIVATE KEY" in label:
-                    raise EspsslError("%s holds a private key (%s): it must never go into a CA bundle" % (path, label))
+                    raise EspsslError("%s holds a private key (%s)%s" % (path, label, keys_never))
                 if label != "CERTIFICATE" or _load_der_cert(der) is None:
                     raise EspsslError("%s: PEM block %s is not a certificate" % (path, label))
                 self.ders.append(der)
@@ -199,7 +201,7 @@ def _read_key(path):
 
 def build_cert_bin(cert_path, key_path):
     """The bytes of an esp_cert_private_key.bin: "certificate" (DER), "private_key" (PKCS#1 DER)."""
-    inp = Input(cert_path)
+    inp = Input(cert_path, ca=False)
     if len(inp.ders) != 1:
         raise EspsslError("%s holds %d certificates; the device certificate is one" % (cert_path, len(inp.ders)))
     cert = x509.load_der_x509_certificate(inp.ders[0])
