@@ -232,8 +232,8 @@ def pytest_runtest_logreport(report):
         if report.skipped and isinstance(report.longrepr, tuple):
             reason = str(report.longrepr[2]).replace("Skipped: ", "")
         elif report.failed:
-            reason = (report.longreprtext or "").strip().splitlines()[-1:] or [""]
-            reason = reason[0]
+            crash = getattr(report.longrepr, "reprcrash", None)
+            reason = crash.message.splitlines()[0] if crash is not None else "error"
         config._hil_rows.append((report.nodeid.split("::")[-1], outcome, props, reason))
 
 
