@@ -486,7 +486,7 @@ def _check_sig(c, info, ic, iinfo, pol, what):
 
 
 def _check_name(c, info, name, pol):
-    from . import names
+    from . import names  # only when a name is checked: its code stays out of RAM otherwise
 
     ip = names.parse_ip(name)
     so = info[_SAN_OFF]
