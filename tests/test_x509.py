@@ -17,6 +17,7 @@ import sys
 import pytest
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509.oid import ObjectIdentifier
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -375,6 +376,21 @@ def test_ecdsa_unsupported(w):
     assert reason(chain(ec_leaf), [w.root.der]) == "unsupported_algorithm"
 
 
+def test_rsa_pss_unsupported(w):
+    leaf_key = pki.key(2048)
+    cert = (
+        cx509.CertificateBuilder()
+        .subject_name(cx509.Name([cx509.NameAttribute(cx509.oid.NameOID.COMMON_NAME, "pss")]))
+        .issuer_name(w.root.cert.subject)
+        .public_key(leaf_key.public_key())
+        .serial_number(7)
+        .not_valid_before(pki.VALID_FROM)
+        .not_valid_after(pki.VALID_TO)
+        .sign(w.root.key, hashes.SHA256(), rsa_padding=padding.PSS(padding.MGF1(hashes.SHA256()), 32))
+    )
+    assert reason([cert.public_bytes(serialization.Encoding.DER)], [w.root.der]) == "unsupported_algorithm"
+
+
 def test_sha1_policy(w):
     s1 = w.root.issue("127.0.0.1", hash_name="sha1")
     assert reason(chain(s1), [w.root.der]) is None
@@ -715,3 +731,34 @@ def test_micropython_rsa2048(w, dated, micropython, tmp_path):
     # RSA-2048 on the 64-bit unix port, whose code objects take about twice
     # the ESP8266's RAM: run with a larger heap (the figure is in the report).
     _run_mp(micropython, tmp_path, _mp_cases(w, dated, tmp_path), "48K")
+
+
+# --- anchors from the flash CA store (espconn.castore) ------------------------------------
+
+
+def _flash(image, size=4096):
+    """esp.flash_read over a sector holding ``image``, the rest erased (0xFF)."""
+    flash = bytearray(b"\xff" * size)
+    flash[: len(image)] = image
+
+    def read(off, buf):
+        buf[:] = flash[off : off + len(buf)]
+
+    return read
+
+
+def test_anchors_from_ca_store(w):
+    castore = pytest.importorskip("espconn.castore")  # the VERIFIER-STORE helper's module
+    from espconn import binfmt
+    from espconn.errors import StoreError
+
+    pem = w.other_root.pem + w.root.pem  # one PEM entry, two certificates
+    for entries in ([("other", w.other_root.der), ("root", w.root.der)], [("both", pem)]):
+        store = castore.CAStore(_flash(binfmt.image(entries)), 0)
+        assert reason(chain(w.leaf, w.inter), store, name="127.0.0.1") is None
+        assert reason(chain(w.fake_root.issue("127.0.0.1")), store) == "bad_signature"
+    only_other = castore.CAStore(_flash(binfmt.image([("other", w.other_root.der)])), 0)
+    assert reason(chain(w.leaf, w.inter), only_other) == "unknown_issuer"
+    # An erased store is an error, never "no CAs, so accept" (nor "unknown issuer").
+    with pytest.raises(StoreError):
+        x509.verify_chain(chain(w.leaf, w.inter), castore.CAStore(_flash(b""), 0), now=NOW)

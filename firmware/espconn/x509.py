@@ -267,9 +267,10 @@ def _sig_hash(c, off, end):
     # AlgorithmIdentifier content -> rsa hash id, 0 if not supported.
     o, e = der.expect(c, off, end, _OID)
     if e != end:
-        # Parameters: must be NULL for the PKCS#1 algorithms (RFC 4055 5).
-        po, pe = der.expect(c, e, end, _NULL)
-        if po != pe or pe != end:
+        # Parameters: absent or NULL for the PKCS#1 v1.5 algorithms (RFC 4055
+        # 5); anything else (PSS parameters...) is another algorithm.
+        tag, po, pe = der.read(c, e, end)
+        if tag != _NULL or po != pe or pe != end:
             return 0
     if e - o == 9 and der.equal(c, o, o + 8, _OID_PKCS1, 0, 8):
         last = c[o + 8]
@@ -348,9 +349,9 @@ def _parse(c):
         eo, ee = der.expect(c, n_end, ke, _INT)
         if ee != ke or n_off == n_end or c[n_off] & 0x80 or eo == ee or c[eo] & 0x80:
             raise _bad("structure")
-        exp = der.uint(c, eo, ee) if ee - eo <= 5 else -1
-        if not exp:
-            exp = -1  # zero exponent: let the key check refuse it
+        # -1: longer than 32 bits (unsupported); a zero exponent becomes 1,
+        # which rsa.check_key refuses as weak_key like any e < 3.
+        exp = (der.uint(c, eo, ee) or 1) if ee - eo <= 5 else -1
     p = spki_end
 
     ca = -1
@@ -433,10 +434,7 @@ def _parse(c):
 
 
 def _check_key(c, info, pol, what):
-    e = info[_E]
-    if e == 0:
-        raise _fail("unsupported_algorithm", what)
-    if e < 0:
+    if info[_E] <= 0:  # not an RSA key, or an exponent over 32 bits
         raise _fail("unsupported_algorithm", what)
     try:
         rsa.check_key(c[info[_N_OFF] : info[_N_END]], info[_E], pol.min_rsa_bits)
