@@ -42,7 +42,7 @@ def board_hashes(port, dest):
 
     t = SerialTransport(port)
     try:
-        t.enter_raw_repl(soft_reset=False)
+        t.enter_raw_repl(soft_reset=True)  # a fresh heap: deploy left espconn imported
         names = [f.name for f in t.fs_listdir(dest)]
         return {n: t.fs_hashfile(dest + "/" + n, "sha256").hex() for n in names}
     finally:

@@ -161,6 +161,16 @@ class Board:
             raise DeviceError("the board raised: %s" % err.decode(errors="replace").strip().splitlines()[-1])
         return out
 
+    def soft_reset_now(self):
+        """Soft-reset the board and enter the raw REPL again (a fresh interpreter and heap)."""
+        from mpremote.transport import TransportError
+
+        try:
+            self.t.exit_raw_repl()
+            self.t.enter_raw_repl(soft_reset=True, timeout_overall=RAW_REPL_TIMEOUT)
+        except (TransportError, OSError) as e:
+            raise DeviceError("the board on %s did not come back from a soft reset: %s" % (self.port, e)) from None
+
     def eval(self, expr):
         import ast
 
@@ -182,7 +192,8 @@ class Board:
 
 
 _HASH_CODE = """
-import hashlib, binascii
+import gc, hashlib, binascii
+gc.collect()
 def _h(p, b=bytearray(256)):
     try:
         f = open(p, 'rb')
@@ -295,6 +306,7 @@ def deploy(port=None, src=PACKAGE_SRC, dest=DEST, force=False, wifi=None, out=pr
         )
         parent, _, pkg = dest.rstrip("/").rpartition("/")
         if parent in ("", "/lib"):  # on sys.path: the package must import from the .mpy files
+            board.soft_reset_now()  # on a fresh heap, as after a reboot
             try:
                 board.exec("import %s" % pkg)
             except DeviceError as e:

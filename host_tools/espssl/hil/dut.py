@@ -43,17 +43,6 @@ class Dut(Board):
             self._log.write("[%8.3f] %s\n" % (time.monotonic() % 100000, text))
             self._log.flush()
 
-    def reset(self):
-        """Soft reset into a fresh interpreter (frees everything the last case left)."""
-        from mpremote.transport import TransportError
-
-        try:
-            self.t.exit_raw_repl()
-            self.t.enter_raw_repl(soft_reset=True, timeout_overall=15)
-        except (TransportError, OSError) as e:
-            raise BoardError("soft reset of %s failed: %s (log: %s)" % (self.port, e, self.log_path)) from None
-        self.log("soft reset")
-
     def run(self, code, timeout=60):
         """Run CODE; return (stdout text, result dict or None).  BoardError on a traceback."""
         from mpremote.transport import TransportError
