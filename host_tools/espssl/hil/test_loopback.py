@@ -348,11 +348,12 @@ def test_send_while_pending_and_second_client(board, case, hil):
 
 
 def test_heap_back_to_baseline(board, case, hil):
-    """Three connections in a row: the heap returns to where it started."""
+    """Three verified connections in a row: the heap returns to where it started."""
     servers = [_server(hil, mode="echo") for _ in range(3)]
     srv_ports = [s.port for s in servers]
     code = PRELUDE + r"""
 PORTS = %(ports)r
+espconn_secure_ca_enable(ESPCONN_CLIENT, %(sector)d)
 heaps = []
 for p in PORTS:
     EV[:] = []
@@ -371,7 +372,7 @@ for p in PORTS:
     gc.collect()
     heaps.append((EV[-1] if EV else None, gc.mem_free()))
 finish(None, {"heaps": heaps, "err": ERR})
-""" % {"ports": srv_ports, "host": hil["host"]}
+""" % {"ports": srv_ports, "host": hil["host"], "sector": hil["ca_sector"]}
     res = _run(board, case, code)
     heaps = res["heaps"]
     _skip_if_missing(res)
