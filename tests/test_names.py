@@ -257,7 +257,7 @@ def test_same_results_on_micropython(micropython, tmp_path):
     dns = [(p, h) for p, h in dns if "\t" not in p + h and "\n" not in p + h]
     lines = ["ip\t" + t for t in ips] + ["dns\t%s\t%s" % ph for ph in dns]
     (tmp_path / "cases.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    proc = micropython.run(_MP, path=(compile_mpy(tmp_path / "mpy"),))
+    proc = micropython.run("import names_driver\n", path=(compile_mpy(tmp_path / "mpy", {"names_driver": _MP}),))
     got = proc.stdout.strip().splitlines()
     want = []
     for t in ips:

@@ -1,0 +1,359 @@
+"""The CA store: Espressif's esp_ca_cert.bin read straight from flash.
+
+    store = castore.open(sector)          # on the board: esp.flash_read
+    store = CAStore(read, base, size)     # read(offset, buf) fills buf
+    store.check() -> number of certificates, or StoreError
+    for der in store: ...                 # each trusted certificate, DER bytes
+    store.issuers(name_buf, off, end)     # those whose subject is that Name
+
+The format is binfmt's (the one codec of it): entries of a NUL-padded name, a
+uint16 length and the data, ending at a length of 0xFFFF.  An entry holds one
+DER certificate, or PEM text with one or more CERTIFICATE blocks (text around
+the blocks, such as ``openssl x509 -text`` output, is ignored).
+
+Streaming, so RAM does not grow with the number of certificates: entry
+headers are read one at a time by binfmt.walk, a DER entry is read into one
+certificate buffer reused for every entry, and PEM text is read in 64-byte
+chunks and decoded block by block, 48 bytes at a time, into that same buffer.
+The buffer is as large as the largest certificate seen (at most 4 KiB) and
+lives only while a scan runs.  Subjects are compared in place (der.cert_names
+and der.equal); only a match is copied out as ``bytes``.
+
+Fail closed.  The first use of a store checks every entry; anything but a
+store of well-formed certificates raises StoreError, whose ``.reason`` is:
+    erased           nothing but 0xFF where the store should be
+    empty            no certificate at all
+    truncated        an entry, certificate or PEM block cut short
+    corrupt          a bad entry header, DER structure or base64 text
+    not_certificate  an entry (or PEM block) that is no certificate
+    private_key      a private key (a key bin flashed at the CA sector?)
+    too_big          a certificate larger than MAX_CERT bytes
+    read_failed      the flash read itself failed
+An empty or unreadable store never means "no CAs, so accept anything".
+"""
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):  # type: ignore[misc]
+        return x
+
+
+from . import binfmt, der
+from .errors import FormatError, StoreError, VerifyError
+
+SECTOR = const(4096)  # flash sector size: store offsets are sector * SECTOR
+MAX_CERT = const(4096)  # largest certificate accepted, bytes of DER
+_CHUNK = const(64)  # PEM text read per flash access
+_B64 = const(64)  # base64 characters decoded at a time (-> 48 bytes)
+_LINE = const(80)  # bytes kept of a text line outside a PEM body
+_DEPTH = const(10)  # DER nesting a certificate may use (der.check)
+_GROW = const(256)  # certificate buffer granularity
+
+# PEM armor (RFC 7468).
+_BEGIN = b"-----BEGIN "
+_END_CERT = b"-----END CERTIFICATE-----"
+_LABEL_CERT = b"CERTIFICATE"
+_DASHES = b"-----"
+
+# _pem() states
+_S_TEXT = const(0)  # outside a block: collecting a line
+_S_BODY = const(1)  # inside a CERTIFICATE block: base64
+_S_END = const(2)  # collecting the END line
+
+# Lookup: byte -> is a base64 alphabet character (A-Z a-z 0-9 + /).
+_ALPHA = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _err(reason, msg):
+    return StoreError(reason, "CA store: " + msg)
+
+
+class CAStore:
+    """A CA store at byte offset ``base``, at most ``size`` bytes long.
+
+    ``read(offset, buf)`` fills ``buf`` with the bytes at absolute ``offset``
+    (esp.flash_read's signature).  Holds no certificate between calls.
+    """
+
+    def __init__(self, read, base, size=SECTOR):
+        self._read = read
+        self.base = base
+        self.size = size
+        self._count = -1  # certificates found by check(); -1: not checked yet
+        self._hdr = bytearray(binfmt.HEADER_LEN)  # binfmt.walk's header buffer
+
+    # -- reading -----------------------------------------------------------------
+    def _rd(self, off, buf):
+        # binfmt.walk's read(): offsets relative to the store
+        try:
+            self._read(self.base + off, buf)
+        except OSError as e:
+            raise _err("read_failed", "flash read of %d bytes at 0x%x failed (%s)" % (len(buf), self.base + off, e))
+
+    def _entries(self):
+        try:
+            for e in binfmt.walk(self._rd, self.size, self._hdr):
+                yield e
+        except FormatError as e:
+            raise _err("truncated" if e.reason == "truncated" else "corrupt", e.msg)
+        except ValueError:  # UnicodeError: an entry name that is not text
+            raise _err("corrupt", "an entry name is not text")
+
+    def _certs(self):
+        """Yield ``(name, buf, n)`` per certificate: its DER is buf[:n].
+
+        ``buf`` is this scan's certificate buffer, overwritten by the next
+        certificate; each scan has its own, so scans may nest.
+        """
+        sc = [None]  # the scan's certificate buffer (see _room)
+        for name, off, n in self._entries():
+            # Peek at the first byte: DER SEQUENCE or text.
+            buf = _room(sc, 1, 0)
+            self._rd(off, memoryview(buf)[:1])
+            if buf[0] == 0x30:
+                buf = _room(sc, n, 0)
+                self._rd(off, memoryview(buf)[:n])
+                _cert(name, buf, n)
+                yield name, buf, n
+            else:
+                count = 0
+                for k in self._pem(sc, name, off, n):
+                    count += 1
+                    yield name, sc[0], k
+                if count == 0:
+                    raise _err("not_certificate", "entry %s holds neither DER nor a PEM certificate" % _txt(name))
+
+    def _pem(self, sc, name, off, size):
+        """Yield the DER length of each CERTIFICATE block of a PEM entry, decoded into sc[0]."""
+        import binascii
+
+        chunk = bytearray(_CHUNK)
+        cmv = memoryview(chunk)
+        line = bytearray(_LINE)
+        q = bytearray(_B64)  # base64 characters waiting to be decoded
+        nq = 0
+        nl = 0  # bytes in line
+        state = _S_TEXT
+        pad = 0  # '=' seen in this body
+        pos = 0  # entry bytes consumed
+        out = 0  # DER bytes decoded in this block
+        what = _txt(name)
+        while pos < size or state != _S_TEXT or nl:
+            k = size - pos
+            if k > _CHUNK:
+                k = _CHUNK
+            if k:
+                self._rd(off + pos, cmv[:k])
+                pos += k
+            else:
+                # End of the entry: end the last line as if a newline followed.
+                if state == _S_BODY:
+                    raise _err("truncated", "entry %s: PEM block has no END line" % what)
+                chunk[0] = 0x0A
+                k = 1
+            for i in range(k):
+                c = chunk[i]
+                if state == _S_BODY:
+                    if c == 0x2D:  # '-': the END line starts
+                        if nq:
+                            if nq & 3:
+                                raise _err("corrupt", "entry %s: base64 length is not a multiple of 4" % what)
+                            out = _b64(sc, binascii, q, nq, out, what)
+                            nq = 0
+                        state = _S_END
+                        line[0] = c
+                        nl = 1
+                    elif c in _ALPHA and not pad:
+                        q[nq] = c
+                        nq += 1
+                        if nq == _B64:
+                            out = _b64(sc, binascii, q, nq, out, what)
+                            nq = 0
+                    elif c == 0x3D and pad < 2:  # '=': padding, at the end only
+                        pad += 1
+                        q[nq] = c
+                        nq += 1
+                    elif c not in b" \t\r\n":
+                        raise _err("corrupt", "entry %s: byte 0x%02x in PEM base64 text" % (what, c))
+                    continue
+                if c != 0x0A:
+                    if nl < _LINE:
+                        line[nl] = c
+                    nl += 1
+                    continue
+                # A whole line (outside a body, or the END line).
+                n = nl if nl < _LINE else _LINE
+                while n and line[n - 1] in b" \t\r":
+                    n -= 1
+                nl = 0
+                text = memoryview(line)[:n]
+                if state == _S_END:
+                    if bytes(text) != _END_CERT:
+                        raise _err("corrupt", "entry %s: PEM block ends with %s" % (what, _txt(text)))
+                    state = _S_TEXT
+                    if out == 0:
+                        raise _err("not_certificate", "entry %s: empty PEM CERTIFICATE block" % what)
+                    _cert(name, sc[0], out)
+                    yield out
+                    out = 0
+                    continue
+                if n < 16 or bytes(text[:11]) != _BEGIN:
+                    continue  # text around the blocks
+                if bytes(text[n - 5 :]) != _DASHES:
+                    raise _err("corrupt", "entry %s: PEM BEGIN line is not terminated" % what)
+                label = bytes(text[11 : n - 5])
+                if label != _LABEL_CERT:
+                    if label.find(b"PRIVATE KEY") >= 0:
+                        raise _err("private_key", "entry %s holds a PEM %s, not a CA certificate" % (what, _txt(label)))
+                    raise _err("not_certificate", "entry %s holds a PEM %s, not a certificate" % (what, _txt(label)))
+                state = _S_BODY
+                pad = 0
+                out = 0
+
+    # -- the API -----------------------------------------------------------------
+    def check(self):
+        """Check every entry; return the number of certificates or raise StoreError."""
+        count = 0
+        for _c in self._certs():
+            count += 1
+        if count == 0:
+            head = memoryview(self._hdr)[: min(binfmt.HEADER_LEN, self.size)]
+            self._rd(0, head)
+            erased = len(head) > 0
+            for b in head:
+                if b != 0xFF:
+                    erased = False
+                    break
+            if not erased:
+                raise _err("empty", "no certificate at 0x%x (size %d)" % (self.base, self.size))
+            raise _err("erased", "flash at 0x%x is erased (all 0xFF): no CA certificates were written" % self.base)
+        self._count = count
+        return count
+
+    def __iter__(self):
+        if self._count < 0:
+            self.check()
+        for _name, buf, n in self._certs():
+            yield bytes(memoryview(buf)[:n])
+
+    def issuers(self, name_buf, off, end):
+        """Yield (as bytes) each certificate whose subject Name equals name_buf[off:end]."""
+        if self._count < 0:
+            self.check()
+        want = end - off
+        for _name, buf, n in self._certs():
+            mv = memoryview(buf)[:n]
+            s0, s1 = der.cert_names(mv)[2:]
+            if s1 - s0 == want and der.equal(mv, s0, s1, name_buf, off, end):
+                yield bytes(mv)
+
+
+def _txt(b):
+    # bytes -> text for a message, whatever the bytes are
+    try:
+        return bytes(b).decode()
+    except ValueError:
+        return repr(bytes(b))
+
+
+def _room(sc, n, keep):
+    # The scan's certificate buffer sc[0], at least n bytes, keeping its first
+    # ``keep`` bytes.  It only grows, to the largest certificate met.
+    if n > MAX_CERT:
+        raise _err("too_big", "a certificate of %d bytes; at most %d are supported" % (n, MAX_CERT))
+    buf = sc[0]
+    if buf is None or len(buf) < n:
+        new = bytearray((n + _GROW - 1) // _GROW * _GROW)
+        if buf is not None and keep:
+            new[:keep] = memoryview(buf)[:keep]
+        sc[0] = buf = new
+    return buf
+
+
+def _cert(name, buf, n):
+    # Is buf[:n] exactly one DER certificate?  StoreError if not.
+    mv = memoryview(buf)[:n]
+    try:
+        tag, v, e = der.read(mv, 0, n)
+        if tag != 0x30:
+            raise _err("not_certificate", "entry %s is not a DER certificate" % _txt(name))
+        if e != n:
+            raise _err("corrupt", "entry %s: %d bytes after the certificate" % (_txt(name), n - e))
+        t, tv, te = der.read(mv, v, e)
+        if t == 0x02:
+            # SEQUENCE { INTEGER version, ... }: RSAPrivateKey (PKCS#1) or
+            # PrivateKeyInfo (PKCS#8), never a certificate.
+            raise _err("private_key", "entry %s holds a private key, not a CA certificate" % _txt(name))
+        if t != 0x30:
+            raise _err("not_certificate", "entry %s is not a DER certificate" % _txt(name))
+        der.cert_names(mv)
+        der.check(mv, 0, n, _DEPTH)
+    except VerifyError as ex:
+        reason = "truncated" if ex.msg.find("beyond") >= 0 else "corrupt"
+        raise _err(reason, "entry %s: malformed certificate (%s)" % (_txt(name), ex.msg))
+
+
+def _b64(sc, binascii, q, nq, out, what):
+    # Decode q[:nq] (a multiple of 4 characters) into the scan buffer at out.
+    try:
+        data = binascii.a2b_base64(memoryview(q)[:nq])
+    except ValueError:
+        raise _err("corrupt", "entry %s: bad base64 text" % what)
+    n = len(data)
+    if out == 0:
+        # The first bytes hold the DER header: size the buffer once for it.
+        if n < 4 or data[0] != 0x30:
+            raise _err("not_certificate", "entry %s: PEM CERTIFICATE block holds no DER certificate" % what)
+        buf = _room(sc, max(_der_total(data), n), 0)
+    else:
+        buf = _room(sc, out + n, out)
+    buf[out : out + n] = data
+    return out + n
+
+
+def _der_total(data):
+    # Total length of the DER TLV whose header starts ``data`` (len >= 4).
+    n = data[1]
+    if n < 0x80:
+        return 2 + n
+    k = n & 0x7F
+    if k == 0 or k > 3 or len(data) < 2 + k:
+        raise _err("corrupt", "PEM certificate with a bad DER length")
+    t = 0
+    for i in range(2, 2 + k):
+        t = (t << 8) | data[i]
+    return 2 + k + t
+
+
+class _Flash:
+    # esp.flash_read with 4-byte aligned offsets and lengths, into an aligned
+    # scratch buffer: the SDK's spi_flash_read wants aligned words, binfmt
+    # reads 34-byte headers at any offset.
+    def __init__(self, flash_read):
+        self.fr = flash_read
+        self.tmp = bytearray(_CHUNK + 8)
+
+    def read(self, off, buf):
+        mv = memoryview(buf)
+        n = len(mv)
+        done = 0
+        tmp = self.tmp
+        while done < n:
+            a = (off + done) & ~3
+            skip = off + done - a
+            k = n - done
+            if k > _CHUNK:
+                k = _CHUNK
+            m = (skip + k + 3) & ~3
+            self.fr(a, memoryview(tmp)[:m])
+            mv[done : done + k] = memoryview(tmp)[skip : skip + k]
+            done += k
+
+
+def open(sector, size=SECTOR):
+    """The store flashed at ``sector`` (esp_ca_cert.bin written at sector * 4096)."""
+    import esp
+
+    return CAStore(_Flash(esp.flash_read).read, sector * SECTOR, size)

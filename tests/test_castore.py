@@ -1,0 +1,515 @@
+"""espconn.castore: the esp_ca_cert.bin CA store, read in a streaming way.
+
+Store images are built with binfmt (the one codec of the format) from real
+certificates made by espssl.certs; they are read through a flash-like
+``read(offset, buf)`` on CPython and on the MicroPython unix port (38 KiB heap).
+"""
+
+import json
+import sys
+import types
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from espconn import binfmt, castore, der
+from espconn.errors import StoreError
+from espssl import certs
+
+from test_der import compile_mpy
+
+SECTOR = 4096
+
+
+class Pki:
+    """One key, many CA certificates (distinct subjects): cheap to make."""
+
+    def __init__(self):
+        self.key = certs.new_key(2048)
+        self.cas = [certs.make_cert("Store CA %03d" % i, self.key, is_ca=True) for i in range(128)]
+        self.ders = [certs.cert_der(c) for c in self.cas]
+        self.pems = [certs.cert_pem(c) for c in self.cas]
+
+
+@pytest.fixture(scope="module")
+def pki():
+    return Pki()
+
+
+def flash(image, base=0, total=None):
+    """An erased flash of ``total`` bytes with ``image`` at ``base``, and its read()."""
+    size = total or base + max(1, (len(image) + SECTOR - 1) // SECTOR) * SECTOR
+    mem = bytearray(b"\xff" * size)
+    mem[base : base + len(image)] = image
+    reads = []
+
+    def read(off, buf):
+        reads.append((off, len(buf)))
+        buf[:] = mem[off : off + len(buf)]
+
+    return mem, read, reads
+
+
+def store_of(image, base=0):
+    mem, read, _ = flash(image, base)
+    return castore.CAStore(read, base, len(mem) - base)
+
+
+def subject(d):
+    s0, s1 = der.cert_names(d)[2:]
+    return d, s0, s1
+
+
+def fails(store, reason):
+    with pytest.raises(StoreError) as e:
+        store.check()
+    assert e.value.reason == reason, str(e.value)
+    assert "\n" not in str(e.value) and str(e.value).startswith("CA store: ")
+    return str(e.value)
+
+
+# --- reading good stores -------------------------------------------------------------
+
+
+def test_der_entries(pki):
+    img = binfmt.image([("ca%d" % i, pki.ders[i]) for i in range(3)])
+    s = store_of(img)
+    assert s.check() == 3
+    assert list(s) == pki.ders[:3]
+    assert all(type(d) is bytes for d in s)
+
+
+def test_pem_entry_with_several_certificates_and_text(pki):
+    # Text around and between blocks (openssl x509 -text style), CRLF lines.
+    pem = (
+        b"Certificate:\n    Data: (openssl -text output)\n"
+        + pki.pems[0]
+        + b"\nsome words in between\n"
+        + pki.pems[1].replace(b"\n", b"\r\n")
+        + pki.pems[2]
+        + b"trailing text without a newline"
+    )
+    s = store_of(binfmt.image([("bundle", pem), ("der", pki.ders[3])]))
+    assert s.check() == 4
+    assert list(s) == pki.ders[:4]
+
+
+def test_pem_line_lengths_do_not_matter(pki):
+    import base64
+
+    body = base64.b64encode(pki.ders[5])
+    one_line = b"-----BEGIN CERTIFICATE-----\n" + body + b"\n-----END CERTIFICATE-----\n"
+    short = b"\n".join(body[i : i + 7] for i in range(0, len(body), 7))
+    short_lines = b"-----BEGIN CERTIFICATE-----\n" + short + b"\n-----END CERTIFICATE-----"  # no final newline
+    s = store_of(binfmt.image([("a", one_line), ("b", short_lines)]))
+    assert list(s) == [pki.ders[5], pki.ders[5]]
+
+
+def test_store_at_a_sector_offset(pki):
+    img = binfmt.image([("ca", pki.ders[0])])
+    mem, read, _ = flash(img, base=3 * SECTOR)
+    s = castore.CAStore(read, 3 * SECTOR, SECTOR)
+    assert list(s) == [pki.ders[0]]
+
+
+def test_issuers_finds_by_subject(pki):
+    img = binfmt.image([("ca%d" % i, pki.ders[i]) for i in range(8)] + [("bundle", pki.pems[8] + pki.pems[9])])
+    s = store_of(img)
+    for i in (0, 7, 8, 9):
+        assert list(s.issuers(*subject(pki.ders[i]))) == [pki.ders[i]]
+    # The Name given inside a bigger buffer (a leaf's issuer field), in place.
+    leaf = certs.make_cert("leaf", pki.key, issuer=pki.cas[9], issuer_key=pki.key)
+    ld = memoryview(certs.cert_der(leaf))
+    io, ie = der.cert_names(ld)[:2]
+    assert list(s.issuers(ld, io, ie)) == [pki.ders[9]]
+    # A Name no CA has.
+    assert list(s.issuers(*subject(pki.ders[20]))) == []
+
+
+def test_issuers_yields_every_match(pki):
+    # Two CAs with one subject (re-keyed or cross-signed): both are candidates.
+    other = certs.make_cert("Store CA 001", certs.new_key(1024), is_ca=True)
+    od = certs.cert_der(other)
+    s = store_of(binfmt.image([("old", pki.ders[1]), ("x", pki.ders[2]), ("new", od)]))
+    assert list(s.issuers(*subject(od))) == [pki.ders[1], od]
+
+
+def test_scans_may_nest(pki):
+    s = store_of(binfmt.image([("ca%d" % i, pki.ders[i]) for i in range(3)] + [("p", pki.pems[3] + pki.pems[4])]))
+    pairs = [(a, b) for a in s for b in s]
+    assert len(pairs) == 25 and pairs[6] == (pki.ders[1], pki.ders[1])
+
+
+def test_a_full_sector_of_der(pki):
+    # As many certificates as one sector holds, the rest of it erased.
+    n = SECTOR // (binfmt.HEADER_LEN + len(pki.ders[0]))
+    img = binfmt.image([("ca%d" % i, pki.ders[i]) for i in range(n)], max_bytes=SECTOR)
+    mem, read, _ = flash(img)
+    assert len(mem) == SECTOR
+    assert castore.CAStore(read, 0).check() == n
+
+
+def test_reads_are_small(pki):
+    # PEM text is read in small chunks; a DER entry in one read of its size.
+    img = binfmt.image([("der", pki.ders[0]), ("pem", pki.pems[1] + pki.pems[2])])
+    mem, read, reads = flash(img)
+    assert castore.CAStore(read, 0, len(mem)).check() == 3
+    assert max(n for _, n in reads) == len(pki.ders[0])
+    pem_reads = [n for off, n in reads if off > binfmt.HEADER_LEN * 2 + len(pki.ders[0])]
+    assert pem_reads and max(pem_reads) <= 64
+
+
+# --- refusing bad stores (fail closed) --------------------------------------------
+
+
+def test_erased(pki):
+    mem, read, _ = flash(b"")
+    assert "erased" in fails(castore.CAStore(read, 0, SECTOR), "erased")
+
+
+def test_erased_never_means_accept(pki):
+    mem, read, _ = flash(b"")
+    s = castore.CAStore(read, 0, SECTOR)
+    with pytest.raises(StoreError) as e:
+        list(s.issuers(*subject(pki.ders[0])))
+    assert e.value.reason == "erased"
+    with pytest.raises(StoreError):
+        list(s)
+
+
+def test_empty_but_not_erased():
+    # A header whose length reads 0xFFFF: the list ends before any entry.
+    img = b"ca".ljust(32, b"\0") + b"\xff\xff"
+    fails(store_of(img), "empty")
+
+
+def test_zeroed_flash_is_corrupt():
+    s = castore.CAStore(lambda off, buf: buf.__setitem__(slice(None), bytes(len(buf))), 0, SECTOR)
+    fails(s, "corrupt")
+
+
+def test_truncated_entry(pki):
+    img = binfmt.image([("ca", pki.ders[0])])
+    mem, read, _ = flash(img)
+    assert "claims" in fails(castore.CAStore(read, 0, len(img) - 10), "truncated")
+
+
+def test_der_shorter_than_its_header(pki):
+    # The entry says 100 bytes fewer than the certificate's DER length.
+    d = pki.ders[0]
+    img = binfmt.header("cut", len(d) - 100) + d
+    fails(store_of(img), "truncated")
+
+
+def test_bytes_after_der_certificate(pki):
+    fails(store_of(binfmt.image([("x", pki.ders[0] + b"\x00\x00")])), "corrupt")
+
+
+def test_bad_name_and_zero_length_entry(pki):
+    img = bytearray(binfmt.image([("ca", pki.ders[0])]))
+    img[1] = 0  # name "c", NUL-padded ...
+    img[5] = 0x41  # ... but a byte after the NULs: not a valid name field
+    fails(store_of(bytes(img)), "corrupt")
+    zero = binfmt.header("z", 0)
+    fails(store_of(binfmt.image([("ca", pki.ders[0])]) + zero), "corrupt")
+
+
+def test_entry_name_not_text(pki):
+    # Names are not used by the store; one that is not text still reads, and
+    # still shows in a message.
+    img = bytearray(binfmt.image([("ca", pki.ders[0]), ("xx", b"junk")]))
+    img[0] = 0xFF
+    assert list(store_of(bytes(img[: binfmt.HEADER_LEN + len(pki.ders[0])]))) == [pki.ders[0]]
+    img[binfmt.HEADER_LEN + len(pki.ders[0])] = 0xFE
+    assert "\\xfe" in fails(store_of(bytes(img)), "not_certificate")
+
+
+def test_private_keys(pki):
+    k = pki.key
+    pkcs8 = k.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pkcs8_pem = k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    for data in (certs.key_der_pkcs1(k), pkcs8, certs.key_pem(k), pkcs8_pem):
+        msg = fails(store_of(binfmt.image([("ca", pki.ders[0]), ("private_key", data)])), "private_key")
+        assert "private_key" in msg
+
+
+def test_key_bin_flashed_at_the_ca_sector(pki):
+    # esp_cert_private_key.bin: a certificate and its key (what the SDK's
+    # server reads), flashed where the CA store belongs.
+    img = binfmt.image([("certificate", pki.ders[0]), ("private_key", certs.key_der_pkcs1(pki.key))])
+    fails(store_of(img), "private_key")
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"just some text\n", "not_certificate"),
+        (b"\x02\x01\x00", "not_certificate"),  # DER, but not a SEQUENCE
+        (b"\x30\x03\x01\x01\xff", "not_certificate"),  # SEQUENCE { BOOLEAN }
+        (b"\x30\x02\x30\x00", "corrupt"),  # SEQUENCE { SEQUENCE {} }: no certificate inside
+        (b"\x30\x80\x30\x00\x00\x00", "corrupt"),  # BER indefinite length
+        ("pub", "not_certificate"),
+    ],
+)
+def test_not_certificates(pki, data, reason):
+    if data == "pub":
+        data = pki.key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    fails(store_of(binfmt.image([("ca", pki.ders[0]), ("junk", data)])), reason)
+
+
+def test_pem_without_end_line(pki):
+    pem = pki.pems[0].split(b"-----END")[0]
+    assert "END" in fails(store_of(binfmt.image([("p", pem)])), "truncated")
+
+
+def test_pem_wrong_end_label(pki):
+    pem = pki.pems[0].replace(b"END CERTIFICATE", b"END CERTIFICATX")
+    fails(store_of(binfmt.image([("p", pem)])), "corrupt")
+
+
+def test_pem_bad_base64(pki):
+    lines = pki.pems[0].split(b"\n")
+    lines[3] = lines[3][:10] + b"*" + lines[3][11:]
+    assert "0x2a" in fails(store_of(binfmt.image([("p", b"\n".join(lines))])), "corrupt")
+    # Base64 that decodes, but to a certificate 3 bytes short.
+    lines = pki.pems[0].split(b"\n")
+    lines[2] = lines[2][4:]
+    fails(store_of(binfmt.image([("p", b"\n".join(lines))])), "truncated")
+
+
+def test_pem_decodes_to_garbage(pki):
+    pem = b"-----BEGIN CERTIFICATE-----\nAAAAAAAA\n-----END CERTIFICATE-----\n"
+    fails(store_of(binfmt.image([("p", pem)])), "not_certificate")
+    empty = b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"
+    fails(store_of(binfmt.image([("p", empty)])), "not_certificate")
+
+
+def test_certificate_too_big(pki):
+    names = [x509.DNSName("host-%04d.example.com" % i) for i in range(200)]
+    big = certs.make_cert("big", pki.key, extensions=[(x509.SubjectAlternativeName(names), False)])
+    d = certs.cert_der(big)
+    assert len(d) > castore.MAX_CERT
+    fails(store_of(binfmt.image([("ca", pki.ders[0]), ("big", d)])), "too_big")
+    fails(store_of(binfmt.image([("big", certs.cert_pem(big))])), "too_big")
+
+
+def test_flash_read_failure(pki):
+    def read(off, buf):
+        raise OSError(5)
+
+    fails(castore.CAStore(read, 0x98000), "read_failed")
+
+
+def test_corruption_after_a_match_still_fails(pki):
+    # The issuer is the first entry, the store is corrupt after it: the first
+    # use checks the whole store, so no anchor is ever handed out.
+    img = binfmt.image([("ca", pki.ders[0]), ("p", pki.pems[1])])
+    img = img[:-40] + b"!" + img[-39:]
+    s = store_of(img)
+    with pytest.raises(StoreError) as e:
+        next(iter(s.issuers(*subject(pki.ders[0]))))
+    assert e.value.reason == "corrupt"
+
+
+# --- open(): esp.flash_read, aligned ----------------------------------------------
+
+
+def test_open_reads_esp_flash_aligned(pki, monkeypatch):
+    img = binfmt.image([("ca%d" % i, pki.ders[i]) for i in range(2)] + [("p", pki.pems[2])])
+    mem, _, _ = flash(img, base=0x98 * SECTOR)
+    calls = []
+
+    def flash_read(off, buf):
+        # The SDK's spi_flash_read works on whole words.
+        assert off % 4 == 0 and len(buf) % 4 == 0
+        calls.append(off)
+        buf[:] = mem[off : off + len(buf)]
+
+    monkeypatch.setitem(sys.modules, "esp", types.SimpleNamespace(flash_read=flash_read))
+    s = castore.open(0x98, 3 * SECTOR)
+    assert s.base == 0x98000
+    assert list(s) == pki.ders[:3]
+    assert min(calls) == 0x98000
+
+
+# --- hypothesis: mutated images raise StoreError or yield certificates ------------
+
+
+@pytest.fixture(scope="module")
+def base_image(pki):
+    return binfmt.image([("der", pki.ders[0]), ("pem", b"intro\n" + pki.pems[1] + pki.pems[2]), ("der2", pki.ders[3])])
+
+
+def _run_store(img):
+    mem, read, _ = flash(img)
+    s = castore.CAStore(read, 0, len(mem))
+    try:
+        n = s.check()
+    except StoreError as e:
+        assert e.reason in ("erased", "empty", "truncated", "corrupt", "not_certificate", "private_key", "too_big")
+        return None
+    got = list(s)
+    assert len(got) == n
+    for d in got:
+        io, ie, so, se = der.cert_names(d)  # a certificate's shape, nothing raised
+        assert 0 < io < ie <= so < se <= len(d)
+    return got
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_images(base_image, data):
+    img = bytearray(base_image)
+    for _ in range(data.draw(st.integers(1, 3))):
+        op = data.draw(st.sampled_from(["set", "insert", "delete"]))
+        i = data.draw(st.integers(0, len(img) - 1))
+        if op == "set":
+            img[i] = data.draw(st.integers(0, 255))
+        elif op == "insert":
+            img[i:i] = data.draw(st.binary(min_size=1, max_size=4))
+        else:
+            del img[i : i + data.draw(st.integers(1, 8))]
+    _run_store(bytes(img))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_images(blob):
+    _run_store(blob)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_mutated_pem_text(pki, data):
+    pem = bytearray(pki.pems[4])
+    i = data.draw(st.integers(0, len(pem) - 1))
+    pem[i] = data.draw(st.sampled_from(b"-=\n\r AZaz09+/*\x00\xff"))
+    got = _run_store(binfmt.image([("p", bytes(pem))]))
+    if got is not None:
+        # Anything accepted decodes to the original certificate (whitespace
+        # moved around) or to another well-formed DER certificate.
+        assert len(got) == 1
+
+
+# --- with the verifier ---------------------------------------------------------------
+
+
+def test_verify_chain_against_the_store(pki):
+    x509mod = pytest.importorskip("espconn.x509")
+    leaf = certs.make_cert("127.0.0.1", pki.key, issuer=pki.cas[100], issuer_key=pki.key, ips=("127.0.0.1",))
+    ld = certs.cert_der(leaf)
+    s = store_of(binfmt.image([("ca%d" % i, pki.ders[i]) for i in (1, 2, 100)]))
+    x509mod.verify_chain([ld], s, name="127.0.0.1")
+    s2 = store_of(binfmt.image([("ca%d" % i, pki.ders[i]) for i in (1, 2)]))
+    with pytest.raises(x509mod.VerifyError) as e:
+        x509mod.verify_chain([ld], s2, name="127.0.0.1")
+    assert e.value.reason == "unknown_issuer"
+
+
+# --- on MicroPython: same results, RAM flat in the number of CAs ---------------------
+
+_MP = r"""
+import sys, gc, json
+from espconn import castore, der
+from espconn.errors import StoreError
+
+path, target = sys.argv[1], sys.argv[2]
+f = open(path, "rb")
+peak = [0]
+base = [0]
+
+def read(off, buf):
+    f.seek(off)
+    f.readinto(buf)
+    # Peak live heap, sampled at every flash read: collect, then look.
+    gc.collect()
+    used = base[0] - gc.mem_free()
+    if used > peak[0]:
+        peak[0] = used
+
+f.seek(0, 2)
+size = f.tell()
+t = open(target, "rb").read()
+s0, s1 = der.cert_names(t)[2:]
+gc.collect()
+base[0] = gc.mem_free()
+s = castore.CAStore(read, 0, size)
+out = {}
+try:
+    out["count"] = s.check()
+    found = 0
+    for c in s.issuers(t, s0, s1):
+        found += (c == t)
+        c = None
+    out["found"] = found
+except StoreError as e:
+    out["err"] = e.reason
+    out["msg"] = str(e)
+out["peak"] = peak[0]
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def mpy(tmp_path_factory):
+    return compile_mpy(tmp_path_factory.mktemp("castore_mpy"), {"castore_driver": _MP})
+
+
+def _mp_store(micropython, mpy, tmp_path, img, target, name="store.bin"):
+    p = tmp_path / name
+    p.write_bytes(img)
+    t = tmp_path / "target.der"
+    t.write_bytes(target)
+    proc = micropython.run("import castore_driver\n", args=(p, t), path=(mpy,))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.micropython
+def test_micropython_ram_flat_in_number_of_cas(micropython, mpy, tmp_path, pki):
+    peaks = {}
+    for n in (2, 32, 128):
+        img = binfmt.image([("ca%03d" % i, pki.ders[i]) for i in range(n)])
+        out = _mp_store(micropython, mpy, tmp_path, img, pki.ders[n - 1])
+        assert out.get("count") == n and out["found"] == 1, out
+        peaks[n] = out["peak"]
+    print("DER store heap peak by CA count:", peaks)
+    # One certificate buffer and a few small objects, whatever the count.
+    assert peaks[128] - peaks[2] <= 256, peaks
+    assert peaks[128] < 4096, peaks
+
+
+@pytest.mark.micropython
+def test_micropython_pem_store(micropython, mpy, tmp_path, pki):
+    peaks = {}
+    for n in (2, 32):
+        # 8 certificates per PEM entry.
+        entries = [("pem%d" % j, b"".join(pki.pems[j * 8 : min(n, j * 8 + 8)])) for j in range((n + 7) // 8)]
+        out = _mp_store(micropython, mpy, tmp_path, binfmt.image(entries), pki.ders[n - 1])
+        assert out.get("count") == n and out["found"] == 1, out
+        peaks[n] = out["peak"]
+    print("PEM store heap peak by CA count:", peaks)
+    assert peaks[32] - peaks[2] <= 256, peaks
+    assert peaks[32] < 4096, peaks
+
+
+@pytest.mark.micropython
+@pytest.mark.parametrize(
+    "kind, reason",
+    [("erased", "erased"), ("key", "private_key"), ("truncated", "truncated"), ("badpem", "corrupt"), ("text", "not_certificate")],
+)
+def test_micropython_errors(micropython, mpy, tmp_path, pki, kind, reason):
+    if kind == "erased":
+        img = b"\xff" * SECTOR
+    elif kind == "key":
+        img = binfmt.image([("ca", pki.ders[0]), ("private_key", certs.key_der_pkcs1(pki.key))])
+    elif kind == "truncated":
+        img = binfmt.image([("ca", pki.ders[0]), ("ca1", pki.ders[1])])[:-100]
+    elif kind == "badpem":
+        img = binfmt.image([("p", pki.pems[0].replace(b"M", b"#", 1))])
+    else:
+        img = binfmt.image([("t", b"hello\n")])
+    out = _mp_store(micropython, mpy, tmp_path, img, pki.ders[0])
+    assert out.get("err") == reason, out
