@@ -325,8 +325,10 @@ def test_micropython_same_outcomes(keys, key512, micropython, tmp_path):
     path.write_text("".join("%s %s %d %s %s %d\n" % (w, n.hex(), e, s.hex(), d.hex(), h) for w, n, e, s, d, h in rows))
     # Loaded as .mpy, as the board does (compiling source would need more heap).
     mpy = pki.mpy_package(tmp_path / "mpy")
-    (tmp_path / "rsa_cases.py").write_text(MP_SCRIPT)
-    pki.mpy_cross(tmp_path / "rsa_cases.py", mpy / "rsa_cases.mpy")
+    src = tmp_path / "src"  # not beside the script, or its source would be imported instead
+    src.mkdir()
+    (src / "rsa_cases.py").write_text(MP_SCRIPT)
+    pki.mpy_cross(src / "rsa_cases.py", mpy / "rsa_cases.mpy")
     out = micropython.run("import rsa_cases\n", args=(path,), path=(mpy,)).stdout.split("\n")
     got = [line.split() for line in out if line.strip()]
     assert [g[0] for g in got] == [r[0] for r in rows]

@@ -248,9 +248,15 @@ def test_unset_clock_modes(w, old_cert):
         x509.Policy(unset_clock="trust")
 
 
-def test_unix_time_reads_a_plausible_clock():
-    # Not a verifier test: only checks the helper's epoch handling on CPython.
-    assert x509.unix_time() > x509.RELEASE_TIME - 3650 * DAY
+def test_unix_time_epochs(monkeypatch):
+    # The clock is faked: unix ports count from 1970, the ESP8266 from 2000.
+    import time
+
+    monkeypatch.setattr(time, "time", lambda: 1000.5)
+    assert x509.unix_time() == 1000
+    real_gmtime = time.gmtime
+    monkeypatch.setattr(time, "gmtime", lambda t=None: real_gmtime(t + 946684800 if t is not None else t))
+    assert x509.unix_time() == 1000 + 946684800
 
 
 # --- names -----------------------------------------------------------------------
@@ -554,6 +560,21 @@ def test_mutated_chain_never_verifies(fuzz_chain, data):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
+def test_mutated_signature_is_bad_signature(fuzz_chain, data):
+    # Any change to the signature value's bytes (same length) is caught by RSA.
+    certs, root = fuzz_chain
+    i = data.draw(st.integers(0, 1))
+    der = bytearray(certs[i])
+    k = 128  # RSA-1024 signature: the last 128 bytes of the certificate
+    pos = len(der) - k + data.draw(st.integers(0, k - 1))
+    der[pos] ^= data.draw(st.integers(1, 255))
+    mutated = list(certs)
+    mutated[i] = bytes(der)
+    assert reason(mutated, [root], name="127.0.0.1") == "bad_signature"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
 def test_mutated_anchor_raises_only_verify_error(fuzz_chain, data):
     certs, root = fuzz_chain
     # A mutated trusted certificate may still verify (its own signature is
@@ -706,8 +727,10 @@ def _mp_cases(w, dated, tmp_path):
 def _run_mp(micropython, tmp_path, expected, heap):
     mpy = pki.mpy_package(tmp_path / "mpy")
     # The driver is compiled too, so the heap holds only what a board would.
-    (tmp_path / "x509_cases.py").write_text(MP_SCRIPT)
-    pki.mpy_cross(tmp_path / "x509_cases.py", mpy / "x509_cases.mpy")
+    src = tmp_path / "src"  # not beside the script, or its source would be imported instead
+    src.mkdir()
+    (src / "x509_cases.py").write_text(MP_SCRIPT)
+    pki.mpy_cross(src / "x509_cases.py", mpy / "x509_cases.mpy")
     got = []
     for i in range(len(expected)):
         out = micropython.run("import x509_cases\n", args=(tmp_path / "cases.txt", i), path=(mpy,), heapsize=heap)
