@@ -14,6 +14,13 @@ is copied, names are compared byte for byte, nothing recurses.  Work is
 bounded: at most ``policy.max_chain`` certificates, at most 2 * max_chain + 2
 signature checks, RSA moduli up to 4096 bits and exponents up to 32 bits.  The
 first error met sticks: if no path works, the reason is the one recorded first.
+Messages are "<which certificate>: <reason>" (one text per reason: every
+distinct string would cost RAM on the board).
+
+Memory: besides the certificates (never copied), a check holds a few small
+tuples and views; an RSA-2048 signature needs about 3 KiB more, in 0.5 KiB
+blocks (RSA-1024: half).  A heap too full or fragmented for that raises
+MemoryError, which is passed on unchanged (the SDK layer reports ESPCONN_MEM).
 
 Checked
   - DER structure of every certificate used (lengths inside their containers,
