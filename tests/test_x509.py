@@ -472,6 +472,27 @@ def test_many_same_named_candidates_bounded(w):
     assert reason(chain(w.leaf, *fakes), []) == "bad_signature"
 
 
+def test_signature_checks_are_bounded(w, monkeypatch):
+    # A hostile store: 20 anchors named like the root, wrong keys, the real one
+    # last.  At most 2 * max_chain + 2 RSA operations run, then it gives up.
+    from espconn import rsa
+
+    impostors = [CA("espssl root", bits=1024).der for _ in range(20)]
+    calls = []
+    real = rsa.verify
+
+    def counting(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(rsa, "verify", counting)
+    assert reason(chain(w.direct), impostors + [w.root.der]) == "bad_signature"
+    assert len(calls) == 2 * 5 + 2
+    calls.clear()
+    assert reason(chain(w.direct), [w.root.der] + impostors) is None
+    assert len(calls) == 1
+
+
 # --- the SDK recipe and openssl-made chains --------------------------------------------
 
 
