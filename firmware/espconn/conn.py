@@ -190,6 +190,14 @@ class Conn:
 
     # -- set-up ------------------------------------------------------------
     def alloc(self):
+        if self.listener is None and (ca_sector[1] >= 0 or self.esp._pin is not None):
+            # The verifier is loaded now, not in the middle of the handshake while
+            # TLS holds its large block: a heap too small shows as ESPCONN_MEM here.
+            try:
+                from . import castore, x509  # noqa: F401
+            except MemoryError:
+                set_error(self.esp, "no_memory", "no heap to load the certificate verifier", _ESPCONN_MEM)
+                return False
         gc.collect()
         self.m0 = _mem_free()
         need = size[self.level] + _RX + _TLS_HEAP
