@@ -34,6 +34,7 @@ def boards(tmp_path_factory):
             d = tmp_path_factory.mktemp("vboard-flash-" + size)
             dirs.append(d)
             out[size] = vboard.start(d, flash=size)
+            out[size + "-dir"] = d
         yield out
     finally:
         for d in dirs:
@@ -242,6 +243,14 @@ def test_missing_port_refused(ca_bin, tmp_path, capsys):
     rc, out, err = run(["flash-ca", "--port", "/dev/espssl-no-such-port", "--connect-attempts", "1",
                         write_file(tmp_path, "esp_ca_cert.bin", ca_bin)], capsys)
     refused(rc, err, "/dev/espssl-no-such-port is not responding")
+
+
+def test_without_port_uses_the_running_virtual_board(boards, ca_bin, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ESPSSL_VBOARD_DIR", str(boards["1M-dir"]))  # where `espssl vboard status` looks
+    rc, out, err = run(["flash-ca", "--sector", "0x95", write_file(tmp_path, "esp_ca_cert.bin", ca_bin)], capsys)
+    assert rc == 0, err
+    assert "Wrote 4096 bytes at 0x00095000 (sector 0x95); read back and compared: verified" in out
+    assert esptool_read(boards["1M"], 0x95000, SECTOR, tmp_path)[: len(ca_bin)] == ca_bin
 
 
 def test_silent_board_refused(ca_bin, tmp_path, capsys):
