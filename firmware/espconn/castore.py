@@ -70,6 +70,12 @@ def _err(reason, msg):
     return StoreError(reason, "CA store: " + msg)
 
 
+def _ent(reason, name, msg):
+    # An error in one entry: the message names it.  Texts stay short: on the
+    # board every string of a loaded .mpy sits in RAM.
+    return StoreError(reason, "CA store: entry %s: %s (%s)" % (_txt(name), msg, reason))
+
+
 class CAStore:
     """A CA store at byte offset ``base``, at most ``size`` bytes long.
 
@@ -90,7 +96,7 @@ class CAStore:
         try:
             self._read(self.base + off, buf)
         except OSError as e:
-            raise _err("read_failed", "flash read of %d bytes at 0x%x failed (%s)" % (len(buf), self.base + off, e))
+            raise _err("read_failed", "flash read at 0x%x failed: %s" % (self.base + off, e))
 
     def _entries(self):
         try:
@@ -99,7 +105,7 @@ class CAStore:
         except FormatError as e:
             raise _err("truncated" if e.reason == "truncated" else "corrupt", e.msg)
         except ValueError:  # UnicodeError: an entry name that is not text
-            raise _err("corrupt", "an entry name is not text")
+            raise _err("corrupt", "entry name not text")
 
     def _certs(self):
         """Yield ``(name, buf, n)`` per certificate: its DER is buf[:n].
@@ -123,7 +129,7 @@ class CAStore:
                     count += 1
                     yield name, sc[0], k
                 if count == 0:
-                    raise _err("not_certificate", "entry %s holds neither DER nor a PEM certificate" % _txt(name))
+                    raise _ent("not_certificate", name, "neither DER nor PEM certificate")
 
     def _pem(self, sc, name, off, size):
         """Yield the DER length of each CERTIFICATE block of a PEM entry, decoded into sc[0]."""
@@ -139,7 +145,6 @@ class CAStore:
         pad = 0  # '=' seen in this body
         pos = 0  # entry bytes consumed
         out = 0  # DER bytes decoded in this block
-        what = _txt(name)
         while pos < size or state != _S_TEXT or nl:
             k = size - pos
             if k > _CHUNK:
@@ -150,7 +155,7 @@ class CAStore:
             else:
                 # End of the entry: end the last line as if a newline followed.
                 if state == _S_BODY:
-                    raise _err("truncated", "entry %s: PEM block has no END line" % what)
+                    raise _ent("truncated", name, "PEM block without END line")
                 chunk[0] = 0x0A
                 k = 1
             for i in range(k):
@@ -159,8 +164,8 @@ class CAStore:
                     if c == 0x2D:  # '-': the END line starts
                         if nq:
                             if nq & 3:
-                                raise _err("corrupt", "entry %s: base64 length is not a multiple of 4" % what)
-                            out = _b64(sc, binascii, q, nq, out, what)
+                                raise _ent("corrupt", name, "bad base64 length")
+                            out = _b64(sc, binascii, q, nq, out, name)
                             nq = 0
                         state = _S_END
                         line[0] = c
@@ -169,14 +174,14 @@ class CAStore:
                         q[nq] = c
                         nq += 1
                         if nq == _B64:
-                            out = _b64(sc, binascii, q, nq, out, what)
+                            out = _b64(sc, binascii, q, nq, out, name)
                             nq = 0
                     elif c == 0x3D and pad < 2:  # '=': padding, at the end only
                         pad += 1
                         q[nq] = c
                         nq += 1
                     elif c not in b" \t\r\n":
-                        raise _err("corrupt", "entry %s: byte 0x%02x in PEM base64 text" % (what, c))
+                        raise _ent("corrupt", name, "byte 0x%02x in base64" % c)
                     continue
                 if c != 0x0A:
                     if nl < _LINE:
@@ -191,10 +196,10 @@ class CAStore:
                 text = memoryview(line)[:n]
                 if state == _S_END:
                     if bytes(text) != _END_CERT:
-                        raise _err("corrupt", "entry %s: PEM block ends with %s" % (what, _txt(text)))
+                        raise _ent("corrupt", name, "bad PEM END line")
                     state = _S_TEXT
                     if out == 0:
-                        raise _err("not_certificate", "entry %s: empty PEM CERTIFICATE block" % what)
+                        raise _ent("not_certificate", name, "empty PEM block")
                     _cert(name, sc[0], out)
                     yield out
                     out = 0
@@ -202,12 +207,12 @@ class CAStore:
                 if n < 16 or bytes(text[:11]) != _BEGIN:
                     continue  # text around the blocks
                 if bytes(text[n - 5 :]) != _DASHES:
-                    raise _err("corrupt", "entry %s: PEM BEGIN line is not terminated" % what)
+                    raise _ent("corrupt", name, "bad PEM BEGIN line")
                 label = bytes(text[11 : n - 5])
                 if label != _LABEL_CERT:
                     if label.find(b"PRIVATE KEY") >= 0:
-                        raise _err("private_key", "entry %s holds a PEM %s, not a CA certificate" % (what, _txt(label)))
-                    raise _err("not_certificate", "entry %s holds a PEM %s, not a certificate" % (what, _txt(label)))
+                        raise _ent("private_key", name, "PEM " + _txt(label))
+                    raise _ent("not_certificate", name, "PEM " + _txt(label))
                 state = _S_BODY
                 pad = 0
                 out = 0
@@ -227,8 +232,8 @@ class CAStore:
                     erased = False
                     break
             if not erased:
-                raise _err("empty", "no certificate at 0x%x (size %d)" % (self.base, self.size))
-            raise _err("erased", "flash at 0x%x is erased (all 0xFF): no CA certificates were written" % self.base)
+                raise _err("empty", "no certificate at 0x%x" % self.base)
+            raise _err("erased", "flash at 0x%x is erased (all 0xFF)" % self.base)
         self._count = count
         return count
 
@@ -262,7 +267,7 @@ def _room(sc, n, keep):
     # The scan's certificate buffer sc[0], at least n bytes, keeping its first
     # ``keep`` bytes.  It only grows, to the largest certificate met.
     if n > MAX_CERT:
-        raise _err("too_big", "a certificate of %d bytes; at most %d are supported" % (n, MAX_CERT))
+        raise _err("too_big", "certificate of %d bytes (max %d)" % (n, MAX_CERT))
     buf = sc[0]
     if buf is None or len(buf) < n:
         new = bytearray((n + _GROW - 1) // _GROW * _GROW)
@@ -278,82 +283,78 @@ def _cert(name, buf, n):
     try:
         tag, v, e = der.read(mv, 0, n)
         if tag != 0x30:
-            raise _err("not_certificate", "entry %s is not a DER certificate" % _txt(name))
+            raise _ent("not_certificate", name, "not a certificate")
         if e != n:
-            raise _err("corrupt", "entry %s: %d bytes after the certificate" % (_txt(name), n - e))
+            raise _ent("corrupt", name, "bytes after the certificate")
         t, tv, te = der.read(mv, v, e)
         if t == 0x02:
             # SEQUENCE { INTEGER version, ... }: RSAPrivateKey (PKCS#1) or
             # PrivateKeyInfo (PKCS#8), never a certificate.
-            raise _err("private_key", "entry %s holds a private key, not a CA certificate" % _txt(name))
+            raise _ent("private_key", name, "private key")
         if t != 0x30:
-            raise _err("not_certificate", "entry %s is not a DER certificate" % _txt(name))
+            raise _ent("not_certificate", name, "not a certificate")
         der.cert_names(mv)
         der.check(mv, 0, n, _DEPTH)
     except VerifyError as ex:
         reason = "truncated" if ex.msg.find("beyond") >= 0 else "corrupt"
-        raise _err(reason, "entry %s: malformed certificate (%s)" % (_txt(name), ex.msg))
+        raise _ent(reason, name, ex.msg)
 
 
-def _b64(sc, binascii, q, nq, out, what):
+def _b64(sc, binascii, q, nq, out, name):
     # Decode q[:nq] (a multiple of 4 characters) into the scan buffer at out.
     try:
         data = binascii.a2b_base64(memoryview(q)[:nq])
     except ValueError:
-        raise _err("corrupt", "entry %s: bad base64 text" % what)
+        raise _ent("corrupt", name, "bad base64")
     n = len(data)
     if out == 0:
         # The first bytes hold the DER header: size the buffer once for it.
         if n < 4 or data[0] != 0x30:
-            raise _err("not_certificate", "entry %s: PEM CERTIFICATE block holds no DER certificate" % what)
-        buf = _room(sc, max(_der_total(data), n), 0)
+            raise _ent("not_certificate", name, "PEM block holds no certificate")
+        # Total DER length from the header: SEQUENCE, 1..3 length bytes.
+        t = data[1]
+        if t > 0x80:
+            k = t & 0x7F
+            if k > 3 or n < 2 + k:
+                raise _ent("corrupt", name, "bad DER length")
+            t = 0
+            for i in range(2, 2 + k):
+                t = (t << 8) | data[i]
+            t += 2 + k
+        else:
+            t += 2
+        buf = _room(sc, max(t, n), 0)
     else:
         buf = _room(sc, out + n, out)
     buf[out : out + n] = data
     return out + n
 
 
-def _der_total(data):
-    # Total length of the DER TLV whose header starts ``data`` (len >= 4).
-    n = data[1]
-    if n < 0x80:
-        return 2 + n
-    k = n & 0x7F
-    if k == 0 or k > 3 or len(data) < 2 + k:
-        raise _err("corrupt", "PEM certificate with a bad DER length")
-    t = 0
-    for i in range(2, 2 + k):
-        t = (t << 8) | data[i]
-    return 2 + k + t
+def open(sector, size=SECTOR):
+    """The store flashed at ``sector`` (esp_ca_cert.bin written at sector * 4096).
 
+    Reads go through esp.flash_read with 4-byte aligned offsets and lengths,
+    into a small aligned scratch buffer: the SDK's spi_flash_read works on
+    whole words, while binfmt reads 34-byte headers at any offset.
+    """
+    import esp
 
-class _Flash:
-    # esp.flash_read with 4-byte aligned offsets and lengths, into an aligned
-    # scratch buffer: the SDK's spi_flash_read wants aligned words, binfmt
-    # reads 34-byte headers at any offset.
-    def __init__(self, flash_read):
-        self.fr = flash_read
-        self.tmp = bytearray(_CHUNK + 8)
+    fr = esp.flash_read
+    tmp = bytearray(_CHUNK + 8)
+    tmv = memoryview(tmp)
 
-    def read(self, off, buf):
+    def read(off, buf):
         mv = memoryview(buf)
         n = len(mv)
         done = 0
-        tmp = self.tmp
         while done < n:
             a = (off + done) & ~3
             skip = off + done - a
             k = n - done
             if k > _CHUNK:
                 k = _CHUNK
-            m = (skip + k + 3) & ~3
-            self.fr(a, memoryview(tmp)[:m])
-            mv[done : done + k] = memoryview(tmp)[skip : skip + k]
+            fr(a, tmv[: (skip + k + 3) & ~3])
+            mv[done : done + k] = tmv[skip : skip + k]
             done += k
 
-
-def open(sector, size=SECTOR):
-    """The store flashed at ``sector`` (esp_ca_cert.bin written at sector * 4096)."""
-    import esp
-
-    return CAStore(_Flash(esp.flash_read).read, sector * SECTOR, size)
+    return CAStore(read, sector * SECTOR, size)
