@@ -98,6 +98,14 @@ gc.collect()
 out("after_first_connection", gc.mem_free(), c.heap)
 """
 
+SMALLEST = r"""
+port, ca = int(sys.argv[1]), sys.argv[2] == "1"
+if ca:
+    espconn_secure_ca_enable(ESPCONN_CLIENT, 0x98)
+c = Client(port, send=b"x", expect=1).wait()
+out("ok", c.ev[:1] == ["connect"] and c.got == b"x")
+"""
+
 HEAP_IMPORT = r"""
 import sys, gc
 import machine_shim, tls_shim
@@ -170,6 +178,20 @@ def main(argv=None):
         print("  verifier modules (x509, castore, ...):    %6d bytes" % imp[3])
         heap = {r[0]: r[1:] for r in dev.run(HEAP, [peer.port])}
         print("  held by one open connection (TLS included, tls shim sized as axTLS): %d bytes" % heap["after_first_connection"][1])
+        for ca in ("0", "1") if have_ca else ("0",):
+            smallest = None
+            for kib in range(40, 161, 4):
+                try:
+                    r = dev.run(SMALLEST, [peer.port, ca], free=kib * 1024)
+                except AssertionError:
+                    continue
+                if r and r[0][1]:
+                    smallest = kib
+                    break
+            print(
+                "  smallest free heap (after the board modules) for one %s echo: %s"
+                % ("CA-verified" if ca == "1" else "unverified", "%d KiB" % smallest if smallest else "more than 160 KiB")
+            )
         peer.close()
 
 

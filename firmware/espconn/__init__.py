@@ -303,20 +303,22 @@ def espconn_secure_accept(e):
     if conn.server is not None:
         _refuse(e, "in_progress", "a secure server is already listening")
         return ESPCONN_INPROGRESS
+    from . import server
+
     if not isinstance(e.proto.tcp.local_port, int) or not 0 < e.proto.tcp.local_port < 65536:
         _refuse(e, "bad_port", "proto.tcp.local_port must be 1..65535")
         return ESPCONN_ARG
     cert, key = conn.default_cert, conn.default_key
     if conn.cert_sector[2] >= 0:
         try:
-            cert, key = conn.read_cert_bin(conn.cert_sector[2])
+            cert, key = server.read_cert_bin(conn.cert_sector[2])
         except Exception as ex:
             _refuse(e, getattr(ex, "reason", "no_cert_key"), str(ex))
             return ESPCONN_ARG
     if cert is None or key is None:
         _refuse(e, "no_cert_key", "set the server certificate and key first (set_default_certificate/private_key or cert_req_enable)")
         return ESPCONN_ARG
-    lst = conn.Listener(e, cert, key)
+    lst = server.Listener(e, cert, key)
     e._conn = lst
     conn.server = lst
     r = lst.listen()

@@ -38,7 +38,6 @@ _ESPCONN_CONNECT = const(3)
 _ESPCONN_HANDSHAKE = const(-28)
 _ESPCONN_INPROGRESS = const(-5)
 _ESPCONN_ISCONN = const(-15)
-_ESPCONN_LISTEN = const(2)
 _ESPCONN_MEM = const(-1)
 _ESPCONN_NONE = const(0)
 _ESPCONN_OK = const(0)
@@ -55,7 +54,6 @@ _OUT = const(1024)  # axTLS cuts plaintext into 1024-byte records: write no more
 _RX = const(1024)  # decrypted bytes handed to recvcb per call
 _READS_PER_STEP = const(8)  # bound on reads in one step (fairness between connections)
 _TLS_HEAP = const(13824)  # TLS beyond our buffers: axTLS ~8 KiB + its ~5.4 KiB handshake block
-_SECTOR = const(4096)  # SPI_FLASH_SEC_SIZE
 _CONNECT_MS = const(10000)  # TCP connect timeout (lwIP's SYN retries take about as long)
 
 # errno values (same on lwIP and Linux for these)
@@ -66,7 +64,6 @@ _ECONNREFUSED = const(111)
 _ETIMEDOUT = const(110)
 _ENETUNREACH = const(101)
 _EHOSTUNREACH = const(113)
-_EADDRINUSE = const(98)
 
 # Settings, per level (index 1 = client, 2 = server), as the SDK keeps them.
 ca_sector = [-1, -1, -1]  # CA store sector for the check, -1: no check
@@ -102,14 +99,6 @@ def _ip_text(ip):
     return "%d.%d.%d.%d" % (ip[0], ip[1], ip[2], ip[3])
 
 
-def _peer(addr):
-    # accept()/getpeername() address -> (ip bytes, port).  ESP8266: ("a.b.c.d", port);
-    # unix port: a raw struct sockaddr_in (family 2, port big-endian, address).
-    if isinstance(addr, tuple):
-        return bytes(int(p) for p in addr[0].split(".")), addr[1]
-    return bytes(addr[4:8]), addr[2] << 8 | addr[3]
-
-
 def _fire(esp, name, cb, *args):
     esp._events += 1
     esp._last = name
@@ -129,38 +118,6 @@ def _fire(esp, name, cb, *args):
 def _errno(e):
     code = e.args[0] if e.args else 0
     return code if isinstance(code, int) else 0
-
-
-def read_cert_bin(sector):
-    """(certificate DER, key DER) from an esp_cert_private_key.bin sector."""
-    import esp  # type: ignore[import-not-found]
-
-    from . import binfmt
-
-    buf = bytearray(_SECTOR)
-    esp.flash_read(sector * _SECTOR, buf)
-    cert = key = None
-    for name, data in binfmt.parse(buf):
-        if binfmt.data_kind(data) == binfmt.KIND_PEM:
-            for label, der_bytes in binfmt.pem_blocks(data):
-                if b"KEY" in label:
-                    key = der_bytes
-                elif b"CERT" in label and cert is None:
-                    cert = der_bytes
-            continue
-        if len(data) < 8 or data[0] != 0x30:
-            continue
-        # SEQUENCE { INTEGER version, ...} is a key, SEQUENCE { SEQUENCE tbs, ...} a certificate
-        i = 2 + (data[1] & 0x7F if data[1] & 0x80 else 0)
-        if data[i] == 0x02:
-            key = bytes(data)
-        elif data[i] == 0x30 and cert is None:
-            cert = bytes(data)
-    if cert is None or key is None:
-        from .errors import StoreError
-
-        raise StoreError("no_cert_key", "sector 0x%x holds no certificate and private key" % sector)
-    return cert, key
 
 
 class Conn:
@@ -294,6 +251,8 @@ class Conn:
         if server_side:
             ctx.load_cert_chain(self.listener.cert, self.listener.key)
         elif cert_sector[1] >= 0:
+            from .server import read_cert_bin
+
             c, k = read_cert_bin(cert_sector[1])
             ctx.load_cert_chain(c, k)
         esp = self.esp
@@ -547,118 +506,6 @@ class Conn:
             _fire(esp, name, esp.proto.tcp.disconnect_callback, esp)
         else:
             _fire(esp, name, esp.proto.tcp.reconnect_callback, esp, code)
-
-
-class Listener:
-    """The one secure server: accepts one client at a time."""
-
-    def __init__(self, esp, cert, key):
-        self.esp = esp
-        self.cert = cert
-        self.key = key
-        self.sock = None
-        self.child = None
-        self.closed = False
-        self.refused = 0  # clients turned away while one was connected
-
-    def listen(self):
-        import socket
-
-        tcp = self.esp.proto.tcp
-        ip = tcp.local_ip
-        host = _ip_text(ip) if ip and any(ip) else "0.0.0.0"
-        try:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self.sock = s
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(socket.getaddrinfo(host, tcp.local_port)[0][-1])
-            s.listen(1)
-            s.setblocking(False)
-        except OSError as e:
-            self.release()
-            code = _errno(e)
-            set_error(self.esp, "listen_failed", "cannot listen on %s:%d: errno %d" % (host, tcp.local_port, code), _ESPCONN_ARG)
-            return _ESPCONN_ARG if code != _EADDRINUSE else _ESPCONN_ISCONN
-        self.esp.state = _ESPCONN_LISTEN
-        dispatch.add(self)
-        return _ESPCONN_OK
-
-    def step(self):
-        if self.closed:
-            return False
-        try:
-            r = self.sock.accept()  # type: ignore[union-attr]
-        except OSError:
-            return False  # EAGAIN: nobody waiting
-        s, addr = r[0], r[1]
-        if self.child is not None:
-            self.child.step()  # its FIN may be waiting: let it close first
-        if self.child is not None:
-            # One client on the secure server (SDK rule): turn the second away.
-            self.refused += 1
-            try:
-                s.close()
-            except OSError:
-                pass
-            return True
-        from . import espconn as _espconn, esp_tcp
-
-        srv = self.esp
-        e = _espconn()
-        e.type = _ESPCONN_TCP
-        t = esp_tcp()
-        st = srv.proto.tcp
-        t.local_port = st.local_port
-        t.local_ip = st.local_ip
-        try:
-            t.remote_ip, t.remote_port = _peer(addr)
-        except Exception:
-            pass
-        t.connect_callback = st.connect_callback
-        t.reconnect_callback = st.reconnect_callback
-        t.disconnect_callback = st.disconnect_callback
-        t.write_finish_fn = st.write_finish_fn
-        e.proto.tcp = t
-        e.recv_callback = srv.recv_callback
-        e.sent_callback = srv.sent_callback
-        e.reverse = srv.reverse
-        e._pin = None
-        c = Conn(e, self)
-        e._conn = c
-        self.child = c
-        srv.link_cnt = 1
-        e.link_cnt = 1
-        if not c.accepted(s):
-            # Turned away for want of heap or a TLS set-up failure: tell the server's owner.
-            self.child = None
-            srv.link_cnt = 0
-            e._conn = None
-            srv._err = e._err
-            _fire(srv, "reconnect", st.reconnect_callback, srv, e._errcode)
-        return True
-
-    def release(self):
-        s = self.sock
-        self.sock = None
-        if s is not None:
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def close(self):
-        if self.closed:
-            return
-        self.closed = True
-        if self.child is not None:
-            self.child.close()
-        self.release()
-        self.esp.state = _ESPCONN_NONE
-        self.esp._conn = None
-        global server
-        if server is self:
-            server = None
-        dispatch.remove(self)
 
 
 def new_port():
