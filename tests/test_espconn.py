@@ -1133,3 +1133,16 @@ def test_client_certificate_from_the_cert_bin(device, pki):
     # the peer insists on a client certificate: without one the handshake fails
     assert res["without_cert"]["ev"] == [("recon", -28)]
     assert peer.log[0]["app"] == b"mutual" and peer.log[1]["app"] == b""
+
+
+REFUSED = r"""
+c = Client(int(sys.argv[1])).wait()
+out("refused", c.result(), len(D.items))
+"""
+
+
+def test_connection_refused(device):
+    (_, r, items), = device.run(REFUSED, [_free_port()])  # nobody listens there
+    # refused at once (ESPCONN_CONN returned) or while connecting (reconcb with ESPCONN_CONN)
+    assert (r["r"], r["ev"]) in [(-11, []), (0, [("recon", -11)])]
+    assert r["err"][0] == "connect_failed" and items == 0
