@@ -28,6 +28,8 @@ from .errors import DeviceError, EspsslError
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_SRC = ROOT / "firmware" / "espconn"
+EXAMPLES_SRC = ROOT / "firmware" / "examples"
+EXAMPLES_DEST = "/lib"  # next to the package, importable (``import ssl_demo``)
 DEST = "/lib/espconn"
 RAW_REPL_TIMEOUT = 10  # s to get the raw REPL prompt (a board soft-resets in ~1 s)
 # s a single serial read may block: mpremote reads a pty without a timeout of its
@@ -255,7 +257,27 @@ def _progress_cb(name, size):
     return cb
 
 
-def deploy(port=None, src=PACKAGE_SRC, dest=DEST, force=False, wifi=None, out=print):
+def _copy_examples(board, src, out):
+    """Copy the example programs as source (users edit their switches) when they changed."""
+    files = sorted(Path(src).glob("*.py"))
+    code = _HASH_CODE.split("def _walk")[0] + "print(repr({p: _h(p) for p in %r}))\n"
+    paths = [EXAMPLES_DEST + "/" + f.name for f in files]
+    remote = _eval_print(board, code % paths)
+    copied = []
+    for f, path in zip(files, paths):
+        data = f.read_bytes()
+        if remote.get(path) != hashlib.sha256(data).hexdigest():
+            board.t.fs_writefile(path, data)
+            copied.append(path)
+    after = _eval_print(board, code % paths)
+    bad = [p for f, p in zip(files, paths) if after.get(p) != hashlib.sha256(f.read_bytes()).hexdigest()]
+    if bad:
+        raise DeviceError("after copying, sha256 on the board differs for: %s" % ", ".join(bad))
+    out("Examples in %s: %d copied, %d unchanged; sha256: verified" % (EXAMPLES_DEST, len(copied), len(files) - len(copied)))
+    return copied
+
+
+def deploy(port=None, src=PACKAGE_SRC, dest=DEST, force=False, wifi=None, out=print, examples=False):
     """Compile and copy the package; returns {'copied': [...], 'unchanged': [...], 'removed': [...]}."""
     from .flash import resolve_port
 
@@ -312,6 +334,8 @@ def deploy(port=None, src=PACKAGE_SRC, dest=DEST, force=False, wifi=None, out=pr
             except DeviceError as e:
                 raise DeviceError("deployed and verified, but `import %s` fails on the board: %s" % (pkg, e)) from None
             out("import %s on the board: ok" % pkg)
+        if examples:
+            result["examples"] = _copy_examples(board, EXAMPLES_SRC, out)
         if wifi:
             ssid, password = wifi
             board.t.fs_writefile(WIFI_FILE, ("%s\n%s\n" % (ssid, password)).encode())
@@ -330,7 +354,7 @@ def _cmd(args):
     wifi = _wifi_from_env() if args.wifi_from_env else None
     if args.wifi_from_env and wifi is None:
         raise EspsslError("--wifi-from-env: set SSID (and PASSWORD) in the environment")
-    deploy(args.port, Path(args.src), args.dest, args.force, wifi)
+    deploy(args.port, Path(args.src), args.dest, args.force, wifi, examples=args.examples)
     return 0
 
 
@@ -340,6 +364,8 @@ def register(sub):
     p.add_argument("--src", default=str(PACKAGE_SRC), help="package source (default firmware/espconn)")
     p.add_argument("--dest", default=DEST, help="directory on the board (default %s)" % DEST)
     p.add_argument("--force", action="store_true", help="copy every file, changed or not")
+    p.add_argument("--examples", action="store_true",
+                   help="also copy firmware/examples/*.py (as source, to edit) to %s" % EXAMPLES_DEST)
     p.add_argument("--wifi-from-env", action="store_true",
                    help="store $SSID/$PASSWORD on the board (%s) for the loopback suite; never printed" % WIFI_FILE)
     p.set_defaults(func=_cmd)
