@@ -227,7 +227,7 @@ class Tap(io.IOBase):
             take = self.hsleft if self.hsleft < end - i else end - i
             cert = self.cert
             if cert is not None:
-                cert[self.certn : self.certn + take] = buf[i : i + take]
+                cert[self.certn : self.certn + take] = memoryview(buf)[i : i + take]  # no temporary copy
                 self.certn += take
             self.hsleft -= take
             i += take
