@@ -108,10 +108,12 @@ class CAStore:
             raise _err("corrupt", "entry name not text")
 
     def _certs(self):
-        """Yield ``(name, buf, n)`` per certificate: its DER is buf[:n].
+        """Yield ``(name, sc, n)`` per certificate: its DER is sc[0][:n].
 
-        ``buf`` is this scan's certificate buffer, overwritten by the next
-        certificate; each scan has its own, so scans may nest.
+        sc[0] is this scan's certificate buffer, overwritten by the next
+        certificate; each scan has its own, so scans may nest.  Only sc holds
+        it while the consumer runs: setting sc[0] = None frees it (the next
+        certificate then gets a new one).
         """
         sc = [None]  # the scan's certificate buffer (see _room)
         for name, off, n in self._entries():
@@ -122,12 +124,14 @@ class CAStore:
                 buf = _room(sc, n, 0)
                 self._rd(off, memoryview(buf)[:n])
                 _cert(name, buf, n)
-                yield name, buf, n
+                buf = None
+                yield name, sc, n
             else:
+                buf = None
                 count = 0
                 for k in self._pem(sc, name, off, n):
                     count += 1
-                    yield name, sc[0], k
+                    yield name, sc, k
                 if count == 0:
                     raise _ent("not_certificate", name, "neither DER nor PEM certificate")
 
@@ -240,19 +244,24 @@ class CAStore:
     def __iter__(self):
         if self._count < 0:
             self.check()
-        for _name, buf, n in self._certs():
-            yield bytes(memoryview(buf)[:n])
+        for _name, sc, n in self._certs():
+            yield bytes(memoryview(sc[0])[:n])
 
     def issuers(self, name_buf, off, end):
         """Yield (as bytes) each certificate whose subject Name equals name_buf[off:end]."""
         if self._count < 0:
             self.check()
         want = end - off
-        for _name, buf, n in self._certs():
-            mv = memoryview(buf)[:n]
+        for _name, sc, n in self._certs():
+            mv = memoryview(sc[0])[:n]
             s0, s1 = der.cert_names(mv)[2:]
             if s1 - s0 == want and der.equal(mv, s0, s1, name_buf, off, end):
-                yield bytes(mv)
+                c = bytes(mv)
+                # The caller checks the candidate (RSA: the heap peak) while
+                # this scan waits: let the scan buffer go meanwhile.
+                del mv
+                sc[0] = None
+                yield c
 
 
 def _txt(b):
