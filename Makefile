@@ -59,7 +59,7 @@ demo: setup
 	echo "== flash the CA bundle at the profile's default sector (esptool)"; \
 	$(BIN)/espssl flash-ca --port $$port --backup-dir $(DEMO)/backups $(DEMO)/esp_ca_cert.bin; \
 	echo "== deploy espconn (mpy-cross + mpremote)"; \
-	$(BIN)/espssl deploy --port $$port $$wifi; \
+	$(BIN)/espssl deploy --port $$port --examples $$wifi; \
 	echo "== loopback suite"; \
 	$(BIN)/espssl test --port $$port --host $$host --certs $(DEMO) --no-deploy \
 	    --junit $(DEMO)/junit.xml --logs $(DEMO)/logs
