@@ -226,7 +226,7 @@ def test_ctrl_c_interrupts_running_code_in_both_repls(board):
 
 def test_timer_callbacks_fire_at_the_idle_prompt(board):
     # A board runs soft Timer callbacks while its REPL waits for a key; the
-    # unix port only after the next key, unless the board nudges it.
+    # unix port only after the next key, unless the timer thread wakes its read().
     with serial.Serial(board.port, timeout=0.5) as ser:
         ser.write(b"\r\x03\r\x02")
         read_until(ser, b">>> ")

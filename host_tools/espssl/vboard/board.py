@@ -65,10 +65,6 @@ EXIT_HARD_RESET = 0x5A
 # heap: the process gets ESPSSL_VBOARD_HEAP plus this much (its HEAP_SLACK).
 HEAP_SLACK = 32 * 1024
 
-# Signal with a no-op handler in the child: it interrupts the REPL's blocking
-# read() so that callbacks queued by threads (machine.Timer) run at the prompt.
-_NUDGE = signal.SIGUSR2
-_NUDGE_EVERY = 0.02  # s: Timer callback latency at the idle prompt
 _SIGINT_MASK = 1 << (signal.SIGINT - 1)
 _HOLD_LIMIT = 64 * 1024  # input kept while MicroPython boots (a UART FIFO is smaller)
 _RUN_KEY_GRACE = 0.25  # s a Ctrl-C waits for code started by the key before it
@@ -102,14 +98,15 @@ def heap_bytes(text):
 
 
 def micropython_command():
-    """(argv prefix that starts the MicroPython unix port, nudge-able?).
+    """The argv prefix that starts the MicroPython unix port.
 
     The PyPI package installs ``micropython`` as a Python script around an
     extension module; it is started through this interpreter with SIGINT
     reset to its default, so that the port's own handler (installed only
     while code runs) is the one visible in /proc and a Ctrl-C at the prompt
-    stays a byte, as on a board.  It also gets a no-op handler for _NUDGE
-    (see Board._nudge).  A native binary is started as it is, un-nudged.
+    stays a byte, as on a board.  A native binary is started as it is.
+    (Timer callbacks at the idle prompt are the device's job: machine_shim's
+    timer thread interrupts the blocking read itself.)
     """
     exe = Path(sys.executable).with_name("micropython")
     found = str(exe) if exe.exists() else shutil.which("micropython")
@@ -120,18 +117,16 @@ def micropython_command():
     if head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]:
         launcher = (
             "import signal,sys;signal.signal(signal.SIGINT,signal.SIG_DFL);"
-            "signal.signal(signal.%s,lambda *a:None);"
             "import micropython_run;sys.exit(micropython_run.run_main(['micropython']+sys.argv[1:]))"
-        ) % _NUDGE.name
-        return [sys.executable, "-c", launcher], True
-    return [found], False
+        )
+        return [sys.executable, "-c", launcher]
+    return [found]
 
 
 class Child:
     """One MicroPython process on a pty it sees as its controlling terminal."""
 
-    def __init__(self, argv, env, cwd, nudge=False):
-        self.nudge = nudge  # takes _NUDGE harmlessly
+    def __init__(self, argv, env, cwd):
         self.master, slave = _raw_pty()
         self.slave_path = os.ttyname(slave)
 
@@ -178,20 +173,6 @@ class Child:
             except OSError:
                 return
 
-    def _status(self):
-        """(SIGINT caught?, number of threads) from /proc."""
-        caught, threads = False, 1
-        try:
-            with open("/proc/%d/status" % self.pid) as f:
-                for line in f:
-                    if line.startswith("SigCgt:"):
-                        caught = bool(int(line.split()[1], 16) & _SIGINT_MASK)
-                    elif line.startswith("Threads:"):
-                        threads = int(line.split()[1])
-        except (OSError, ValueError):
-            pass
-        return caught, threads
-
     def waits_for_input(self):
         """True if the child has read all its input and sleeps in read() for more."""
         try:
@@ -215,7 +196,14 @@ class Child:
 
     def catches_sigint(self):
         """True while the port has its SIGINT handler installed (code is running)."""
-        return self._status()[0]
+        try:
+            with open("/proc/%d/status" % self.pid) as f:
+                for line in f:
+                    if line.startswith("SigCgt:"):
+                        return bool(int(line.split()[1], 16) & _SIGINT_MASK)
+        except (OSError, ValueError):
+            pass
+        return False
 
     def interrupt(self):
         try:
@@ -353,9 +341,8 @@ class Board:
         self.tail = b""
         self.out = _Output()
         heap = heap_bytes(self.heap) + HEAP_SLACK
-        argv, nudge = micropython_command()
-        argv = argv + ["-X", "heapsize=%d" % heap, "-i", str(self.boot_script)]
-        self.child = Child(argv, self._env(kind), str(self.dir), nudge=nudge)
+        argv = micropython_command() + ["-X", "heapsize=%d" % heap, "-i", str(self.boot_script)]
+        self.child = Child(argv, self._env(kind), str(self.dir))
         self._log("boot %s: micropython pid %d" % (kind, self.child.pid))
 
     def _stop_child(self):
@@ -580,30 +567,6 @@ class Board:
         self.loader = None
         self.boot(HARD)
 
-    def _nudge(self):
-        """Let callbacks queued by the child's threads run at an idle prompt.
-
-        The unix port waits for a key in a blocking read() at its prompt and
-        runs micropython.schedule() callbacks only once it returns; a board
-        runs them at the prompt too.  While the child has threads (the timer
-        thread of machine.Timer, say) and sits at a prompt (no SIGINT handler:
-        no code runs), a harmless signal every _NUDGE_EVERY makes that read()
-        return EINTR, on which the port runs pending callbacks and reads on.
-        Returns the select() timeout to use.
-        """
-        child = self.child
-        if child is None or not child.nudge or self.phase != "repl":
-            return 0.2
-        caught, threads = child._status()
-        if threads < 2:
-            return 0.2
-        if not caught:
-            try:
-                os.kill(child.pid, _NUDGE)
-            except ProcessLookupError:
-                pass
-        return _NUDGE_EVERY
-
     # -- the loop ---------------------------------------------------------------
     def request_stop(self, *_args):
         self._stop = True
@@ -615,7 +578,6 @@ class Board:
         if self.phase == "off":
             self.boot(POWER)
         try:
-            timeout = 0.2
             checked = time.monotonic()
             while not self._stop:
                 if time.monotonic() - checked > 1.0:
@@ -627,7 +589,7 @@ class Board:
                 if self.child is not None:
                     fds.append(self.child.master)
                 try:
-                    ready, _, _ = select.select(fds, [], [], timeout)
+                    ready, _, _ = select.select(fds, [], [], 0.2)
                 except InterruptedError:
                     continue
                 if self.child is not None and self.child.master in ready:
@@ -647,7 +609,6 @@ class Board:
                     except subprocess.TimeoutExpired:
                         self.child.kill_process()
                     self._child_gone()
-                timeout = self._nudge()
         finally:
             self.close()
 
