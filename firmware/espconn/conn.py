@@ -103,6 +103,7 @@ def _fire(esp, name, cb, *args):
     esp._events += 1
     esp._last = name
     dispatch.events += 1
+    dispatch.last = name
     if cb is None:
         return
     try:

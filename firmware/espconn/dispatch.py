@@ -32,6 +32,7 @@ _ROUNDS = const(4)  # passes in one poll() while connections keep making progres
 
 items = []  # type: list  # open Conn/Listener objects, driven in order
 events = 0  # callbacks fired so far (any connection): wait() watches it
+last = None  # name of the last callback fired (any connection)
 _busy = False  # a pass is running (timer re-entry guard)
 _timer = None  # machine.Timer(-1) while anything is open
 _kicked = False  # something asked for a pass soon (send, close)
@@ -134,7 +135,7 @@ async def wait(esp=None, timeout_ms=-1):
         poll()
         now = esp._events if esp is not None else events
         if now != mark:
-            return esp._last if esp is not None else True
+            return esp._last if esp is not None else last
         if timeout_ms >= 0 and ticks_diff(ticks(), t0) >= timeout_ms:
             return None
         await asyncio.sleep_ms(_WAIT_MS)
