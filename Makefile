@@ -70,6 +70,7 @@ hil: setup
 
 bench: setup
 	$(BIN)/python tools/bench_espconn.py
+	$(BIN)/python tools/bench_verify.py
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache .mypy_cache
