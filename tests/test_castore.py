@@ -159,7 +159,7 @@ def test_reads_are_small(pki):
     assert castore.CAStore(read, 0, len(mem)).check() == 3
     assert max(n for _, n in reads) == len(pki.ders[0])
     pem_reads = [n for off, n in reads if off > binfmt.HEADER_LEN * 2 + len(pki.ders[0])]
-    assert pem_reads and max(pem_reads) <= 64
+    assert pem_reads and max(pem_reads) <= 66  # 64-byte chunks, or one 64-character line + CRLF
 
 
 # --- refusing bad stores (fail closed) --------------------------------------------

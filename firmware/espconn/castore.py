@@ -48,6 +48,7 @@ MAX_CERT = const(4096)  # largest certificate accepted, bytes of DER
 _CHUNK = const(64)  # PEM text read per flash access
 _B64 = const(64)  # base64 characters decoded at a time (-> 48 bytes)
 _LINE = const(80)  # bytes kept of a text line outside a PEM body
+_FAST = const(66)  # a 64-character base64 line and CRLF
 _DEPTH = const(10)  # DER nesting a certificate may use (der.check)
 _GROW = const(256)  # certificate buffer granularity
 
@@ -143,13 +144,35 @@ class CAStore:
         cmv = memoryview(chunk)
         line = bytearray(_LINE)
         q = bytearray(_B64)  # base64 characters waiting to be decoded
+        fast = bytearray(_FAST)  # one whole 64-character line and its newline
+        fmv = memoryview(fast)
         nq = 0
         nl = 0  # bytes in line
         state = _S_TEXT
         pad = 0  # '=' seen in this body
         pos = 0  # entry bytes consumed
         out = 0  # DER bytes decoded in this block
+        sol = False  # pos is at the start of a body line
         while pos < size or state != _S_TEXT or nl:
+            if sol:
+                # Fast path for the usual body line, 64 characters then LF or
+                # CRLF: one a2b_base64 call instead of a loop over 65 bytes.
+                # a2b_base64 skips what is not base64, so 48 bytes out proves
+                # all 64 were base64 characters (and none was padding).
+                sol = False
+                if size - pos >= _FAST:
+                    self._rd(off + pos, fmv)
+                    adv = 65 if fast[64] == 0x0A else (66 if fast[64] == 0x0D and fast[65] == 0x0A else 0)
+                    if adv:
+                        try:
+                            data = binascii.a2b_base64(fmv[:64])  # type: ignore[arg-type]  # any buffer (extmod)
+                        except ValueError:
+                            data = b""
+                        if len(data) == 48:
+                            out = _put(sc, data, out, name)
+                            pos += adv
+                            sol = True
+                            continue
             k = size - pos
             if k > _CHUNK:
                 k = _CHUNK
@@ -184,6 +207,12 @@ class CAStore:
                         pad += 1
                         q[nq] = c
                         nq += 1
+                    elif c == 0x0A and not nq and not pad:
+                        # A line ends on a 4-character boundary: let the next
+                        # one try the fast path (the chunk is read again there).
+                        pos = pos - k + i + 1
+                        sol = True
+                        break
                     elif c not in b" \t\r\n":
                         raise _ent("corrupt", name, "byte 0x%02x in base64" % c)
                     continue
@@ -220,6 +249,9 @@ class CAStore:
                 state = _S_BODY
                 pad = 0
                 out = 0
+                pos = pos - k + i + 1
+                sol = True
+                break
 
     # -- the API -----------------------------------------------------------------
     def check(self):
@@ -315,6 +347,11 @@ def _b64(sc, binascii, q, nq, out, name):
         data = binascii.a2b_base64(memoryview(q)[:nq])
     except ValueError:
         raise _ent("corrupt", name, "bad base64")
+    return _put(sc, data, out, name)
+
+
+def _put(sc, data, out, name):
+    # Append decoded bytes to the scan buffer at out; the new length.
     n = len(data)
     if out == 0:
         # The first bytes hold the DER header: size the buffer once for it.
