@@ -513,3 +513,22 @@ def test_micropython_errors(micropython, mpy, tmp_path, pki, kind, reason):
         img = binfmt.image([("t", b"hello\n")])
     out = _mp_store(micropython, mpy, tmp_path, img, pki.ders[0])
     assert out.get("err") == reason, out
+
+
+@pytest.mark.micropython
+def test_micropython_pem_any_line_layout(micropython, mpy, tmp_path, pki):
+    # 76-character lines with CRLF, and one unbroken line: the byte-by-byte
+    # decoder (not the 64-character fast path) on the board's interpreter.
+    import base64
+
+    b76 = base64.encodebytes(pki.ders[6]).replace(b"\n", b"\r\n")
+    one = base64.b64encode(pki.ders[7])
+    pem = (
+        b"-----BEGIN CERTIFICATE-----\r\n" + b76 + b"-----END CERTIFICATE-----\r\n"
+        + b"-----BEGIN CERTIFICATE-----\n" + one + b"\n-----END CERTIFICATE-----\n"
+    )
+    img = binfmt.image([("a", pki.ders[5]), ("p", pem)])
+    assert [d for d in store_of(img)] == pki.ders[5:8]
+    for target in (pki.ders[6], pki.ders[7]):
+        out = _mp_store(micropython, mpy, tmp_path, img, target)
+        assert out.get("count") == 3 and out["found"] == 1, out
