@@ -8,7 +8,6 @@ and other tools can call it.
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 from . import __version__
@@ -28,9 +27,6 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in _FAMILIES:
-        # TODO(integration): drop this skip once every family module exists.
-        if importlib.util.find_spec("espssl." + name) is None:
-            continue
         importlib.import_module("espssl." + name).register(sub)
     return parser
 
