@@ -23,7 +23,10 @@ typecheck: setup
 	MYPYPATH=$(STUBS) $(BIN)/mypy --custom-typeshed-dir $(STUBS) --no-site-packages \
 	    --ignore-missing-imports --check-untyped-defs firmware/espconn
 
+# Everything CI proves: device code against the ESP8266 stubs, the whole user
+# flow on a virtual board (make demo), then every test.
 test: setup typecheck
+	$(MAKE) --no-print-directory demo
 	$(BIN)/pytest
 
 # The user's day in one go, on a virtual board (default) or a real one:
