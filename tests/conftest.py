@@ -52,3 +52,54 @@ class MicroPython:
 def micropython(tmp_path):
     """``micropython.run(code, heapsize="38K", args=())`` -> CompletedProcess."""
     return MicroPython(tmp_path)
+
+
+class FirmwareMpy:
+    """espconn as the board loads it: .mpy made by the product's compiler
+    (``espssl.deploy.compile_package``), built once per variant per session.
+
+    Source would be compiled on the 38 KiB heap, which a board never does.
+    """
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._dirs = {}
+
+    def __call__(self, empty_init=False, modules=None):
+        """The directory holding ``espconn/*.mpy`` (put it on ``path=``).
+
+        empty_init: the package's ``__init__`` (the SDK layer, which loads the
+        rest lazily) left empty, so a test measures the modules it imports alone.
+        modules: only these modules (names without .py), e.g. to prove what one needs.
+        """
+        from espssl import deploy
+
+        key = (empty_init, tuple(sorted(modules)) if modules else None)
+        if key not in self._dirs:
+            d = self._factory.mktemp("espconn_mpy")
+            deploy.compile_package(None, deploy.PACKAGE_SRC, d / "espconn", modules=modules,
+                                   init="" if empty_init else None)
+            self._dirs[key] = d
+        return self._dirs[key]
+
+    def driver(self, dest, name, code):
+        """Compile CODE as module NAME into the directory DEST (created); returns DEST.
+
+        A test's driver script is compiled too, so the heap holds only what a
+        board's would; ``import NAME`` runs it.
+        """
+        from espssl import deploy
+
+        dest = pathlib.Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        src = self._factory.mktemp("driver_src") / (name + ".py")  # not in DEST: source would shadow .mpy
+        src.write_text(code)
+        deploy.compile_module(None, src, dest / (name + ".mpy"), name + ".py")
+        return dest
+
+
+@pytest.fixture(scope="session")
+def firmware_mpy(tmp_path_factory):
+    """``firmware_mpy(empty_init=False, modules=None)`` -> dir with espconn/*.mpy;
+    ``firmware_mpy.driver(dest, name, code)`` compiles a driver module."""
+    return FirmwareMpy(tmp_path_factory)

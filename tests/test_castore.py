@@ -19,7 +19,6 @@ from espconn import binfmt, castore, der
 from espconn.errors import StoreError
 from espssl import certs
 
-from test_der import compile_mpy
 
 SECTOR = 4096
 
@@ -454,8 +453,10 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def mpy(tmp_path_factory):
-    return compile_mpy(tmp_path_factory.mktemp("castore_mpy"), {"castore_driver": _MP})
+def mpy(tmp_path_factory, firmware_mpy):
+    """MICROPYPATH for the driver: it, then espconn (empty __init__) as .mpy."""
+    drv = firmware_mpy.driver(tmp_path_factory.mktemp("castore_drv"), "castore_driver", _MP)
+    return (drv, firmware_mpy(empty_init=True))
 
 
 def _mp_store(micropython, mpy, tmp_path, img, target, name="store.bin"):
@@ -463,7 +464,7 @@ def _mp_store(micropython, mpy, tmp_path, img, target, name="store.bin"):
     p.write_bytes(img)
     t = tmp_path / "target.der"
     t.write_bytes(target)
-    proc = micropython.run("import castore_driver\n", args=(p, t), path=(mpy,))
+    proc = micropython.run("import castore_driver\n", args=(p, t), path=mpy)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

