@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from espconn.tap import Tap
+from espssl.hil.peers import client_context, server_context
 
-from test_espconn import CIPHERS, PKI, der, server_context
+from test_espconn import PKI, der
 
 
 class Feed:
@@ -45,11 +46,7 @@ def flight(tmp_path_factory):
     """(server->client bytes up to and including its Finished, the chain DER list)."""
     pki = PKI(tmp_path_factory.mktemp("tap"))
     sctx = server_context(*pki.files("good"))
-    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    cctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    cctx.set_ciphers(CIPHERS)
-    cctx.check_hostname = False
-    cctx.verify_mode = ssl.CERT_NONE
+    cctx = client_context()  # no CA: certificates not checked here
     ci, co, si, so = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
     c = cctx.wrap_bio(ci, co, server_side=False)
     s = sctx.wrap_bio(si, so, server_side=True)
