@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa as crsa
 from hypothesis import given, settings, strategies as st
 
-import pki
 from espconn import rsa
 from espconn.errors import VerifyError
 

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from conftest import micropython_binary
+from espssl.hil import peers
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEVICE = ROOT / "host_tools" / "espssl" / "vboard" / "device"
@@ -42,7 +43,6 @@ FS_1M = (0x99000, 0xFB000)  # boards/esp8266-1m.json filesystem region
 HEAP = 38 * 1024
 BOOT_HEAP = HEAP + 32 * 1024  # vboard_boot.py HEAP_SLACK
 SHIM_HEAP = "96K"  # modules loaded without vboard_boot's surplus accounting
-AXTLS_CIPHERS = "AES128-SHA:AES256-SHA:AES128-SHA256:AES256-SHA256"
 EXIT_HARD_RESET = 0x5A
 
 pytestmark = pytest.mark.micropython
@@ -405,15 +405,9 @@ class Peer:
         self.error = None
         self.info = None
         if server:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(str(creds / "cert.pem"), str(creds / "key.pem"))
+            self.ctx = peers.server_context(creds / "cert.pem", creds / "key.pem")
         else:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            ctx.options |= getattr(ssl, "OP_LEGACY_SERVER_CONNECT", 0x4)
-        ctx.set_ciphers(AXTLS_CIPHERS)
-        self.ctx = ctx
+            self.ctx = peers.client_context()  # no CA: the device's certificate is not checked
         self.server = server
         self.listener = socket.socket()
         if server:
