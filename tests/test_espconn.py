@@ -19,7 +19,6 @@ import os
 import pathlib
 import socket
 import ssl
-import struct
 import subprocess
 import sys
 import threading
@@ -31,7 +30,7 @@ from conftest import ROOT, micropython_binary
 
 from espconn import binfmt
 from espssl import certs, deploy
-from espssl.hil.peers import client_context, server_context
+from espssl.hil.peers import client_context, rst, server_context
 from cryptography.hazmat.primitives import serialization
 
 pytestmark = pytest.mark.micropython
@@ -119,12 +118,6 @@ def flash_image(path, pki):
 # espssl.hil.peers builds them (server_context, client_context), as the HIL suite does.
 
 
-def _rst(sock):
-    # close with SO_LINGER 0: the kernel sends a TCP RST
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
 class Peer(threading.Thread):
     """A TLS server on 127.0.0.1.  ``mode``: echo | big:N (send N bytes in one
     record after the handshake) | reset_handshake | reset_record.  ``log`` gets
@@ -157,7 +150,7 @@ class Peer(threading.Thread):
         try:
             if self.mode == "reset_handshake":
                 s.recv(100)  # part of the ClientHello
-                _rst(s)
+                rst(s)
                 return
             if self.mode == "reset_record":
                 self.half_record(s, entry)
@@ -200,7 +193,7 @@ class Peer(threading.Thread):
         rec = out.read()
         s.sendall(rec[: len(rec) // 2])
         time.sleep(0.2)
-        _rst(s)
+        rst(s)
 
     def close(self):
         self.ls.close()

@@ -101,7 +101,7 @@ class TLSServer(Peer):
         conn.settimeout(self.timeout)
         if self.mode == "reset_handshake":
             conn.recv(4096)  # the ClientHello
-            _rst(conn)
+            rst(conn)
             self.result["closed_by"] = "host-rst"
             return
         t0 = time.monotonic()
@@ -120,7 +120,7 @@ class TLSServer(Peer):
             # Forge the cut record on the same TCP socket, under the TLS layer.
             raw = socket.socket(fileno=os.dup(tls.fileno()))
             raw.sendall(b"\x17\x03\x03\x03\xe8" + b"\0" * 10)
-            _rst(raw)
+            rst(raw)
             tls.close()
             self.result["closed_by"] = "host-rst"
             return
@@ -194,7 +194,7 @@ class TLSClient(Peer):
         self.result["closed_by"] = "host"
 
 
-def _rst(sock):
+def rst(sock):
     """Close with a TCP RST (SO_LINGER 0), as a crashed or reset peer would."""
     import struct
 
