@@ -87,6 +87,21 @@ def _raw_pty():
     return master, slave
 
 
+def _write_fd(fd, data, timeout):
+    """Write DATA to the non-blocking FD, waiting up to TIMEOUT s while it is
+    full; returns how many bytes were left unsent (0: all written)."""
+    view = memoryview(data)
+    deadline = time.monotonic() + timeout
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            if not timeout or time.monotonic() > deadline:
+                return len(view)
+            select.select([], [fd], [], 0.05)
+    return 0
+
+
 def heap_bytes(text):
     """'38K', '1M' or '38912' -> bytes; ValueError if not a size from 16K to 64M."""
     text = str(text).strip()
@@ -160,18 +175,10 @@ class Child:
 
     def write(self, data):
         """Write input; waits (briefly) when the child's input queue is full."""
-        view = memoryview(data)
-        deadline = time.monotonic() + 5
-        while view:
-            try:
-                n = os.write(self.master, view)
-                view = view[n:]
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return  # the child reads nothing: drop, as a UART would
-                select.select([], [self.master], [], 0.05)
-            except OSError:
-                return
+        try:
+            _write_fd(self.master, data, 5)  # the child reads nothing: drop the rest, as a UART would
+        except OSError:
+            return
 
     def waits_for_input(self):
         """True if the child has read all its input and sleeps in read() for more."""
@@ -304,17 +311,7 @@ class Board:
 
     def _send(self, data, reliable=False):
         """Bytes to the host; dropped when nobody reads (unless reliable)."""
-        view = memoryview(data)
-        deadline = time.monotonic() + 2
-        while view:
-            try:
-                n = os.write(self.host, view)
-                view = view[n:]
-            except BlockingIOError:
-                if not reliable or time.monotonic() > deadline:
-                    self.dropped += len(view)
-                    return
-                select.select([], [self.host], [], 0.05)
+        self.dropped += _write_fd(self.host, data, 2 if reliable else 0)
 
     # -- MicroPython -------------------------------------------------------
     def _env(self, kind):
