@@ -70,6 +70,20 @@ class Peer:
         finally:
             self.done.set()
 
+    def _handshake(self, sock, **wrap):
+        """``self.ctx.wrap_socket(sock, **wrap)``, its time and cipher recorded; None
+        (the error recorded, SOCK closed) when the handshake fails."""
+        t0 = time.monotonic()
+        try:
+            tls = self.ctx.wrap_socket(sock, **wrap)
+        except (ssl.SSLError, OSError) as e:
+            self.result["error"] = "handshake: %s" % e
+            sock.close()
+            return None
+        self.result["handshake"] = time.monotonic() - t0
+        self.result["cipher"] = tls.cipher()[0]
+        return tls
+
     def join(self, timeout=None):
         self.done.wait(self.timeout if timeout is None else timeout)
         return self.result
@@ -104,15 +118,9 @@ class TLSServer(Peer):
             rst(conn)
             self.result["closed_by"] = "host-rst"
             return
-        t0 = time.monotonic()
-        try:
-            tls = self.ctx.wrap_socket(conn, server_side=True)
-        except (ssl.SSLError, OSError) as e:
-            self.result["error"] = "handshake: %s" % e
-            conn.close()
+        tls = self._handshake(conn, server_side=True)
+        if tls is None:
             return
-        self.result["handshake"] = time.monotonic() - t0
-        self.result["cipher"] = tls.cipher()[0]
         if self.mode == "reset_record":
             # A record header promising 1000 bytes, then only 10 of them, then RST.
             tls.write(b"x")  # one good record first: the board is past the handshake
@@ -172,15 +180,9 @@ class TLSClient(Peer):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        t0 = time.monotonic()
-        try:
-            tls = self.ctx.wrap_socket(raw, server_hostname=self.server_hostname)
-        except (ssl.SSLError, OSError) as e:
-            self.result["error"] = "handshake: %s" % e
-            raw.close()
+        tls = self._handshake(raw, server_hostname=self.server_hostname)
+        if tls is None:
             return
-        self.result["handshake"] = time.monotonic() - t0
-        self.result["cipher"] = tls.cipher()[0]
         if self.payload:
             tls.sendall(self.payload)
         got = bytearray()
