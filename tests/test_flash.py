@@ -4,19 +4,15 @@ Every refusal: one clear line, exit 2, and the flash unchanged, checked by an
 independent read-back with esptool's own CLI (``esptool.main([... read-flash])``).
 """
 
-import datetime
 import hashlib
 import os
 import pty
 import struct
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from espconn import binfmt
+from espssl import certs
 from espssl.cli import main
 from espssl.vboard import cli as vboard
 
@@ -49,18 +45,9 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-def _cert(cn="espssl test CA", key_out=None):
-    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.DER), key
+def _cert(cn="espssl test CA"):
+    key = certs.new_key(1024)
+    return certs.cert_der(certs.make_cert(cn, key, is_ca=True, days=30)), key
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +59,7 @@ def ca_bin():
 @pytest.fixture(scope="module")
 def cert_bin():
     der, key = _cert("device")
-    kder = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL,
-                             serialization.NoEncryption())
-    return binfmt.entry("certificate", der) + binfmt.entry("private_key", kder)
+    return binfmt.entry("certificate", der) + binfmt.entry("private_key", certs.key_der_pkcs1(key))
 
 
 def esptool_read(port, offset, size, tmp_path):

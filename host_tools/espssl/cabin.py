@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from espconn import binfmt
 from espconn.errors import FormatError
 
+from . import certs
 from .errors import EspsslError
 
 DEFAULT_CA_BIN = "esp_ca_cert.bin"
@@ -210,9 +211,7 @@ def build_cert_bin(cert_path, key_path):
         raise EspsslError("%s is a %s key; axTLS takes RSA keys only" % (key_path, _key_type(key.public_key())))
     if key.public_key().public_numbers() != getattr(cert.public_key(), "public_numbers", lambda: None)():
         raise EspsslError("%s does not belong to %s (public keys differ)" % (key_path, cert_path))
-    key_der = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-    )
+    key_der = certs.key_der_pkcs1(key)
     entries = [(CERT_NAME, inp.ders[0]), (KEY_NAME, key_der)]
     _check_names(entries)
     image = binfmt.image(entries)

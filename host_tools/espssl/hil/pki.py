@@ -7,17 +7,12 @@ from espconn import binfmt
 
 
 def _pem_files(dirpath, name, cert, key):
-    from cryptography.hazmat.primitives import serialization
-
     from .. import certs
 
     crt = dirpath / (name + ".pem")
     crt.write_bytes(certs.cert_pem(cert))
     kf = dirpath / (name + ".key.pem")
-    kf.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                          serialization.NoEncryption())
-    )
+    kf.write_bytes(certs.key_pem(key))
     return crt, kf
 
 
