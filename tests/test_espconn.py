@@ -31,7 +31,6 @@ from conftest import ROOT, micropython_binary
 from espconn import binfmt
 from espssl import certs, deploy
 from espssl.hil.peers import client_context, rst, server_context
-from cryptography.hazmat.primitives import serialization
 
 pytestmark = pytest.mark.micropython
 
@@ -95,8 +94,8 @@ class PKI:
         cp = self.dir / (name + ".crt.pem")
         kp = self.dir / (name + ".key.pem")
         if not cp.exists():
-            cp.write_bytes(c.public_bytes(serialization.Encoding.PEM))
-            kp.write_bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+            cp.write_bytes(certs.cert_pem(c))
+            kp.write_bytes(certs.key_pem(k))
         return str(cp), str(kp)
 
 
@@ -649,7 +648,7 @@ def _free_port():
 
 def _ca_file(pki):
     p = pki.dir / "ca.pem"
-    p.write_bytes(pki.ca.public_bytes(serialization.Encoding.PEM))
+    p.write_bytes(certs.cert_pem(pki.ca))
     return str(p)
 
 
