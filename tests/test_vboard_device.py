@@ -16,7 +16,6 @@ the real MicroPython unix port without the board supervisor.
 import ast
 import datetime
 import ipaddress
-import os
 import pathlib
 import signal
 import socket
@@ -33,6 +32,7 @@ from cryptography.x509.oid import NameOID
 
 from conftest import micropython_binary
 from espssl.hil import peers
+from espssl.vboard.board import device_env
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEVICE = ROOT / "host_tools" / "espssl" / "vboard" / "device"
@@ -63,17 +63,7 @@ def make_image(path, size=FLASH_1M):
 
 
 def board_env(image, reset="power"):
-    env = dict(os.environ)
-    env.update(
-        ESPSSL_VBOARD_FLASH=str(image),
-        ESPSSL_VBOARD_FLASH_SIZE=str(FLASH_1M),
-        ESPSSL_VBOARD_FS_START=str(FS_1M[0]),
-        ESPSSL_VBOARD_FS_END=str(FS_1M[1]),
-        ESPSSL_VBOARD_HEAP=str(HEAP),
-        ESPSSL_VBOARD_RESET=reset,
-        MICROPYPATH=os.pathsep.join([str(DEVICE), ".frozen"]),
-    )
-    return env
+    return device_env(image, FLASH_1M, FS_1M, HEAP, reset)
 
 
 def run_mp(code, image, tmp_path, heap=SHIM_HEAP, timeout=60, check=True, cwd=None):

@@ -102,6 +102,25 @@ def _write_fd(fd, data, timeout):
     return 0
 
 
+def device_env(image, flash_size, filesystem, heap, reset="power", path=(DEVICE_DIR, ".frozen"), profile=None):
+    """The environment the device modules read (vboard_boot.py lists the variables):
+    flash IMAGE of FLASH_SIZE bytes, FILESYSTEM (start, end) or None, HEAP, RESET kind."""
+    env = dict(os.environ)
+    fs = filesystem or (0, 0)
+    env.update(
+        ESPSSL_VBOARD_FLASH=str(image),
+        ESPSSL_VBOARD_FLASH_SIZE=str(flash_size),
+        ESPSSL_VBOARD_FS_START=str(fs[0]),
+        ESPSSL_VBOARD_FS_END=str(fs[1]),
+        ESPSSL_VBOARD_HEAP=str(heap),
+        ESPSSL_VBOARD_RESET=reset,
+        MICROPYPATH=os.pathsep.join(str(p) for p in path),
+    )
+    if profile:
+        env["ESPSSL_VBOARD_PROFILE"] = profile
+    return env
+
+
 def heap_bytes(text):
     """'38K', '1M' or '38912' -> bytes; ValueError if not a size from 16K to 64M."""
     text = str(text).strip()
@@ -315,19 +334,8 @@ class Board:
 
     # -- MicroPython -------------------------------------------------------
     def _env(self, kind):
-        env = dict(os.environ)
-        fs = self.profile.filesystem or (0, 0)
-        env.update(
-            ESPSSL_VBOARD_FLASH=str(self.image),
-            ESPSSL_VBOARD_FLASH_SIZE=str(self.profile.flash_size),
-            ESPSSL_VBOARD_FS_START=str(fs[0]),
-            ESPSSL_VBOARD_FS_END=str(fs[1]),
-            ESPSSL_VBOARD_HEAP=str(self.heap),
-            ESPSSL_VBOARD_RESET=kind,
-            ESPSSL_VBOARD_PROFILE=self.profile.name,
-            MICROPYPATH=os.pathsep.join([str(DEVICE_DIR), ".frozen", "/lib"]),
-        )
-        return env
+        return device_env(self.image, self.profile.flash_size, self.profile.filesystem, self.heap, kind,
+                          path=(DEVICE_DIR, ".frozen", "/lib"), profile=self.profile.name)
 
     def boot(self, kind):
         """(Re)start MicroPython; input is held until its REPL is up."""
