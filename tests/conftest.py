@@ -1,5 +1,6 @@
 """Shared fixtures: running firmware code on the real MicroPython unix port."""
 
+import ast
 import os
 import pathlib
 import shutil
@@ -46,6 +47,11 @@ class MicroPython:
                 "micropython exited %d\n--- stdout\n%s\n--- stderr\n%s" % (proc.returncode, proc.stdout, proc.stderr)
             )
         return proc
+
+
+def results(stdout):
+    """The values a device script printed as '@ <repr>' lines."""
+    return [ast.literal_eval(line[2:]) for line in stdout.splitlines() if line.startswith("@ ")]
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, micropython_binary
+from conftest import ROOT, micropython_binary, results
 
 from espconn import binfmt
 from espssl import certs, deploy
@@ -311,14 +311,6 @@ class Device:
             [self.exe, "-X", "heapsize=" + HEAP, str(p)] + [str(a) for a in args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env(), cwd=self.mpydir.parent,
         )
-
-
-def results(stdout):
-    out = []
-    for line in stdout.splitlines():
-        if line.startswith("@ "):
-            out.append(ast.literal_eval(line[2:]))
-    return out
 
 
 def compile_mpy(dest):

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from conftest import micropython_binary
+from conftest import micropython_binary, results
 from espssl.hil import peers
 from espssl.vboard.board import device_env
 
@@ -81,11 +81,6 @@ def run_mp(code, image, tmp_path, heap=SHIM_HEAP, timeout=60, check=True, cwd=No
     if check and proc.returncode != 0:
         raise AssertionError("micropython exited %d\n%s\n%s" % (proc.returncode, proc.stdout, proc.stderr))
     return proc
-
-
-def results(stdout):
-    """The values printed as '@ <repr>' lines."""
-    return [ast.literal_eval(line[2:]) for line in stdout.splitlines() if line.startswith("@ ")]
 
 
 def boot(image, tmp_path, stdin="", reset="power", heap=BOOT_HEAP, timeout=60):
