@@ -117,16 +117,12 @@ def flash_image(path, pki):
 # espssl.hil.peers builds them (server_context, client_context), as the HIL suite does.
 
 
-class Peer(threading.Thread):
-    """A TLS server on 127.0.0.1.  ``mode``: echo | big:N (send N bytes in one
-    record after the handshake) | reset_handshake | reset_record.  ``log`` gets
-    one dict per connection: application bytes received, handshake result."""
+class _Listener(threading.Thread):
+    """Listens on 127.0.0.1 (``.port``) and passes each connection to ``handle(s)``
+    until the listening socket ``.ls`` is closed."""
 
-    def __init__(self, ctx, mode="echo"):
+    def __init__(self):
         super().__init__(daemon=True)
-        self.ctx = ctx
-        self.mode = mode
-        self.log = []
         self.ls = socket.socket()
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.ls.bind(("127.0.0.1", 0))
@@ -140,9 +136,24 @@ class Peer(threading.Thread):
                 s, _ = self.ls.accept()
             except OSError:
                 return
-            entry = {"app": b"", "handshake": False, "error": None}
-            self.log.append(entry)
-            threading.Thread(target=self.serve, args=(s, entry), daemon=True).start()
+            self.handle(s)
+
+
+class Peer(_Listener):
+    """A TLS server on 127.0.0.1.  ``mode``: echo | big:N (send N bytes in one
+    record after the handshake) | reset_handshake | reset_record.  ``log`` gets
+    one dict per connection: application bytes received, handshake result."""
+
+    def __init__(self, ctx, mode="echo"):
+        self.ctx = ctx
+        self.mode = mode
+        self.log = []
+        super().__init__()
+
+    def handle(self, s):
+        entry = {"app": b"", "handshake": False, "error": None}
+        self.log.append(entry)
+        threading.Thread(target=self.serve, args=(s, entry), daemon=True).start()
 
     def serve(self, s, entry):
         s.settimeout(10)
@@ -715,34 +726,24 @@ def test_server_with_default_certificate(device, pki, tmp_path):
 
 
 # ---------------------------------------------------------------- fail closed on what the tap cannot read
-class RawPeer(threading.Thread):
+class RawPeer(_Listener):
     """Answers every connection with fixed bytes after reading the ClientHello."""
 
     def __init__(self, reply):
-        super().__init__(daemon=True)
         self.reply = reply
         self.got = []
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(4)
-        self.port = self.ls.getsockname()[1]
-        self.start()
+        super().__init__()
 
-    def run(self):
-        while True:
+    def handle(self, s):
+        with s:
+            s.settimeout(5)
             try:
-                s, _ = self.ls.accept()
-            except OSError:
-                return
-            with s:
-                s.settimeout(5)
-                try:
-                    self.got.append(s.recv(4096))
-                    s.sendall(self.reply)
-                    while s.recv(4096):
-                        pass
-                except OSError:
+                self.got.append(s.recv(4096))
+                s.sendall(self.reply)
+                while s.recv(4096):
                     pass
+            except OSError:
+                pass
 
 
 def _record(ctype, body):
