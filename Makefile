@@ -73,6 +73,7 @@ hil: setup
 
 bench: setup
 	$(BIN)/python tools/bench_espconn.py
+	$(BIN)/python tools/bench_heap.py
 	$(BIN)/python tools/bench_verify.py
 
 clean:

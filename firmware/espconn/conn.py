@@ -277,14 +277,19 @@ class Conn:
             if cert_sha256(leaf) != pin and spki_sha256(leaf) != pin:
                 from .errors import VerifyError
 
+                drop_verifier()
                 raise VerifyError("pin_mismatch", "the certificate matches neither pinned SHA-256 (certificate or public key)")
             if ca_sector[1] < 0:
+                drop_verifier()
                 return
         from . import castore  # type: ignore[attr-defined]
         from .x509 import verify_chain
 
         name = self.hostname or _ip_text(esp.proto.tcp.remote_ip)
-        verify_chain(certs, castore.open(ca_sector[1]), name=name)
+        try:
+            verify_chain(certs, castore.open(ca_sector[1]), name=name)
+        finally:
+            drop_verifier()
 
     # -- the engine ------------------------------------------------------------
     def step(self):
@@ -497,6 +502,7 @@ class Conn:
         self.poller = None
         self.rx = self.rxmv = self.tx = self.txmv = None  # type: ignore[assignment]
         self.txlen = self.txoff = 0
+        drop_verifier()  # a handshake that ended before the check: unload what alloc() loaded
 
     def fire_pending(self):
         name, code = self.pending  # type: ignore[misc]
@@ -507,6 +513,25 @@ class Conn:
             _fire(esp, name, esp.proto.tcp.disconnect_callback, esp)
         else:
             _fire(esp, name, esp.proto.tcp.reconnect_callback, esp, code)
+
+
+# The verifier's modules: needed once per handshake, so they are loaded for the
+# check (and by alloc(), to surface ESPCONN_MEM early) and dropped afterwards;
+# the steady state of an open connection holds only the connection path.
+_VERIFIER = ("x509", "castore", "rsa", "der", "names", "binfmt")
+
+
+def drop_verifier():
+    name = __name__[: __name__.rfind(".")]  # the package: "espconn"
+    pkg = sys.modules.get(name)
+    gone = False
+    for m in _VERIFIER:
+        if sys.modules.pop(name + "." + m, None) is not None:
+            gone = True
+        if pkg is not None and m in pkg.__dict__:
+            delattr(pkg, m)
+    if gone:
+        gc.collect()
 
 
 def new_port():
