@@ -47,7 +47,7 @@ FLASH_SIZE = 0x100000
 # so the same program needs more heap here than on a board (see the report
 # printed by tools/bench_espconn.py for the figures).
 HEAP = "256K"
-FREE_AFTER_BOOT = 128 * 1024
+FREE_AFTER_BOOT = 112 * 1024
 
 
 # ---------------------------------------------------------------- certificates
