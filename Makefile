@@ -40,7 +40,7 @@ PORT        ?=
 HOST        ?=
 DEMO        := out/demo
 VBOARD_DIR  ?= $(DEMO)/vboard
-VBOARD_HEAP ?= 192K
+VBOARD_HEAP ?= 176K
 
 demo: setup
 	@set -e; \

@@ -19,7 +19,7 @@ def port(tmp_path_factory):
     d = tmp_path_factory.mktemp("vboard-deploy")
     # The 64-bit unix port needs about five times a board's 38K to import espconn
     # (deploy's import check fails otherwise): as in the loopback suite.
-    p = vboard.start(d, flash="1M", heap="192K")
+    p = vboard.start(d, flash="1M", heap="176K")
     yield p
     vboard.stop(d)
 

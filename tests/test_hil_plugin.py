@@ -16,7 +16,7 @@ from espssl.vboard import cli as vboard
 pytestmark = [pytest.mark.vboard, pytest.mark.slow]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ESPSSL = [sys.executable, "-m", "espssl"]
-HEAP = "192K"  # see espssl.hil.plugin.VBOARD_HEAP
+HEAP = "176K"  # see espssl.hil.plugin.VBOARD_HEAP
 
 
 def _env(tmp_path):

@@ -28,7 +28,7 @@ VIRTUAL = "virtual"
 # The virtual board runs the 64-bit unix port: its objects take about twice an
 # ESP8266's 32-bit ones, so espconn needs about five times the board's 38 KiB
 # there (the espconn tests run the unix port with the same figure).
-VBOARD_HEAP = "192K"
+VBOARD_HEAP = "176K"
 
 
 def pytest_addoption(parser):
