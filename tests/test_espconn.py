@@ -47,7 +47,7 @@ FLASH_SIZE = 0x100000
 # so the same program needs more heap here than on a board (see the report
 # printed by tools/bench_espconn.py for the figures).
 HEAP = "256K"
-FREE_AFTER_BOOT = 112 * 1024
+FREE_AFTER_BOOT = 128 * 1024
 
 
 # ---------------------------------------------------------------- certificates
@@ -1090,8 +1090,10 @@ def test_client_certificate_from_the_cert_bin(device, pki):
         peer.close()
     assert res["certreq"] is True
     assert res["with_cert"]["ev"][0] == "connect" and res["with_cert"]["sha"] == sha(b"mutual")
-    # the peer insists on a client certificate: without one the handshake fails
-    assert res["without_cert"]["ev"] == [("recon", -28)]
+    # the peer insists on a client certificate: without one the handshake fails.
+    # The peer's alert and its close race: the device sees either the failed
+    # handshake (ESPCONN_HANDSHAKE) or the TCP reset behind it (ESPCONN_RST).
+    assert res["without_cert"]["ev"] in ([("recon", -28)], [("recon", -9)])
     assert peer.log[0]["app"] == b"mutual" and peer.log[1]["app"] == b""
 
 

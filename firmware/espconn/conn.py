@@ -215,31 +215,6 @@ class Conn:
         dispatch.add(self)
         return _ESPCONN_OK
 
-    def accepted(self, s):
-        """Server side: take over an accepted socket and start the handshake."""
-        if not self.alloc():
-            try:
-                s.close()
-            except OSError:
-                pass
-            return False
-        self.sock = s
-        self.hostname = None
-        s.setblocking(False)
-        self.esp.state = _ESPCONN_WAIT
-        try:
-            self.start_tls()
-        except MemoryError:
-            self.release()
-            set_error(self.esp, "no_memory", "no heap for TLS", _ESPCONN_MEM)
-            return False
-        except Exception as e:
-            self.release()
-            set_error(self.esp, "tls_setup", "TLS set-up failed: %r" % (e,), _ESPCONN_HANDSHAKE)
-            return False
-        dispatch.add(self)
-        return True
-
     def start_tls(self):
         import tls
 

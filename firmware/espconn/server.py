@@ -23,6 +23,36 @@ _ESPCONN_ISCONN = const(-15)
 _ESPCONN_NONE = const(0)
 _ESPCONN_LISTEN = const(2)
 _ESPCONN_TCP = const(16)
+_ESPCONN_WAIT = const(1)
+_ESPCONN_MEM = const(-1)
+_ESPCONN_HANDSHAKE = const(-28)
+
+
+def _accepted(c, s):
+    # Server side (kept out of conn.py): conn c takes over the accepted socket s
+    # and starts the handshake; False (reason set on c.esp) if it cannot.
+    if not c.alloc():
+        try:
+            s.close()
+        except OSError:
+            pass
+        return False
+    c.sock = s
+    c.hostname = None
+    s.setblocking(False)
+    c.esp.state = _ESPCONN_WAIT
+    try:
+        c.start_tls()
+    except MemoryError:
+        c.release()
+        _c.set_error(c.esp, "no_memory", "no heap for TLS", _ESPCONN_MEM)
+        return False
+    except Exception as e:
+        c.release()
+        _c.set_error(c.esp, "tls_setup", "TLS set-up failed: %r" % (e,), _ESPCONN_HANDSHAKE)
+        return False
+    _c.dispatch.add(c)
+    return True
 
 
 def _peer(addr):
@@ -144,7 +174,7 @@ class Listener:
         self.child = c
         srv.link_cnt = 1
         e.link_cnt = 1
-        if not c.accepted(s):
+        if not _accepted(c, s):
             # Turned away for want of heap or a TLS set-up failure: tell the server's owner.
             self.child = None
             srv.link_cnt = 0
