@@ -79,46 +79,37 @@ def _refuse(e, reason, text):
 
 
 # -- callbacks (return ESPCONN_OK, or ESPCONN_ARG for a bad espconn) -----------
-def espconn_regist_connectcb(e, cb):
+def _regist(e, on_tcp, field, cb):
+    # The SDK keeps connect/reconnect/disconnect/write-finish callbacks in
+    # esp_tcp and recv/sent in espconn itself: so do we.
     if not _ok(e):
         return ESPCONN_ARG
-    e.proto.tcp.connect_callback = cb
+    setattr(e.proto.tcp if on_tcp else e, field, cb)
     return ESPCONN_OK
+
+
+def espconn_regist_connectcb(e, cb):
+    return _regist(e, True, "connect_callback", cb)
 
 
 def espconn_regist_reconcb(e, cb):
-    if not _ok(e):
-        return ESPCONN_ARG
-    e.proto.tcp.reconnect_callback = cb
-    return ESPCONN_OK
+    return _regist(e, True, "reconnect_callback", cb)
 
 
 def espconn_regist_disconcb(e, cb):
-    if not _ok(e):
-        return ESPCONN_ARG
-    e.proto.tcp.disconnect_callback = cb
-    return ESPCONN_OK
+    return _regist(e, True, "disconnect_callback", cb)
 
 
 def espconn_regist_write_finish(e, cb):
-    if not _ok(e):
-        return ESPCONN_ARG
-    e.proto.tcp.write_finish_fn = cb
-    return ESPCONN_OK
+    return _regist(e, True, "write_finish_fn", cb)
 
 
 def espconn_regist_recvcb(e, cb):
-    if not _ok(e):
-        return ESPCONN_ARG
-    e.recv_callback = cb
-    return ESPCONN_OK
+    return _regist(e, False, "recv_callback", cb)
 
 
 def espconn_regist_sentcb(e, cb):
-    if not _ok(e):
-        return ESPCONN_ARG
-    e.sent_callback = cb
-    return ESPCONN_OK
+    return _regist(e, False, "sent_callback", cb)
 
 
 def espconn_port():
