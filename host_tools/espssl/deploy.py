@@ -145,9 +145,11 @@ def compile_package(cmd, src, out_dir, modules=None, init=None):
 class Board:
     """A raw-REPL connection (mpremote's SerialTransport) as a context manager."""
 
-    def __init__(self, port, soft_reset=True):
+    def __init__(self, port, soft_reset=True, repl_timeout=None, serial_timeout=None):
         self.port = port
         self.soft_reset = soft_reset
+        self.repl_timeout = repl_timeout
+        self.serial_timeout = serial_timeout
         self.t = None
 
     def __enter__(self):
@@ -156,11 +158,11 @@ class Board:
         try:
             from mpremote.transport_serial import SerialTransport
 
-            self.t = SerialTransport(self.port, baudrate=115200, timeout=SERIAL_TIMEOUT)
+            self.t = SerialTransport(self.port, baudrate=115200, timeout=self.serial_timeout or SERIAL_TIMEOUT)
         except (TransportError, OSError) as e:
             raise DeviceError("cannot open %s: %s" % (self.port, e)) from None
         try:
-            self.t.enter_raw_repl(soft_reset=self.soft_reset, timeout_overall=RAW_REPL_TIMEOUT)
+            self.t.enter_raw_repl(soft_reset=self.soft_reset, timeout_overall=self.repl_timeout or RAW_REPL_TIMEOUT)
         except (TransportError, OSError) as e:
             self._close()
             raise DeviceError(
@@ -195,6 +197,12 @@ class Board:
         import ast
 
         return ast.literal_eval(self.exec("print(repr(%s))" % expr).decode().strip())
+
+    def eval_code(self, code, timeout=10):
+        """Run CODE, which prints one repr() last; return that value."""
+        import ast
+
+        return ast.literal_eval(self.exec(code, timeout=timeout).decode().strip().splitlines()[-1])
 
     def __exit__(self, *exc):
         self._close()
