@@ -43,6 +43,7 @@ from espconn.errors import FormatError
 
 from . import layout
 from .errors import DeviceError, EspsslError
+from .romfs import ROMFS_HEADER
 
 SECTOR = 4096
 FIRMWARE_MAGIC = 0xE9  # ESP8266 ROM image header: first byte of every app image
@@ -55,7 +56,6 @@ KIND_CERT = "cert"
 KIND_FLASH = "flash"  # a whole-flash backup made before flash-firmware erases
 _KIND_FILES = {KIND_CA: "esp_ca_cert.bin", KIND_CERT: "esp_cert_private_key.bin"}
 ROM_BAUD = 115200  # esptool talks to the ROM loader at this speed, then --baud
-ROMFS_HEADER = b"\xd2\xcd\x31"  # a ROMFS image starts so (mpremote.romfs.VfsRomWriter)
 
 
 # ---------------------------------------------------------------- the board's port
@@ -135,33 +135,17 @@ def _no_progress():
     return not sys.stdout.isatty()  # progress bars on a terminal only
 
 
-_PROBE = """
-import esp
-n = r = 0
-try:
-    import vfs
-    if hasattr(vfs, 'rom_ioctl'):
-        n = vfs.rom_ioctl(1)
-        if n > 0:
-            r = len(vfs.rom_ioctl(2, 0))
-except Exception:
-    pass
-print(repr((esp.flash_size(), n, r)))
-del n, r
-"""
-
-
 def probe_romfs(port, timeout=3):
-    """What MicroPython on PORT says of its ROMFS: ``{"flash_size", "segments", "romfs_size"}``,
-    or None when no MicroPython answers on the raw REPL within TIMEOUT seconds."""
-    from .deploy import Board
+    """What MicroPython on PORT says of its ROMFS: ``{"segments", "romfs_size"}``, or None
+    when no MicroPython answers on the raw REPL within TIMEOUT seconds."""
+    from .deploy import Board, romfs_segments
 
     try:
         with Board(port, soft_reset=False, repl_timeout=timeout, serial_timeout=1) as b:
-            size, segments, romfs_size = b.eval_code(_PROBE)
+            segments, romfs_size = romfs_segments(b)
     except (DeviceError, ValueError, SyntaxError, TypeError):
         return None
-    return {"flash_size": size, "segments": segments, "romfs_size": romfs_size}
+    return {"segments": segments, "romfs_size": romfs_size}
 
 
 def profile_for(flash_size, facts, romfs_head=None, firmware_len=None):
@@ -494,12 +478,12 @@ def _backup_dir(backup_dir):
     return Path(backup_dir or os.environ.get(_BACKUP_DIR_ENV) or DEFAULT_BACKUP_DIR)
 
 
-def save_backup(backup_dir, kind, offset, data, port, flash_size):
+def save_backup(backup_dir, kind, offset, data, port, flash_size, suffix=".bin"):
     """Write DATA (what a write at OFFSET replaces) to a timestamped file; return its Path."""
     d = _backup_dir(backup_dir)
     d.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    path = d / ("%s-0x%06X-%s.bin" % (kind, offset, stamp))
+    path = d / ("%s-0x%06X-%s%s" % (kind, offset, stamp, suffix))
     tmp = path.with_suffix(".part")
     tmp.write_bytes(data)
     meta = {
