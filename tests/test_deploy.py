@@ -202,6 +202,9 @@ def test_deploy_examples_as_source(port, capsys):
         assert on_board[n] == hashlib.sha256((deploy.EXAMPLES_SRC / n).read_bytes()).hexdigest()
     rc, out, err = run(["deploy", "--port", port, "--examples"], capsys)
     assert "0 copied, %d unchanged" % len(names) in out
+    # The example finds the 1 MiB profile's sectors by itself.
+    with deploy.Board(port) as b:
+        assert b.eval_code("import ssl_demo\nprint(repr(ssl_demo.default_sectors()))") == (0x98, 0x97)
 
 
 def test_missing_port_is_refused(capsys):

@@ -509,6 +509,9 @@ def _deploy_lib(board, cmd, src, dest, force, out):
     parent, _, pkg = dest.rpartition("/")
     if parent in ("", "/lib"):  # on sys.path: the package must import from the .mpy files
         result["file"], _before, result["mem_free"] = _import_check(board, pkg, out)
+        if not result["file"].startswith(dest + "/"):
+            out("Note: `import %s` loads %s, which comes first on sys.path, not this copy in %s"
+                % (pkg, result["file"], dest))
     return result
 
 
