@@ -163,7 +163,7 @@ def _prepare_board(port, pki, work, board_name, virtual):
     before, after = flash.reset_modes(port, virtual)
     quiet = lambda *_: None  # noqa: E731
     with flash.Session(port, before, after) as sess:
-        prof = layout.load(board_name) if board_name else layout.for_flash_size(sess.flash_size)
+        prof = layout.load(board_name) if board_name else sess.profile  # ROMFS-aware (flash.Session)
         fw_len = sess.firmware_len()
         right = prof.default_ca_sector
         spare = [s for s in layout.free_sectors(prof, fw_len) if s != right and s != prof.default_cert_sector]
