@@ -177,14 +177,17 @@ def profile_for(flash_size, facts, romfs_head=None, firmware_len=None):
         return rom
     if firmware_len is not None and layout.image_end(firmware_len) > rom.firmware[1]:
         return plain  # longer than the ROMFS variant's firmware region
+    unknown = ("MicroPython did not answer on the REPL, so espssl cannot tell whether this firmware "
+               "has a ROMFS partition at 0x%X..0x%X; pass --board %s (the plain build) or --board %s"
+               % (rom.romfs[0], rom.romfs[1] - 1, plain.name, rom.name))
     return dataclasses.replace(
         plain,
         name="%s or %s" % (plain.name, rom.name),
         romfs=rom.romfs,
-        variant="FLASH_2M_ROMFS, if it is that variant (MicroPython did not answer on the REPL, so "
-        "espssl cannot tell; pass --board %s or --board %s)" % (plain.name, rom.name),
         default_ca_sector=None,
         default_cert_sector=None,
+        reason=unknown,
+        extra=dict(plain.extra, romfs_note="if this is the FLASH_2M_ROMFS firmware (" + unknown + ")"),
     )
 
 
@@ -619,10 +622,9 @@ def _default_sector(kind, sess, board):
     prof = layout.load(board) if board else sess.profile
     sector = prof.default_ca_sector if kind == KIND_CA else prof.default_cert_sector
     if sector is None:
-        raise layout.LayoutError(
-            "board profile %s has no default %s sector%s; pass --sector"
-            % (prof.name, kind.upper(), (": its ROMFS partition would be %s" % prof.variant) if prof.romfs and "," in prof.variant else "")
-        )
+        why = (": " + prof.reason) if prof.reason else ""
+        raise layout.LayoutError("board profile %s has no default %s sector%s; or pass --sector"
+                                 % (prof.name, kind.upper(), why))
     return sector
 
 
