@@ -12,6 +12,7 @@ the ESP8266's RAM; RSA-2048 fits from about 40 KiB there).
 import calendar
 import datetime
 import hashlib
+import pathlib
 
 import pytest
 from cryptography import x509 as cx509
@@ -957,7 +958,10 @@ def policy(text):
     for item in text.split(","):
         if item:
             k, v = item.split("=")
-            kw[k] = int(v)
+            try:
+                kw[k] = int(v)
+            except ValueError:
+                kw[k] = v
     if "clock" in kw:
         t = kw["clock"]
         kw["clock"] = lambda: t
@@ -980,6 +984,8 @@ from espconn.errors import VerifyError
 pol = policy(pol)
 now = int(now) if now else None
 name = name or None
+if name and name.startswith("b:"):
+    name = name[2:].encode()  # a bytes name: refused as bad_name
 gc.collect()
 free = gc.mem_free()
 try:
@@ -1011,6 +1017,31 @@ def _mp_cases(w, dated, tmp_path):
     root0 = CA("mp pathlen 0", path_len=0, bits=b)
     i1 = root0.child_ca("mp pathlen i1", bits=b)
     ext = cx509.UnrecognizedExtension(_PRIVATE_OID, b"\x05\x00")
+    # Issue 11: EKU, anchors, backtracking, self-issued CAs, deepest reason,
+    # DER strictness, anchor integrity, input types.
+    eku_client = w.root.issue("127.0.0.1", bits=b, extensions=((cx509.ExtendedKeyUsage([_EKU.CLIENT_AUTH]), False),))
+    eku_server = w.root.issue("127.0.0.1", bits=b, extensions=((cx509.ExtendedKeyUsage([_EKU.SERVER_AUTH]), True),))
+    nobc_root = CA("mp v3 no bc", bits=b)
+    nobc_leaf = nobc_root.issue("127.0.0.1", bits=b)
+    old_inter = w.other_root.child_ca("espssl intermediate", key=w.inter.key)
+    si_root = CA("mp si root", path_len=1, bits=b)
+    si_a = si_root.child_ca("mp sia", bits=b)
+    si_a2 = CA("mp sia", parent=si_a, bits=b)
+    si_leaf = si_a2.issue("127.0.0.1", bits=b)
+    fake_i1 = root0.child_ca("mp pathlen i1", fresh_key=True, bits=b)
+    big_root = CA("mp big pathlen", path_len=2**31, bits=b)
+    big_inter = big_root.child_ca("mp big inter", bits=b)
+    int_root = CA("mp integrity", path_len=0, bits=b)
+    int_i1 = int_root.child_ca("mp integrity i1", bits=b)
+    int_leaf = int_i1.issue("127.0.0.1", bits=b)
+    fields = pki.tbs_fields(w.direct.der)
+    exts = pki.extensions(fields)
+    aki = [e for e in exts if pki.ext_oid(e) == b"\x55\x1d\x23"]
+    aki_inner = pki.value(pki.parts(pki.value(aki[0]))[1])
+    crit_aki = [e for e in exts if e not in aki] + [pki.ext(b"\x55\x1d\x23", aki_inner, 0xFF)]
+    bad_serial = pki.resign([fields[0], pki.tlv(0x02, b"\xff\x01")] + fields[2:], w.root.key)
+    dup_ext = pki.resign(pki.with_extensions(fields, exts + [exts[-1]]), w.root.key)
+    crit_aki_der = pki.resign(pki.with_extensions(fields, crit_aki), w.root.key)
     cases = [
         # label, certs, anchors, now, name, policy, expected
         ("chain", [w.leaf, w.inter], [w.root], NOW, "127.0.0.1", "", None),
@@ -1040,6 +1071,23 @@ def _mp_cases(w, dated, tmp_path):
         ("sdk", [sdk["server"]], [sdk["ca"]], sdk_now, "127.0.0.1", fb, None),
         ("sdk_nofb", [sdk["server"]], [sdk["ca"]], sdk_now, "127.0.0.1", "", "name_mismatch"),
         ("sdk_nosha1", [sdk["server"]], [sdk["ca"]], sdk_now, "", "allow_sha1=0", "weak_hash"),
+        ("sdk_strict", [sdk["server"]], [sdk["ca"]], sdk_now, "", "anchor_without_ca=0", "not_a_ca"),
+        ("eku_client", [eku_client], [w.root], NOW, "", "", "ext_key_usage"),
+        ("eku_server", [eku_server], [w.root], NOW, "", "", None),
+        ("eku_purpose", [eku_client], [w.root], NOW, "", "purpose=2", None),
+        ("v3_no_bc", [nobc_leaf], [_strip_bc(nobc_root, nobc_root.key)], NOW, "", "", "not_a_ca"),
+        ("backtrack", [w.leaf, old_inter, w.inter], [w.root], NOW, "127.0.0.1", "", None),
+        ("self_issued", [si_leaf, si_a2, si_a], [si_root], NOW, "", "", None),
+        ("deepest", [i1.issue("127.0.0.1", bits=b), fake_i1, i1], [root0], NOW, "", "", "path_len"),
+        ("big_pathlen", [big_inter.issue("127.0.0.1", bits=b), big_inter], [big_root], NOW, "", "", None),
+        ("anchor_ok", [int_leaf, int_i1], [int_root], NOW, "", "", "path_len"),
+        ("bad_anchor", [int_leaf, int_i1], [_flip_path_len(int_root.der)], NOW, "", "", "bad_anchor"),
+        ("bad_serial", [bad_serial], [w.root], NOW, "", "", "malformed"),
+        ("dup_ext", [dup_ext], [w.root], NOW, "", "", "malformed"),
+        ("crit_aki", [crit_aki_der], [w.root], NOW, "", "", "malformed"),
+        ("skip_bad_anchor", [w.leaf, w.inter], [w.root.der[:-9], w.root], NOW, "", "", None),
+        ("bad_name", [w.leaf, w.inter], [w.root], NOW, "b:127.0.0.1", "", "bad_name"),
+        ("clock_unset", [w.leaf, w.inter], [w.root], "", "", "clock=1000,unset_clock=refuse", "clock_unset"),
     ]
     lines = []
     for label, certs, anchors, now, name, pol, want in cases:
@@ -1050,14 +1098,15 @@ def _mp_cases(w, dated, tmp_path):
         kw = {}
         for item in filter(None, pol.split(",")):
             k, v = item.split("=")
-            kw[k] = int(v)
+            kw[k] = int(v) if v.isdigit() else v
         if "clock" in kw:
             c = kw.pop("clock")
             kw["clock"] = lambda c=c: c
         policy = x509.Policy(**kw) if kw else None
         got = reason([c if isinstance(c, bytes) else c.der for c in certs],
                      [a if isinstance(a, bytes) else a.der for a in anchors],
-                     now=int(now) if now != "" else None, name=name or None, policy=policy)  # fmt: skip
+                     now=int(now) if now != "" else None, policy=policy,
+                     name=name[2:].encode() if name.startswith("b:") else name or None)  # fmt: skip
         assert got == want, label
     (tmp_path / "cases.txt").write_text("\n".join(lines) + "\n")
     return [(c[0], c[6] or "ok") for c in cases]
@@ -1082,9 +1131,21 @@ def w1024():
     return _world(1024)
 
 
+def _reasons_in_source():
+    # Every reason string the verifier's modules can raise.
+    import re
+
+    root = pathlib.Path(x509.__file__).parent
+    text = "".join((root / m).read_text() for m in ("x509.py", "rsa.py", "der.py"))
+    return set(re.findall(r'(?:_fail|VerifyError)\(\s*"([a-z_]+)"', text)) | {"malformed"}
+
+
 def test_micropython_same_outcomes(w1024, micropython, firmware_mpy, tmp_path):
     # RSA-1024 (the SDK's size) under the ESP8266's 38 KiB heap.
-    _run_mp(micropython, firmware_mpy, tmp_path, _mp_cases(w1024, _dated(w1024), tmp_path), "38K")
+    cases = _mp_cases(w1024, _dated(w1024), tmp_path)
+    # Every reason code has a case here (so on both interpreters).
+    assert {r for _label, r in cases} - {"ok"} == _reasons_in_source()
+    _run_mp(micropython, firmware_mpy, tmp_path, cases, "38K")
 
 
 def test_micropython_rsa2048(w, dated, micropython, firmware_mpy, tmp_path):

@@ -341,14 +341,17 @@ def _int(c, off, end):
 
 def _parse(c):
     """Walk one DER certificate (a memoryview); return the field tuple (see _TBS_OFF...)."""
+    ex = der.expect  # locals: shorter bytecode than der.x at each of the many calls
+    rd = der.read
+    eq = der.equal
     end = len(c)
-    v, e = der.expect(c, 0, end, _SEQ)
+    v, e = ex(c, 0, end, _SEQ)
     if e != end:
         raise _bad("structure")
     tbs_off = v
-    t, tbs_end = der.expect(c, v, e, _SEQ)
+    t, tbs_end = ex(c, v, e, _SEQ)
     alg_off = tbs_end
-    a, a_end = der.expect(c, alg_off, e, _SEQ)
+    a, a_end = ex(c, alg_off, e, _SEQ)
     sig_off = _bit_string(c, a_end, e)
     sig_end = e
     h = _sig_hash(c, a, a_end)
@@ -357,8 +360,8 @@ def _parse(c):
     version = 0
     p = t
     if p < tbs_end and c[p] == _CTX0:
-        v, p = der.expect(c, p, tbs_end, _CTX0)
-        io, ie = der.expect(c, v, p, _INT)
+        v, p = ex(c, p, tbs_end, _CTX0)
+        io, ie = ex(c, v, p, _INT)
         # Only v2 (1) and v3 (2): v1 is the DEFAULT, never written in DER.
         if ie != p or ie - io != 1 or not 1 <= c[io] <= 2:
             raise _bad("structure")
@@ -366,32 +369,32 @@ def _parse(c):
     v, p = _int(c, p, tbs_end)  # serialNumber: 1..20 octets (RFC 5280 4.1.2.2)
     if p - v > 20:
         raise _bad("serial")
-    tag, v, e = der.read(c, p, tbs_end)
-    if tag != _SEQ or e - p != a_end - alg_off or not der.equal(c, p, e, c, alg_off, a_end):
+    tag, v, e = rd(c, p, tbs_end)
+    if tag != _SEQ or e - p != a_end - alg_off or not eq(c, p, e, c, alg_off, a_end):
         raise _bad("structure")
     iss_off = e
-    v, iss_end = der.expect(c, iss_off, tbs_end, _SEQ)
-    v, e = der.expect(c, iss_end, tbs_end, _SEQ)
+    v, iss_end = ex(c, iss_off, tbs_end, _SEQ)
+    v, e = ex(c, iss_end, tbs_end, _SEQ)
     nb, p = _time(c, v, e)
     na, p = _time(c, p, e)
     if p != e:
         raise _bad("structure")
     sub_off = e
-    v, sub_end = der.expect(c, sub_off, tbs_end, _SEQ)
+    v, sub_end = ex(c, sub_off, tbs_end, _SEQ)
 
     # SubjectPublicKeyInfo
     spki_off = sub_end
-    v, spki_end = der.expect(c, spki_off, tbs_end, _SEQ)
-    ao, ae = der.expect(c, v, spki_end, _SEQ)
+    v, spki_end = ex(c, spki_off, tbs_end, _SEQ)
+    ao, ae = ex(c, v, spki_end, _SEQ)
     n_off = n_end = 0
     exp = 0
-    oo, oe = der.expect(c, ao, ae, _OID)
+    oo, oe = ex(c, ao, ae, _OID)
     k = _bit_string(c, ae, spki_end)
-    if der.equal(c, oo, oe, _OID_RSA, 0, 9):
+    if eq(c, oo, oe, _OID_RSA, 0, 9):
         # rsaEncryption: parameters NULL (RFC 3279 2.3.1); RSAPublicKey ::=
         # SEQUENCE { modulus INTEGER, publicExponent INTEGER }, both minimal.
-        tag, po, pe = der.read(c, oe, ae)
-        ko, ke = der.expect(c, k, spki_end, _SEQ)
+        tag, po, pe = rd(c, oe, ae)
+        ko, ke = ex(c, k, spki_end, _SEQ)
         if tag != _NULL or po != pe or pe != ae or ke != spki_end:
             raise _bad("structure")
         n_off, n_end = _int(c, ko, ke)
@@ -410,7 +413,7 @@ def _parse(c):
     san_off = san_end = 0
     step = 0  # 1: after issuerUniqueID, 2: after subjectUniqueID, 3: after the extensions
     while p < tbs_end:
-        tag, v, e = der.read(c, p, tbs_end)
+        tag, v, e = rd(c, p, tbs_end)
         p = e
         if version and tag - 0x80 > step and tag <= _CTX2:
             step = tag - 0x80  # [1] then [2], each at most once
@@ -418,41 +421,41 @@ def _parse(c):
         if tag != _CTX3 or version != 2 or step == 3:
             raise _bad("structure")
         step = 3
-        x0, xe = der.expect(c, v, e, _SEQ)
+        x0, xe = ex(c, v, e, _SEQ)
         if xe != e or x0 == xe:
             raise _bad("extensions")
         xo = x0
         while xo < xe:
             s0 = xo
-            so, se = der.expect(c, xo, xe, _SEQ)
+            so, se = ex(c, xo, xe, _SEQ)
             xo = se
-            oo, oe = der.expect(c, so, se, _OID)
+            oo, oe = ex(c, so, se, _OID)
             q = x0
             while q < s0:  # each extension OID once (RFC 5280 4.2)
-                tag, qo, q = der.read(c, q, s0)
-                qo, qe = der.expect(c, qo, q, _OID)
-                if der.equal(c, qo, qe, c, oo, oe):
+                tag, qo, q = rd(c, q, s0)
+                qo, qe = ex(c, qo, q, _OID)
+                if eq(c, qo, qe, c, oo, oe):
                     raise _bad("extensions")
-            tag, vo, ve = der.read(c, oe, se)
+            tag, vo, ve = rd(c, oe, se)
             crit = False
             if tag == _BOOL:
                 # critical BOOLEAN DEFAULT FALSE: present only as TRUE (0xFF)
                 if ve - vo != 1 or c[vo] != 0xFF:
                     raise _bad("extensions")
                 crit = True
-                tag, vo, ve = der.read(c, ve, se)
+                tag, vo, ve = rd(c, ve, se)
             if tag != _OCTETS or ve != se:
                 raise _bad("extensions")
             kind = 0
             if oe - oo == 3 and c[oo] == 0x55 and c[oo + 1] == _ID_CE:
                 kind = c[oo + 2]
             if kind == _CE_BC:
-                bo, be = der.expect(c, vo, ve, _SEQ)
+                bo, be = ex(c, vo, ve, _SEQ)
                 if be != ve:
                     raise _bad("extensions")
                 ca = 0
                 if bo < be and c[bo] == _BOOL:
-                    q, bo = der.expect(c, bo, be, _BOOL)
+                    q, bo = ex(c, bo, be, _BOOL)
                     if bo - q != 1 or (c[q] != 0 and c[q] != 0xFF):
                         raise _bad("extensions")
                     ca = 1 if c[q] else 0
@@ -465,22 +468,22 @@ def _parse(c):
                 q = _bit_string(c, vo, ve, True)
                 ku = 1 if q & 0x04 else 0  # bit 5 keyCertSign: 0x04 of the first byte
             elif kind == _CE_SAN:
-                san_off, san_end = der.expect(c, vo, ve, _SEQ)
+                san_off, san_end = ex(c, vo, ve, _SEQ)
                 if san_end != ve or san_off == san_end:
                     raise _bad("extensions")
                 q = san_off
                 while q < san_end:  # every GeneralName well formed
-                    tag, qo, q = der.read(c, q, san_end)
+                    tag, qo, q = rd(c, q, san_end)
             elif kind == _CE_EKU:
-                q, qe = der.expect(c, vo, ve, _SEQ)
+                q, qe = ex(c, vo, ve, _SEQ)
                 if qe != ve or q == qe:  # SEQUENCE SIZE (1..MAX) OF KeyPurposeId
                     raise _bad("extensions")
                 eku = 0
                 while q < qe:
-                    qo, q = der.expect(c, q, qe, _OID)
-                    if q - qo == 8 and der.equal(c, qo, q - 1, _OID_KP, 0, 7) and c[q - 1] < 30:
+                    qo, q = ex(c, q, qe, _OID)
+                    if q - qo == 8 and eq(c, qo, q - 1, _OID_KP, 0, 7) and c[q - 1] < 30:
                         eku |= 1 << c[q - 1]
-                    elif der.equal(c, qo, q, _OID_ANY_EKU, 0, 4):
+                    elif eq(c, qo, q, _OID_ANY_EKU, 0, 4):
                         eku |= 1
             elif kind == _CE_SKI or kind == _CE_AKI:
                 if crit:  # RFC 5280 4.2.1.1, 4.2.1.2: never critical
@@ -490,7 +493,7 @@ def _parse(c):
     return (
         tbs_off, tbs_end, h, sig_off, sig_end, iss_off, iss_end, sub_off, sub_end, nb, na,
         n_off, n_end, exp, ca, pathlen, ku, san_off, san_end, spki_off, spki_end, eku,
-        der.equal(c, iss_off, iss_end, c, sub_off, sub_end),
+        eq(c, iss_off, iss_end, c, sub_off, sub_end),
     )  # fmt: skip
 
 
