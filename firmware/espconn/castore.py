@@ -148,7 +148,7 @@ class CAStore:
             if buf[0] == 0x30:
                 buf = _room(sc, n, 0)
                 self._rd(off, memoryview(buf)[:n])
-                _cert(name, buf, n)
+                _cert(name, buf, n, self._count < 0)
                 buf = None
                 yield name, sc, n
             else:
@@ -257,7 +257,7 @@ class CAStore:
                     state = _S_TEXT
                     if out == 0:
                         raise _ent("not_certificate", name, "empty PEM block")
-                    _cert(name, sc[0], out)
+                    _cert(name, sc[0], out, self._count < 0)
                     yield out
                     out = 0
                     continue
@@ -401,8 +401,9 @@ def _room(sc, n, keep):
     return buf
 
 
-def _cert(name, buf, n):
-    # Is buf[:n] exactly one DER certificate?  StoreError if not.
+def _cert(name, buf, n, deep):
+    # Is buf[:n] exactly one DER certificate?  StoreError if not.  ``deep``
+    # (check(), the store's first use): every TLV, and parsed as x509 does.
     mv = memoryview(buf)[:n]
     try:
         tag, v, e = der.read(mv, 0, n)
@@ -417,14 +418,16 @@ def _cert(name, buf, n):
             raise _ent("private_key", name, "private key")
         if t != 0x30:
             raise _ent("not_certificate", name, "not a certificate")
-        der.check(mv, 0, n, _DEPTH)
-        try:
-            from . import x509
+        der.cert_names(mv)
+        if deep:
+            der.check(mv, 0, n, _DEPTH)
+            try:
+                from . import x509
 
-            x509._parse(mv)  # what the verifier will read of it: dates, key, extensions
-        except VerifyError as ex:
-            if ex.reason == "malformed":
-                raise
+                x509._parse(mv)  # what the verifier will read of it: dates, key, extensions
+            except VerifyError as ex:
+                if ex.reason == "malformed":
+                    raise
     except VerifyError as ex:
         reason = "truncated" if ex.msg.find("beyond") >= 0 else "corrupt"
         raise _ent(reason, name, ex.msg)
