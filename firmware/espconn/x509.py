@@ -567,12 +567,13 @@ def _trust(a, ai, pol, left, seen):
     import hashlib
 
     h = hashlib.sha256(a).digest()
-    if h in seen:
+    if seen is not None and h in seen:
         return
     _check_sig(a, ai, a, ai, pol, "anchor", left, True)
-    if len(seen) >= _CACHE:
-        seen.pop(0)
-    seen.append(h)
+    if seen is not None:
+        if len(seen) >= _CACHE:
+            seen.pop(0)
+        seen.append(h)
 
 
 def _check_name(c, info, name, pol):
@@ -678,8 +679,6 @@ def verify_chain(certs, anchors, now=None, name=None, policy=None):
     now, mode = _clock_mode(now, pol)
     find = getattr(anchors, "issuers", None)
     seen = getattr(anchors, "verified", None)
-    if seen is None:
-        seen = []
     if find is None:
         lst = list(anchors)
 
@@ -696,12 +695,10 @@ def verify_chain(certs, anchors, now=None, name=None, policy=None):
         _check_name(cur, info, name, pol)
 
     # Depth-first search, iterative: path[d] is the index in certs of the
-    # certificate at depth d (0: the leaf), infos[d] its fields, nsi[d] the
-    # non-self-issued intermediates at depths 1..d (RFC 5280 6.1.4 (l)).
-    path = bytearray(limit)
-    nsi = bytearray(limit)
-    infos = [None] * limit
-    infos[0] = info
+    # certificate at depth d (0: the leaf), path[limit + d] the number of
+    # non-self-issued intermediates at depths 1..d (RFC 5280 6.1.4 (l)).  Only
+    # the current certificate's fields are held: backing up parses again.
+    path = bytearray(2 * limit)
     used = bytearray(count)  # sent certificates on the current path
     used[0] = 1
     left = [2 * limit + 2]  # signature checks left: bounds the work
@@ -710,8 +707,6 @@ def verify_chain(certs, anchors, now=None, name=None, policy=None):
     d = 0
     j = 0  # next candidate at depth d: 0 the anchors, then certs[j]
     while True:
-        cur = memoryview(certs[path[d]])
-        info = infos[d]
         io = info[_ISS_OFF]
         ie = info[_ISS_END]
         if j == 0:
@@ -724,7 +719,7 @@ def verify_chain(certs, anchors, now=None, name=None, policy=None):
                         return
                     if d + 2 > limit:
                         raise _fail("chain_too_long", "chain")
-                    _link(cur, info, am, nsi[d], True, now, mode, pol, left, seen)
+                    _link(cur, info, am, path[limit + d], True, now, mode, pol, left, seen)
                     return
                 except VerifyError as exc:
                     if left[0] < 0:
@@ -742,7 +737,7 @@ def verify_chain(certs, anchors, now=None, name=None, policy=None):
                     if der.equal(c, s0, s1, cur, io, ie):
                         if d + 3 > limit:
                             raise _fail("chain_too_long", "chain")
-                        ci = _link(cur, info, c, nsi[d], False, now, mode, pol, left, seen)
+                        ci = _link(cur, info, c, path[limit + d], False, now, mode, pol, left, seen)
                         break
                 except VerifyError as exc:
                     if left[0] < 0:
@@ -755,8 +750,9 @@ def verify_chain(certs, anchors, now=None, name=None, policy=None):
             used[j] = 1
             d += 1
             path[d] = j
-            infos[d] = ci
-            nsi[d] = nsi[d - 1] + (0 if ci[_SELF] else 1)
+            path[limit + d] = path[limit + d - 1] + (0 if ci[_SELF] else 1)
+            cur = c
+            info = ci
             j = 0
             continue
         if score < 2 * d:
@@ -767,8 +763,9 @@ def verify_chain(certs, anchors, now=None, name=None, policy=None):
         # Back up: the next candidate after this one, one level up.
         j = path[d] + 1
         used[path[d]] = 0
-        infos[d] = None
         d -= 1
+        cur = memoryview(certs[path[d]])
+        info = _parse(cur)
 
 
 # --- pinning --------------------------------------------------------------------
