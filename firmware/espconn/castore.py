@@ -119,18 +119,12 @@ class CAStore:
     def _entries(self):
         try:
             for e in walk(self._rd, self.size, self._hdr):
+                self._last = e[1] + e[2]  # just past this entry
                 yield e
         except FormatError as e:
             raise _err("truncated" if e.reason == "truncated" else "corrupt", e.msg)
         except ValueError:  # UnicodeError: an entry name that is not text
             raise _err("corrupt", "entry name not text")
-
-    def _end(self):
-        # Offset just past the last entry (0 if none).
-        end = 0
-        for _name, off, n in self._entries():
-            end = off + n
-        return end
 
     def _certs(self):
         """Yield ``(name, sc, n)`` per certificate: its DER is sc[0][:n].
@@ -281,10 +275,11 @@ class CAStore:
     def check(self):
         """Check every entry; return the number of certificates or raise StoreError."""
         count = 0
+        self._last = 0
         for _c in self._certs():
             count += 1
         # After the last entry: erased flash only (the end mark and beyond).
-        off = self._end()
+        off = self._last
         hdr = self._hdr
         while off < self.size:
             k = min(HEADER_LEN, self.size - off)
