@@ -759,7 +759,7 @@ def verify_chain(certs, anchors, now=None, name=None, policy=None):
             score = 2 * d
             best = _fail("unknown_issuer", "certificate %d" % d)
         if d == 0:
-            raise best
+            raise best  # type: ignore[misc]  # set: score >= 0 here
         # Back up: the next candidate after this one, one level up.
         j = path[d] + 1
         used[path[d]] = 0
