@@ -611,6 +611,8 @@ def test_ext_key_usage(w, crit):
     assert reason(chain(leaf(_EKU.ANY_EXTENDED_KEY_USAGE)), [w.root.der]) is None
     assert reason(chain(leaf(_EKU.CLIENT_AUTH)), [w.root.der]) == "ext_key_usage"
     assert reason(chain(leaf(_EKU.CODE_SIGNING, _EKU.EMAIL_PROTECTION)), [w.root.der]) == "ext_key_usage"
+    # id-kp-0 does not exist: it must not read as anyExtendedKeyUsage.
+    assert reason(chain(leaf(ObjectIdentifier("1.3.6.1.5.5.7.3.0"))), [w.root.der]) == "ext_key_usage"
     assert reason(chain(leaf(_EKU.CLIENT_AUTH)), [w.root.der], policy=client) is None
     assert reason(chain(leaf(_EKU.SERVER_AUTH)), [w.root.der], policy=client) == "ext_key_usage"
     assert reason(chain(w.leaf, w.inter), [w.root.der], policy=client) is None  # no EKU: any purpose

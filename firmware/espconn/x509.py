@@ -481,7 +481,7 @@ def _parse(c):
                 eku = 0
                 while q < qe:
                     qo, q = ex(c, q, qe, _OID)
-                    if q - qo == 8 and eq(c, qo, q - 1, _OID_KP, 0, 7) and c[q - 1] < 30:
+                    if q - qo == 8 and eq(c, qo, q - 1, _OID_KP, 0, 7) and 0 < c[q - 1] < 30:
                         eku |= 1 << c[q - 1]
                     elif eq(c, qo, q, _OID_ANY_EKU, 0, 4):
                         eku |= 1
