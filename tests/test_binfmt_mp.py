@@ -23,7 +23,7 @@ pytestmark = pytest.mark.micropython
 def mpydir(firmware_mpy):
     """The modules binfmt needs, and only those, as .mpy from mpy-cross: how they
     are deployed (a 38 KiB heap cannot compile the espconn package from source)."""
-    return firmware_mpy(modules=("__init__", "codes", "errors", "der", "castore", "binfmt"))  # binfmt re-exports castore.walk
+    return firmware_mpy(modules=("__init__", "codes", "errors", "der", "castore", "binfmt"))  # binfmt.walk is castore.walk
 
 
 # Runs on MicroPython: walks FILE streaming (one 34-byte header buffer, data read

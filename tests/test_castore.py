@@ -316,6 +316,12 @@ def test_corruption_after_a_match_still_fails(pki):
 # --- integrity: end to end, erased after the end, anchors' own signatures -----------
 
 
+def test_header_size_agrees_with_binfmt():
+    # castore reads what binfmt writes: one layout.
+    assert (castore.NAME_LEN, castore.HEADER_LEN) == (binfmt.NAME_LEN, binfmt.HEADER_LEN) == (32, 34)
+    assert binfmt.walk is not castore.walk and list(binfmt.walk_bytes(binfmt.entry("a", b"x"))) == [(b"a", 34, 1)]
+
+
 def test_length_damaged_into_end_mark_fails_closed(pki):
     img = bytearray(binfmt.image([("a", pki.ders[0]), ("b", pki.ders[1]), ("c", pki.ders[2])]))
     assert store_of(bytes(img)).check() == 3

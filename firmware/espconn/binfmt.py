@@ -14,8 +14,8 @@ Layout, as the NONOS SDK's make_cacert.py writes it and the SDK reads it:
 Entries follow each other with no padding.  The list ends where the length
 reads 0xFFFF (erased flash) or where the data runs out.
 
-The streaming reader, ``walk``, lives in espconn.castore (re-exported here):
-the device loads castore alone to read its store, not this module's writers.
+The streaming reader, ``walk``, lives in espconn.castore (walk() here calls
+it): the device loads castore alone to read its store, not these writers.
 """
 
 import struct
@@ -28,12 +28,10 @@ except ImportError:  # CPython
         return x
 
 
-# The reader and the header size: on the device castore alone is loaded.
-from .castore import HEADER_LEN, NAME_LEN, _show, walk  # noqa: F401
 from .errors import FormatError
 
-NAME_LEN = const(32)  # keep in step with castore's _NAME_LEN  # name field, NUL-padded
-HEADER_LEN = const(34)  # keep in step with castore's _HDR  # name + uint16 length
+NAME_LEN = const(32)  # name field, NUL-padded (castore.NAME_LEN: the reader's)
+HEADER_LEN = const(34)  # name + uint16 length (castore.HEADER_LEN)
 END_MARK = const(0xFFFF)  # length of erased flash: end of list
 MAX_DATA = const(0xFFFE)  # largest length that is not END_MARK
 _HDR_FMT = "<H"  # the length field, at offset NAME_LEN
@@ -104,6 +102,20 @@ def image(entries, max_bytes=0):
         out[off : off + len(data)] = data
         off += len(data)
     return bytes(out)
+
+
+def walk(read, size, hdr=None):
+    """espconn.castore.walk, the one reader of the format (see there); imported
+    on first use, so importing this module loads nothing more."""
+    from . import castore
+
+    return castore.walk(read, size, hdr)
+
+
+def _show(name):
+    from . import castore
+
+    return castore._show(name)
 
 
 def walk_bytes(buf):
