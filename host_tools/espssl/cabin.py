@@ -29,6 +29,7 @@ from espconn import binfmt
 from espconn.errors import FormatError
 
 from . import certs
+from .cli import int_arg
 from .errors import EspsslError
 
 DEFAULT_CA_BIN = "esp_ca_cert.bin"
@@ -589,7 +590,7 @@ def register(subparsers):
     )  # fmt: skip
     b.add_argument("--out", default=DEFAULT_CA_BIN, help="output file (default %s)" % DEFAULT_CA_BIN)
     b.add_argument("--keep-pem", action="store_true", help="store PEM inputs as PEM text")
-    b.add_argument("--max-bytes", type=int, default=SECTOR, help="flash budget in bytes (default 4096: one sector; 0: no limit)")
+    b.add_argument("--max-bytes", type=int_arg, default=SECTOR, help="flash budget in bytes (default 4096: one sector; 0: no limit)")
     b.add_argument("--force", action="store_true", help="overwrite an existing output file")
     b.add_argument("certs", nargs="*", metavar="CERT", help="CA certificate files (DER or PEM)")
     b.set_defaults(func=cmd_ca_build)
