@@ -1,7 +1,9 @@
 """The loopback suite as a tool: espssl test / make demo on real virtual boards, JUnit, logs, peers."""
 
 import os
+import signal
 import socket
+import time
 import ssl
 import subprocess
 import sys
@@ -9,7 +11,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from espssl.hil import peers
+from espconn import binfmt
+from espssl import certs
+from espssl.hil import peers, sectors
 from espssl.hil.pki import make_pki
 from espssl.vboard import cli as vboard
 
@@ -81,12 +85,161 @@ def test_suite_starts_its_own_virtual_board(tmp_path):
     assert all(k == "passed" for k, _ in cases.values())
 
 
+def _espssl(args, tmp_path, env, timeout=300):
+    return subprocess.run(ESPSSL + [str(a) for a in args], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=timeout)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--port", "/dev/ttyUSB-espssl-absent"], "no serial port /dev/ttyUSB-espssl-absent"),
+    (["--certs", "/nonexist"], "--certs /nonexist: cannot read /nonexist/ca.pem"),
+    (["--junit", "/proc/j.xml"], "/proc/j.xml: No such file or directory"),
+])
+def test_bad_input_is_one_line_before_any_case(tmp_path, args, words):
+    proc = _espssl(["test"] + args, tmp_path, _env(tmp_path), timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout == "" and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("A fatal error occurred: ") and words in proc.stderr
+
+
 def test_real_board_needs_the_hosts_lan_address(tmp_path):
     # A real board cannot reach 127.0.0.1 on the host: refused before anything touches the port.
-    cmd = ESPSSL + ["test", "--port", "/dev/ttyUSB-espssl-absent", "--junit", str(tmp_path / "j.xml")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=_env(tmp_path), timeout=120)
-    assert proc.returncode == 4
-    assert "pass --hil-host with the host's LAN address" in proc.stdout + proc.stderr
+    port = tmp_path / "ttyUSB-stand-in"
+    port.write_text("")  # exists, but is no pty: taken for a real board
+    proc = _espssl(["test", "--port", port], tmp_path, _env(tmp_path), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "pass --host with this machine's LAN address" in proc.stderr
+
+
+def test_a_board_that_does_not_answer_is_one_line_once(tmp_path):
+    """A port with no board behind it: the suite says so once, before any case (not once per case)."""
+    import pty
+
+    master, slave = pty.openpty()  # a pty nobody answers on
+    try:
+        proc = _espssl(["test", "--port", os.ttyname(slave), "--no-deploy"], tmp_path, _env(tmp_path), timeout=300)
+    finally:
+        os.close(master)
+        os.close(slave)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 2, text
+    assert text.count("is not responding to esptool") == 1 and "(nothing ran)" in text, text
+    assert len(text.strip().splitlines()) == 1, text
+    assert "Traceback" not in text and "passed" not in text
+
+
+# ---------------------------------------------------------------- the board as the suite found it
+
+USER_CASES = """
+def test_a_case_that_fails(board, hil):
+    board.run("x = 1")
+    assert False, "fails on purpose"
+
+
+def test_a_slow_case(board, hil):
+    board.run("import time\\ntime.sleep(60)", timeout=120)
+"""
+
+
+@pytest.fixture
+def users_board(tmp_path):
+    """The user's running virtual board: their CA bin at the CA sector 0xF0 and another bin at 0xFF.
+
+    Yields (env, flash image path, the user's backup dir).
+    """
+    d = tmp_path / "vb"
+    vboard.start(d, flash="4M", heap=HEAP)
+    env = _env(tmp_path)
+    env["ESPSSL_VBOARD_DIR"] = str(d)
+    try:
+        for name, sector in (("users.cer", "0xF0"), ("users_other.cer", "0xFF")):
+            der = certs.cert_der(certs.make_cert(name, certs.new_key(1024), is_ca=True))
+            (tmp_path / (name + ".bin")).write_bytes(binfmt.entry(name, der))
+            proc = _espssl(["flash-ca", "--sector", sector, tmp_path / (name + ".bin")], tmp_path, env, 120)
+            assert proc.returncode == 0, proc.stderr
+        (tmp_path / "test_user_cases.py").write_text(USER_CASES)
+        yield env, d / "flash.bin", tmp_path / "backups"
+    finally:
+        vboard.stop(d)
+
+
+def _listing(d):
+    return sorted(p.name for p in d.iterdir())
+
+
+def _sector_lines(out):
+    """The sectors the suite said it writes, and those it said it restored."""
+    import re
+
+    used = re.search(r"writes sectors? ([0-9A-Fx, ]+) \(", out)
+    restored = re.findall(r"sector (0x[0-9A-F]+) restored as it was before the run \(read back: identical\)", out)
+    return (used.group(1).split(", ") if used else []), restored
+
+
+def test_a_failing_case_leaves_the_board_as_it_was(tmp_path, users_board):
+    env, image, backups = users_board
+    before, listing = image.read_bytes(), _listing(backups)
+    proc = _espssl(["test", "--no-deploy", "--junit", tmp_path / "j.xml", "--logs", tmp_path / "logs", "--",
+                    "-k", "fails or misuse", tmp_path / "test_user_cases.py"], tmp_path, env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "fails on purpose" in out, out[-3000:]
+    used, restored = _sector_lines(out)
+    assert len(used) == 2 and sorted(restored) == sorted(used), out[-3000:]
+    assert "0xF0" not in used and "0xFF" not in used  # the user's bins: never written
+    assert out.index("writes sector") < out.index("test_a_case_that_fails")  # said before any case ran
+    assert image.read_bytes() == before  # the whole flash, byte for byte
+    new = sorted(set(_listing(backups)) - set(listing))  # backups where the user keeps theirs
+    assert [n[:12] for n in new] == sorted("ca-0x%06X-" % (int(s, 16) * 4096) for s in used for _ in "bj")
+    assert not list((tmp_path / "logs").rglob("*.bin"))
+
+
+def test_an_interrupted_run_leaves_the_board_as_it_was(tmp_path, users_board):
+    env, image, _backups = users_board
+    before = image.read_bytes()
+    logs = tmp_path / "logs"
+    proc = subprocess.Popen(ESPSSL + ["test", "--no-deploy", "--junit", str(tmp_path / "j.xml"), "--logs", str(logs),
+                                      "--", "-k", "slow", str(tmp_path / "test_user_cases.py")],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True,  # its own process group, as a terminal's job
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for _ in range(600):  # until the board is inside the case
+            if any("time.sleep(60)" in f.read_text() for f in logs.rglob("test_a_slow_case*.log")):
+                break
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the slow case never started")
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C at the terminal: the whole process group
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    used, restored = _sector_lines(out)
+    assert proc.returncode == 2 and "KeyboardInterrupt" in out and "passed" not in out, out[-3000:]
+    assert "interrupted; waiting for the suite to restore the board" in out
+    assert len(used) == 2 and sorted(restored) == sorted(used), out[-3000:]
+    assert image.read_bytes() == before
+
+
+def test_sectors_restore_what_was_there(tmp_path, users_board, monkeypatch):
+    """No erased sector among those probed: the suite uses a sector holding data, and puts it back."""
+    env, image, backups = users_board
+    monkeypatch.setenv("ESPSSL_VBOARD_DIR", env["ESPSSL_VBOARD_DIR"])
+    port = vboard.status(env["ESPSSL_VBOARD_DIR"])["port"]
+    monkeypatch.setattr(sectors, "_MAX_PROBES", 2)  # 0xFF (the user's bin) and 0xFE
+    before = image.read_bytes()
+    (tmp_path / "pki").mkdir()
+    pki = make_pki(tmp_path / "pki")
+    written, lines = [], []
+    setup = sectors.place(port, pki, written, backup_dir=backups, out=lines.append)
+    assert {setup["ca_sector"], setup["wrong_ca_sector"]} == {0xFE, 0xFF}
+    mid = image.read_bytes()
+    assert mid[0xFF000:0x100000] != before[0xFF000:0x100000]  # the user's bin replaced for the run
+    found = {s: bytes(binfmt.parse(mid[s * 4096 : s * 4096 + 4096])[0][1]) for s in (0xFE, 0xFF)}
+    assert found == {setup["ca_sector"]: pki["ca_der"], setup["wrong_ca_sector"]: pki["wrong_ca_der"]}
+    assert sectors.restore_all(written, out=lines.append) and written == []
+    assert image.read_bytes() == before, lines
 
 
 def test_make_demo(tmp_path):

@@ -417,7 +417,9 @@ def _default_sector(kind, sess, board):
 def flash_bin(port, data, kind, sector=None, board=None, backup_dir=None, before=None, after=None,
               connect_attempts=None, what="the file", out=print):
     """Check DATA as a KIND bin, then guard, back up, write and verify it on the board at PORT."""
-    check_bin(data, kind, what)
+    from .cabin import check_usable  # the verdict ca-bin build and inspect give, then check_bin
+
+    check_usable(data, kind, what)
     port, virtual = resolve_port(port)
     before, after = reset_modes(port, virtual, before, after)
     with Session(port, before, after, connect_attempts) as sess:
