@@ -67,7 +67,8 @@ def test_suite_on_two_boards_in_parallel(tmp_path):
     passed = [props for k, props in cases.values() if k == "passed"]
     assert passed and all("heap_before" in p and "heap_after" in p for p in passed)
     # the summary table and one log per board and test
-    assert "espssl loopback summary" in out and "heap before" in out
+    assert "espssl loopback summary" in out and "free before" in out
+    assert "gc.mem_free() right after gc.collect()" in out and "not a leak" in out  # says what it measures
     for i in ids:
         board_logs = list((logs / ("dev_pts_" + i)).glob("*.log"))
         assert len(board_logs) >= 14
@@ -251,6 +252,20 @@ def test_make_demo(tmp_path):
     assert "sha256 of all" in out and "verified" in out
     assert "espssl loopback summary" in out and " failed" not in out.split("espssl loopback summary")[1]
     assert "stopped the board" in out
+    # It ends with what to do next; doing it gives a board with espconn and the CA bundle on it.
+    nxt = out.split("== what next")[1].splitlines()
+    export = next(x for x in nxt if "export ESPSSL_VBOARD_DIR=" in x).split("#")[0].strip()
+    start = next(x for x in nxt if "vboard start" in x).strip()
+    repl = next(x for x in nxt if "mpremote connect" in x).strip()
+    assert repl.endswith(" repl") and any(">>> from espconn import *" in x for x in nxt)
+    script = "set -e; %s; %s; %s exec 'from espconn import *; print(espconn_secure_ca_enable(ESPCONN_CLIENT, 0xF0))'" \
+        % (export, start, repl[: -len(" repl")])
+    try:
+        proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=ROOT, env=_env(tmp_path),
+                              timeout=120)
+    finally:
+        vboard.stop(tmp_path / "vb")
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("True"), proc.stdout + proc.stderr
 
 
 # ---------------------------------------------------------------- the host peers
