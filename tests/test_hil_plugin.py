@@ -300,3 +300,83 @@ def test_expired_and_wrong_name_peers_are_what_they_claim(pki):
         cli = peers.TLSClient(peers.client_context(pki["ca_pem"]), "127.0.0.1", srv.port,
                               server_hostname="127.0.0.1").start().join(10)
         assert needle in (cli["error"] or ""), cli
+
+
+# ---------------------------------------------------------------- the README's TLS peers
+
+
+def _readme_peers():
+    """The openssl s_server line and the CPython script of README 'TLS peers for an axTLS board'."""
+    import re
+
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text.split("## TLS peers for an axTLS board")[1].split("\n## ")[0]
+    sh = re.search(r"```sh\n(openssl s_server .*?)\n```", section, re.S).group(1)
+    py = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return sh, py
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _wait_listening(port, proc, timeout=30):
+    """Until something listens on 127.0.0.1:PORT (read from /proc/net/tcp: a probe connection
+    would be the one connection the CPython peer accepts)."""
+    want = ":%04X" % port
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open("/proc/net/tcp") as f:
+            if any(line.split()[1].endswith(want) and line.split()[3] == "0A" for line in list(f)[1:]):
+                return
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    raise AssertionError("nothing listens on port %d" % port)
+
+
+def test_readme_tls_peers_work_with_the_board(tmp_path):
+    """Each README peer line, as written (only the port changed), serves ssl_demo on the virtual board."""
+    import shutil
+
+    if not shutil.which("openssl"):
+        pytest.skip("no openssl command")
+    sh, py = _readme_peers()
+    env = _env(tmp_path)
+    env["ESPSSL_VBOARD_DIR"] = str(tmp_path / "vb")
+    port = vboard.start(tmp_path / "vb", flash="4M", heap=HEAP)
+    try:
+        demo = tmp_path / "out" / "demo"  # the paths the README names, relative to the clone
+        for args in (["certs", "--out", demo, "--ip", "127.0.0.1"],
+                     ["ca-bin", "build", "--out", demo / "ca.bin", demo / "ca.der"],
+                     ["flash-ca", demo / "ca.bin"],
+                     ["deploy", "--examples"]):
+            proc = _espssl(args, tmp_path, env)
+            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+        (tmp_path / "peer.py").write_text(py)
+        for cmd, answer in ((["bash", "-c", sh], b"HTTP/1.0 200 ok"),
+                            ([sys.executable, "peer.py"], b"hello from CPython")):
+            tcp = _free_port()
+            cmd = [c.replace("8443", str(tcp)) for c in cmd]
+            if cmd[0] == sys.executable:
+                (tmp_path / "peer.py").write_text(py.replace("8443", str(tcp)))
+            peer = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            try:
+                _wait_listening(tcp, peer)
+                code = ("import ssl_demo\nfrom espconn import espconn_run\nssl_demo.CA_SECTOR = 0xF0\n"
+                        "ssl_demo.SERVER_PORT = %d\nssl_demo.user_init()\n"
+                        "espconn_run(4000)\nprint(bytes(ssl_demo.received[:200]))\n" % tcp)
+                board = subprocess.run([sys.executable, "-m", "mpremote", "connect", port, "exec", code],
+                                       capture_output=True, timeout=60)
+            finally:
+                os.killpg(peer.pid, signal.SIGKILL)
+                peer.wait()
+            got = board.stdout
+            assert b"ssl_demo: connected to 127.0.0.1" in got and answer in got, (cmd, got, board.stderr)
+            assert b"reconnect callback" not in got  # no handshake or certificate failure
+    finally:
+        vboard.stop(tmp_path / "vb")
