@@ -32,6 +32,7 @@ from espconn import binfmt
 from espconn.errors import FormatError
 
 from . import layout
+from .cli import int_arg
 from .errors import DeviceError, EspsslError
 
 SECTOR = 4096
@@ -416,7 +417,9 @@ def _default_sector(kind, sess, board):
 def flash_bin(port, data, kind, sector=None, board=None, backup_dir=None, before=None, after=None,
               connect_attempts=None, what="the file", out=print):
     """Check DATA as a KIND bin, then guard, back up, write and verify it on the board at PORT."""
-    check_bin(data, kind, what)
+    from .cabin import check_usable  # the verdict ca-bin build and inspect give, then check_bin
+
+    check_usable(data, kind, what)
     port, virtual = resolve_port(port)
     before, after = reset_modes(port, virtual, before, after)
     with Session(port, before, after, connect_attempts) as sess:
@@ -508,7 +511,7 @@ def _add_common(p, with_sector=True):
     p.add_argument("--board", help="board profile (default: chosen by the detected flash size); "
                    "one of " + ", ".join(layout.names()))
     if with_sector:
-        p.add_argument("--sector", type=str, help="4 KiB sector number, e.g. 0x98 (default: the profile's)")
+        p.add_argument("--sector", type=int_arg, help="4 KiB sector number, e.g. 0x98 (default: the profile's)")
     p.add_argument("--backup-dir", help="where backups go (default $%s or ./%s)" % (_BACKUP_DIR_ENV, DEFAULT_BACKUP_DIR))
     p.add_argument("--before", choices=["default-reset", "usb-reset", "no-reset", "no-reset-no-sync"],
                    help="esptool reset before connecting (default: no-reset for a virtual board, "
@@ -521,14 +524,14 @@ def _add_common(p, with_sector=True):
 def _cmd_bin(kind):
     def run(args):
         if getattr(args, "restore", None):
-            if args.file or args.sector:
+            if args.file or args.sector is not None:
                 raise EspsslError("--restore takes the backup file alone (no bin, no --sector)")
             restore(args.port, args.restore, args.board, args.backup_dir, args.before, args.after, args.connect_attempts)
             return 0
         if not args.file:
             raise EspsslError("give the %s to flash (or --restore BACKUP)" % _KIND_FILES[kind])
         data = _read_input(args.file)
-        sector = _int(args.sector) if args.sector else None
+        sector = args.sector
         flash_bin(args.port, data, kind, sector, args.board, args.backup_dir, args.before, args.after,
                   args.connect_attempts, what=args.file)
         return 0
