@@ -1271,3 +1271,32 @@ def test_changed_certificate_gets_no_application_data(axtls_eof):
     log = axtls_eof[1]
     assert len(log) == 2 and [e["app"] for e in log] == [b"", b""]
     assert axtls_eof[0]["good"]["ev"][:2] == ["connect", ("send", 0)]  # the same path works otherwise
+
+
+KX_HEAP = r"""
+port = int(sys.argv[1])
+c = Client(port)
+while c.c._conn is not None and c.c._conn.tls is None:
+    D.poll()  # until wrap_socket has run: the handshake starts with the next read
+gc.collect()
+hog = [None] * 1024
+i = 0
+while gc.mem_free() > 3000:
+    hog[i] = bytearray(256)
+    i += 1
+c.wait()
+hog = None
+gc.collect()
+out("kx", c.result(), len(D.items))
+out("after", Client(port, quit_on_connect=True).wait().ev)
+"""
+
+
+def test_no_heap_for_the_key_exchange_is_mem_before_tls_runs_out(device, peers):
+    # the tap knows the server's key once its Certificate message arrives, before
+    # axTLS parses it and does the key exchange: too little heap then ends cleanly
+    res = {r[0]: r[1:] for r in device.run(KX_HEAP, [peers("good").port])}
+    r, items = res["kx"]
+    assert r["ev"] == [("recon", -1)] and r["err"][0] == "no_memory" and "key exchange" in r["err"][1], r
+    assert items == 0
+    assert res["after"] == (["connect", "discon"],)

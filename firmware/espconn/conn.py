@@ -21,16 +21,12 @@ first (the handshake only advances on reads; afterwards read until "would
 block": half-duplex), then write, at most _OUT (1024) bytes at a time.
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):  # type: ignore[misc]
-        return x
+from micropython import const  # device only: the unix port or a board
 
 
 import gc
 import sys
+import time
 
 from . import dispatch
 from .tap import Tap
@@ -57,10 +53,12 @@ _OUT = const(1024)  # axTLS cuts plaintext into 1024-byte records: write no more
 _RX = const(1024)  # decrypted bytes handed to recvcb per call
 _READS = const(8)  # reads in one step (fairness between connections)
 _CONNECT_MS = const(10000)  # TCP connect timeout (lwIP's SYN retries take about as long)
-# What the TLS library takes from the heap beyond our buffers, checked before
-# every wrap_socket: axTLS's SSL object with its 5 KiB record buffer, the
-# handshake's block and the RSA key exchange; _TLS_BLOCK of it in one piece.
-_TLS_HEAP = const(13824)
+# Free heap checked before every wrap_socket, measured on real axTLS (32-bit,
+# RT_MAX_PLAIN_LENGTH 1024, RT_EXTRA 4096, allocating from the GC heap): up to
+# the peer's Certificate message axTLS needs 11.5 KB free (it holds ~8 KB of
+# it after), _TLS_BLOCK of it in one piece.  The key exchange that follows is
+# checked by the tap, which knows the peer's key by then (tap._KX_HEAP).
+_TLS_HEAP = const(12288)
 _TLS_BLOCK = const(5632)
 
 _EAGAIN = const(11)  # errno values (same on lwIP and Linux for these)
@@ -80,15 +78,10 @@ server = None  # type: object  # the one Listener, or None
 _port = 49152  # espconn_port(): next local port handed out
 
 
-def mem_free():
-    f = getattr(gc, "mem_free", None)  # MicroPython only
-    return f() if f is not None else 1 << 30
-
-
 def room(need):
     """True if the heap holds ``need`` bytes and a _TLS_BLOCK piece of them."""
     gc.collect()
-    if mem_free() < need:
+    if gc.mem_free() < need:
         return False
     try:
         b = bytearray(_TLS_BLOCK)  # the largest free block: gc.mem_free() cannot tell
@@ -145,9 +138,9 @@ class Conn:
     def alloc(self):
         n = size[self.level]
         if not room(n + _RX + _TLS_HEAP):
-            set_error(self.esp, "no_memory", "%d bytes of heap free (or no %d-byte block); a connection needs %d" % (mem_free(), _TLS_BLOCK, n + _RX + _TLS_HEAP), _ESPCONN_MEM)
+            set_error(self.esp, "no_memory", "%d bytes of heap free (or no %d-byte block); a connection needs %d" % (gc.mem_free(), _TLS_BLOCK, n + _RX + _TLS_HEAP), _ESPCONN_MEM)
             return False
-        self.m0 = mem_free()
+        self.m0 = gc.mem_free()
         try:
             self.rx = bytearray(_RX)
             self.rxmv = memoryview(self.rx)
@@ -192,7 +185,7 @@ class Conn:
             if code == _ENETUNREACH or code == _EHOSTUNREACH:
                 return self.refuse("no_route", "no route to %s" % ip_text(tcp.remote_ip), _ESPCONN_RTE)
             return self.refuse("connect_failed", "connect failed: errno %d" % code, _ESPCONN_CONN)
-        self.t0 = dispatch.ticks()
+        self.t0 = time.ticks_ms()
         esp.state = _ST_WAIT
         dispatch.add(self)
         return _ESPCONN_OK
@@ -208,7 +201,7 @@ class Conn:
     def start_tls(self):
         """wrap_socket behind a tap; False (reason set) if the heap cannot hold TLS."""
         if not room(_TLS_HEAP):
-            set_error(self.esp, "no_memory", "%d bytes of heap free (or no %d-byte block): TLS needs %d" % (mem_free(), _TLS_BLOCK, _TLS_HEAP), _ESPCONN_MEM)
+            set_error(self.esp, "no_memory", "%d bytes of heap free (or no %d-byte block): TLS needs %d" % (gc.mem_free(), _TLS_BLOCK, _TLS_HEAP), _ESPCONN_MEM)
             return False
         import tls
 
@@ -225,8 +218,7 @@ class Conn:
 
             c, k = read_cert_bin(cert_sector[1])
             ctx.load_cert_chain(c, k)
-        cap = self.txmv if self.check and self.want is None else None
-        self.tap = Tap(self.sock, cap, self.want, size[self.level])
+        self.tap = Tap(self.sock, self.tx, self.want, size[self.level], self.check and self.want is None)
         if self.hostname:
             self.tls = ctx.wrap_socket(self.tap, server_side=lst is not None, do_handshake_on_connect=False, server_hostname=self.hostname)
         else:
@@ -288,7 +280,7 @@ class Conn:
 
         ev = self.poller.poll(0)  # type: ignore[union-attr]
         if not ev:
-            if dispatch.ticks_diff(dispatch.ticks(), self.t0) > _CONNECT_MS:
+            if time.ticks_diff(time.ticks_ms(), self.t0) > _CONNECT_MS:
                 set_error(self.esp, "timeout", "TCP connect timed out", _ESPCONN_TIMEOUT)
                 self.close(("reconnect", _ESPCONN_TIMEOUT))
                 return True
@@ -312,8 +304,15 @@ class Conn:
                 self.verify()
                 return True
             if not self.up and tap.finished and tap.seen:  # type: ignore[union-attr]
-                self.became_up()
-                did = True
+                # handshake over, peer checked: connected
+                self.up = did = True
+                gc.collect()
+                h = self.m0 - gc.mem_free()
+                self.heap = h if h > 0 else 0
+                esp.state = _ST_CONNECT
+                esp.link_cnt = 1
+                esp._err = None
+                fire(esp, "connect", esp.proto.tcp.connect_callback, esp)
                 if self.closed:
                     return True
             if n is None:
@@ -349,17 +348,6 @@ class Conn:
             if not self.closed:
                 fire(esp, "sent", esp.sent_callback, esp)
         return True
-
-    def became_up(self):
-        self.up = True
-        gc.collect()
-        h = self.m0 - mem_free()
-        self.heap = h if h > 0 else 0
-        esp = self.esp
-        esp.state = _ST_CONNECT
-        esp.link_cnt = 1
-        esp._err = None
-        fire(esp, "connect", esp.proto.tcp.connect_callback, esp)
 
     def send(self, data, length):
         """Queue ``length`` bytes of data: _ESPCONN_OK or an error code."""

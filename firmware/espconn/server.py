@@ -5,12 +5,7 @@ Kept out of conn.py so that a client-only program never loads it: on the
 ESP8266 every loaded module's bytecode takes heap.
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):  # type: ignore[misc]
-        return x
+from micropython import const  # device only: the unix port or a board
 
 
 from . import conn as _c

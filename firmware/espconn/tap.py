@@ -38,6 +38,7 @@ except ImportError:  # CPython
         return x
 
 
+import gc
 import io
 
 _CT_CCS = const(20)  # TLS ContentType change_cipher_spec (RFC 5246 6.2.1)
@@ -47,12 +48,56 @@ _HS_CERTIFICATE = const(11)  # HandshakeType certificate (RFC 5246 7.4)
 _AXTLS_MAX = const(5115)  # RT_MAX_PLAIN_LENGTH 1024 + RT_EXTRA 4096 - 5: axTLS's record limit
 _ECONNABORTED = const(103)  # errno returned (negated) once stopped
 _CBC_OVERHEAD = const(64)  # IV 16 + HMAC-SHA256 32 + padding 16: ciphertext beyond plaintext
+# Heap axTLS takes after the peer's Certificate message header (parsing the
+# chain, the RSA key exchange), measured on real axTLS: a base and a part
+# growing with the message (the key sizes in it).
+_KX_HEAP = const(2560)  # free heap needed at the Certificate message: 2560 + 16 per modulus byte
+_KX_PER_BYTE = const(16)  # + the message (RSA-1024 6.2 KB, RSA-2048 8.2 KB, RSA-4096 12.3 KB)
+_MAX_MODULUS = const(512)  # assumed when the leaf's RSA key cannot be found: RSA-4096
+
+
+def _modulus(b, n):
+    # Bytes of the leaf's RSA modulus, found after the rsaEncryption OID in b[:n]
+    # (SubjectPublicKeyInfo: OID, NULL, BIT STRING { 0, SEQUENCE { INTEGER n, ... } }).
+    i = b.find(b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01", 0, n)
+    if i < 0:
+        return _MAX_MODULUS
+    i += 9
+    try:
+        if b[i] == 5:  # NULL parameters
+            i += 2
+        for tag in (3, 0x30, 2):
+            if b[i] != tag:
+                return _MAX_MODULUS
+            ln = b[i + 1]
+            i += 2
+            if ln & 0x80:
+                k = ln & 0x7F
+                ln = 0
+                for _ in range(k):
+                    ln = ln << 8 | b[i]
+                    i += 1
+            if tag == 3:
+                i += 1  # unused-bits byte
+        return ln - 1 if b[i] == 0 else ln
+    except IndexError:
+        return _MAX_MODULUS
+
+
+def room(need):
+    # gc.mem_free() exists on MicroPython only (the tap also runs on CPython in tests)
+    f = getattr(gc, "mem_free", None)
+    if f is None or need <= 0:
+        return True
+    gc.collect()
+    return f() >= need
 
 
 class Tap(io.IOBase):
-    def __init__(self, sock, buf, want, limit):
+    def __init__(self, sock, buf, want, limit, capture=False):
         self.sock = sock
-        self.buf = buf  # capture mode: where the Certificate body goes
+        self.buf = buf  # the connection's send buffer (free during the handshake): the Certificate body
+        self.capture = capture
         self.want = want  # match mode: SHA-256 the Certificate body must have
         self.limit = limit + _CBC_OVERHEAD  # largest application record (ciphertext)
         self.hdr = bytearray(9)  # [0:5] record header, [5:9] handshake header
@@ -61,10 +106,11 @@ class Tap(io.IOBase):
         self.left = 0  # body bytes of that record still to come
         self.hshn = 0  # handshake header bytes collected
         self.hsleft = 0  # handshake body bytes still to come
-        self.cert = 0  # 1 while the Certificate body passes (capture/match)
+        self.cert = 0  # 1 while the (first) Certificate body passes
+        self.kx = False  # that message has passed
         self.certn = 0  # its bytes so far
         self.h = None  # match mode: running SHA-256
-        self.seen = buf is None and want is None  # certificate taken care of
+        self.seen = not capture and want is None  # certificate checked (or no check asked)
         self.ccs = False  # peer switched to encryption
         self.finished = False  # peer's Finished has passed: handshake over
         self.got = 0  # capture mode: Certificate body length, once whole
@@ -178,10 +224,10 @@ class Tap(io.IOBase):
                 self.hshn = 0
                 ln = hdr[6] << 16 | hdr[7] << 8 | hdr[8]
                 self.hsleft = ln
-                if hdr[5] == _HS_CERTIFICATE and not self.seen:
+                if hdr[5] == _HS_CERTIFICATE and not self.kx:
                     if ln < 4:
                         return self.fail("no_certificate", "peer sent no certificate")
-                    if self.buf is not None and ln > len(self.buf):
+                    if self.capture and ln > len(self.buf):
                         return self.fail("cert_too_big", "certificate message of %d bytes exceeds the %d-byte buffer: espconn_secure_set_size(ESPCONN_CLIENT, %d) or more" % (ln, len(self.buf), ln))
                     if self.want is not None:
                         import hashlib
@@ -195,18 +241,26 @@ class Tap(io.IOBase):
                 part = memoryview(buf)[i : i + take]
                 if self.h is not None:
                     self.h.update(part)
-                else:
-                    self.buf[self.certn : self.certn + take] = part  # type: ignore[index]
+                k = len(self.buf) - self.certn  # type: ignore[arg-type]
+                if k > 0:  # (all of it in capture mode; the leaf comes first)
+                    self.buf[self.certn : self.certn + (take if take < k else k)] = part[:k]  # type: ignore[index]
                 self.certn += take
             self.hsleft -= take
             i += take
             if self.hsleft == 0 and self.cert:
                 self.cert = 0
-                if self.h is None:
+                self.kx = True
+                if self.capture:
                     self.got = self.certn  # captured: the TLS library goes no further
                     return -_ECONNABORTED
-                if self.h.digest() != self.want:
-                    return self.fail("certificate_changed", "the peer showed another certificate than the one just verified")
-                self.h = None
+                # axTLS parses the chain and does the RSA key exchange with the leaf's key
+                # next: refused here if the heap cannot hold that (axTLS would crash the board)
+                need = _KX_HEAP + _KX_PER_BYTE * _modulus(self.buf, self.certn) + self.certn
+                if not room(need):
+                    return self.fail("no_memory", "%d bytes of heap free: the key exchange with this certificate needs %d" % (gc.mem_free(), need))
+                if self.h is not None:
+                    if self.h.digest() != self.want:
+                        return self.fail("certificate_changed", "the peer showed another certificate than the one just verified")
+                    self.h = None
                 self.seen = True
         return None
