@@ -185,7 +185,7 @@ class Conn:
             if code == _ENETUNREACH or code == _EHOSTUNREACH:
                 return self.refuse("no_route", "no route to %s" % ip_text(tcp.remote_ip), _ESPCONN_RTE)
             return self.refuse("connect_failed", "connect failed: errno %d" % code, _ESPCONN_CONN)
-        self.t0 = time.ticks_ms()
+        self.t0 = time.ticks_ms()  # type: ignore[assignment]
         esp.state = _ST_WAIT
         dispatch.add(self)
         return _ESPCONN_OK
