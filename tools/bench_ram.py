@@ -88,11 +88,13 @@ def out(*a):
 PLAIN = r"""
 import tls
 msg = bytes(range(64))
+tc = time.ticks_us()
 s = socket.socket()
 s.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
 ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
 ctx.verify_mode = tls.CERT_NONE
 t = ctx.wrap_socket(s)
+tc = time.ticks_diff(time.ticks_us(), tc)
 buf = bytearray(64)
 mv = memoryview(buf)
 rounds = int(extra) or 1
@@ -109,7 +111,7 @@ for _ in range(rounds):
         break
 us = time.ticks_diff(time.ticks_us(), t0)
 t.close()
-out("ok" if buf == msg else "short", us)
+out("ok" if buf == msg else "short", us, tc)
 """
 
 # The SDK-style client.  extra: "0"/"1" CA check; a third field = echo rounds.
@@ -290,7 +292,7 @@ class Bench:
         kind, detail = classify(proc)
         return kind, detail, start
 
-    def threshold(self, flow, form, lo, hi, below):
+    def threshold(self, flow, form, lo, hi, below, below_runs=1):
         """Smallest heap (KiB) passing self.runs runs in a row, its start figure, and the
         failures seen below it: {'clean': n, 'crash': n, 'other': n, 'details': set}."""
         seen = {"clean": 0, "crash": 0, "other": 0, "details": set()}
@@ -315,14 +317,20 @@ class Bench:
                 break
             size += 1
         for kib in range(size - 1, max(size - 1 - below, 0), -1):  # the sizes just below
-            if kib not in tried:
+            for _ in range(below_runs - len(tried.get(kib, []))):
                 once(kib)
-        for kib, outcomes in tried.items():
+        crash_at = {}
+        for kib, outcomes in sorted(tried.items()):
             if kib < size:
                 for kind, detail, _ in outcomes:
                     if kind not in ("ok", "setup"):
                         seen[kind] += 1
+                    if kind == "crash":
+                        crash_at.setdefault(detail, []).append("%dK" % kib)
+                    elif kind not in ("ok", "setup"):
                         seen["details"].add("%s: %s" % (kind, detail))
+        for detail, sizes in crash_at.items():
+            seen["details"].add("crash: %s at %s" % (detail, ",".join(sorted(set(sizes), key=lambda k: int(k[:-1])))))
         start = next((s for k, d, s in tried[size] if s is not None), None)
         return size, start, seen, tried
 
@@ -349,13 +357,14 @@ def main(argv=None):
     ap.add_argument("--micropython", default=os.environ.get("ESPSSL_MICROPYTHON") or micropython_path(),
                     help="MicroPython unix binary (default: $ESPSSL_MICROPYTHON, else the project's 64-bit port)")
     ap.add_argument("--frozen-micropython", help="a binary with the espconn package frozen (adds the frozen form)")
-    ap.add_argument("--runs", type=int, help="runs that must all pass at the threshold (default 20; 5 on a 64-bit port)")
+    ap.add_argument("--runs", type=int, default=20, help="runs that must all pass at the threshold (default 20)")
     ap.add_argument("--flows", default=",".join(FLOWS), help="comma list of " + ",".join(FLOWS))
     ap.add_argument("--forms", default=",".join(FORMS), help="comma list of " + ",".join(FORMS))
     ap.add_argument("--src", type=pathlib.Path, default=T.FIRMWARE, help="espconn package source (default firmware/espconn)")
-    ap.add_argument("--below", type=int, default=4, help="sizes just below each threshold also tried once (default 4)")
+    ap.add_argument("--below", type=int, default=8, help="sizes just below each threshold also tried (default 8)")
+    ap.add_argument("--below-runs", type=int, default=3, help="runs at each of those sizes (default 3)")
     ap.add_argument("--max-heap", type=int, help="largest heap tried, KiB (default 160 on 32 bits, 400 on 64)")
-    ap.add_argument("--timing-runs", type=int, default=5, help="runs of each timing figure (default 5)")
+    ap.add_argument("--timing-runs", type=int, default=10, help="runs of each timing figure (default 10)")
     a = ap.parse_args(argv)
     if not a.micropython or not pathlib.Path(a.micropython).exists():
         ap.error("no MicroPython binary: give --micropython PATH")
@@ -373,13 +382,14 @@ def main(argv=None):
         forms.remove("frozen")
     kind = describe(a.micropython)
     wide = kind.startswith("64")
-    runs = a.runs or (5 if wide else 20)
+    runs = a.runs
     hi = a.max_heap or (400 if wide else 160)
     print("bench_ram: %s (%s)" % (a.micropython, kind))
     if a.frozen_micropython:
         print("           frozen: %s (%s)" % (a.frozen_micropython, describe(a.frozen_micropython)))
-    print("           package %s; %d runs in %d at each threshold%s" % (
-        a.src, runs, runs, " (fewer by default on a 64-bit port)" if wide and not a.runs else ""))
+    print("           package %s; %d runs in %d at each threshold" % (a.src, runs, runs))
+    if wide:
+        print("           64-bit objects are about twice an ESP8266's: heap figures here are not a board's")
     sys.stdout.flush()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -399,7 +409,7 @@ def report(b, flows, forms, hi, a):
         for form in (["-"] if flow == "plain" else forms):
             label = "plain tls echo" if flow == "plain" else "%s, %s" % (flow, form)
             t0 = time.monotonic()
-            size, start, seen, tried = b.threshold(flow, form if form != "-" else "mpy", 4, hi, a.below)
+            size, start, seen, tried = b.threshold(flow, form if form != "-" else "mpy", 4, hi, a.below, a.below_runs)
             if size is None:
                 what = tried[hi][0]
                 print("%-34s %9s %12s  (fails at %d K: %s: %s)" % (label, "> %dK" % hi, "-", hi, what[0], what[1]))
@@ -441,10 +451,18 @@ def report(b, flows, forms, hi, a):
                 vals.append(detail[idx])
         return statistics.median(vals) if vals else None
 
-    un, ver = med("nocheck", 1, 1), med("verified", 1, 1)
+    peer = b.peers["leaf"]
+    before = len(peer.log)
+    un = med("nocheck", 1, 1)
+    mid = len(peer.log)
+    ver = med("verified", 1, 1)
+    per = (len(peer.log) - mid) / max(mid - before, 1)
+    bare = med("plain", 1, 2)
     if un and ver:
-        print("  connect: unverified %.1f ms, CA-verified %.1f ms: verified / unverified = %.2f" % (
-            un / 1000, ver / 1000, ver / un))
+        print("  connect (espconn_secure_connect -> connect callback): unverified %.1f ms, CA-verified %.1f ms:"
+              " verified / unverified = %.2f" % (un / 1000, ver / 1000, ver / un))
+        print("  TCP connections per verified connect / per unverified: %.1f; bare tls connect + handshake %s" % (
+            per, "%.1f ms" % (bare / 1000) if bare else "-"))
     else:
         print("  connect: no figure (runs failed)")
     rounds = 100
