@@ -42,6 +42,7 @@ from espconn import binfmt
 from espconn.errors import FormatError
 
 from . import layout
+from .cli import int_arg
 from .errors import DeviceError, EspsslError
 from .romfs import ROMFS_HEADER
 
@@ -631,7 +632,9 @@ def _default_sector(kind, sess, board):
 def flash_bin(port, data, kind, sector=None, board=None, backup_dir=None, before=None, after=None,
               connect_attempts=None, what="the file", out=print, force=False, baud=None):
     """Check DATA as a KIND bin, then guard, back up, write and verify it on the board at PORT."""
-    check_bin(data, kind, what)
+    from .cabin import check_usable  # the verdict ca-bin build and inspect give, then check_bin
+
+    check_usable(data, kind, what)
     port, virtual = resolve_port(port, out)
     before, after = reset_modes(port, virtual, before, after)
     with Session(port, before, after, connect_attempts, board=board, baud=baud) as sess:
@@ -828,13 +831,6 @@ def _read_input(path):
         raise EspsslError("cannot read %s: %s" % (path, e.strerror)) from None
 
 
-def _int(text):
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise EspsslError("not a number: %r (use decimal or 0x hex)" % text) from None
-
-
 def add_baud(p):
     """--baud, as esptool's: the serial speed once the flasher stub runs."""
     p.add_argument("--baud", "-b", type=int, default=None,
@@ -848,7 +844,7 @@ def _add_common(p, with_sector=True):
     p.add_argument("--board", help="board profile (default: detected from the flash size and, asked "
                    "over the REPL, the firmware's ROMFS partition); one of " + ", ".join(layout.names()))
     if with_sector:
-        p.add_argument("--sector", type=str, help="4 KiB sector number, e.g. 0x98 (default: the profile's)")
+        p.add_argument("--sector", type=int_arg, help="4 KiB sector number, e.g. 0x98 (default: the profile's)")
     p.add_argument("--backup-dir", help="where backups go (default $%s or ./%s)" % (_BACKUP_DIR_ENV, DEFAULT_BACKUP_DIR))
     add_baud(p)
     p.add_argument("--before", choices=["default-reset", "usb-reset", "no-reset", "no-reset-no-sync"],
@@ -862,7 +858,7 @@ def _add_common(p, with_sector=True):
 def _cmd_bin(kind):
     def run(args):
         if getattr(args, "restore", None):
-            if args.file or args.sector:
+            if args.file or args.sector is not None:
                 raise EspsslError("--restore takes the backup file alone (no bin, no --sector)")
             restore(args.port, args.restore, args.board, args.backup_dir, args.before, args.after,
                     args.connect_attempts, force=args.force, baud=args.baud)
@@ -870,7 +866,7 @@ def _cmd_bin(kind):
         if not args.file:
             raise EspsslError("give the %s to flash (or --restore BACKUP)" % _KIND_FILES[kind])
         data = _read_input(args.file)
-        sector = _int(args.sector) if args.sector else None
+        sector = args.sector
         flash_bin(args.port, data, kind, sector, args.board, args.backup_dir, args.before, args.after,
                   args.connect_attempts, what=args.file, force=args.force, baud=args.baud)
         return 0
