@@ -44,7 +44,7 @@ from espconn.errors import FormatError
 from . import layout
 from .cli import int_arg
 from .errors import DeviceError, EspsslError
-from .romfs import ROMFS_HEADER
+from .romfs import ROMFS_HEADER, image_size
 
 SECTOR = 4096
 FIRMWARE_MAGIC = 0xE9  # ESP8266 ROM image header: first byte of every app image
@@ -721,8 +721,9 @@ def what_erase_destroys(sess, used, read):
     loose = [s for s in used if s * SECTOR >= img_end and not within(prof.filesystem, s)
              and not within(prof.sdk_params, s) and not within(prof.romfs, s)]
     rom = [s for s in used if within(prof.romfs, s)]
-    if rom and bytes(read(prof.romfs[0], 3)) == ROMFS_HEADER:
-        lines.append("a ROMFS image in %s (what `espssl deploy` put there)" % layout.romfs_text(prof))
+    head = bytes(read(prof.romfs[0], 8)) if rom else b""
+    if head[:3] == ROMFS_HEADER:
+        lines.append("a ROMFS image of %d bytes in %s" % (image_size(head), layout.romfs_text(prof)))
     else:
         loose = sorted(loose + rom)
     other = []
