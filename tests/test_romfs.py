@@ -185,3 +185,23 @@ def test_example_finds_the_romfs_sectors(board, capsys):
     assert rc == 0, err
     got = mpremote(port, "exec", "import ssl_demo; print(ssl_demo.__file__, ssl_demo.default_sectors())")
     assert got.strip() == "/rom/ssl_demo.mpy (174, 175)"  # 0xAE, 0xAF
+
+
+def test_flash_firmware_names_and_saves_the_romfs(board, tmp_path, capsys):
+    # Last in this module: it erases the board.
+    import struct
+
+    port, image_file = board
+    before = image_file.read_bytes()
+    assert before[ROM[0]: ROM[0] + 3] == romfs.ROMFS_HEADER  # espconn's image from the tests above
+    n = struct.unpack_from("<I", before, 0x8FFC)[0]
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(before[: n + 16])  # the board's own image
+    rc, out, err = run(["flash-firmware", "--port", port, "--backup-dir", str(tmp_path / "bk"), str(fw)], capsys)
+    assert rc == 0, err
+    assert "a ROMFS image of %d bytes in the ROMFS partition (0xB0000..0xFFFFF, 320 KiB)" % romfs.image_size(
+        before[ROM[0]: ROM[0] + 8]) in out
+    assert "at sector 0xAE" in out  # the CA bin flash-ca put at the default sector
+    saved = list((tmp_path / "bk").glob("flash-0x000000-*.bin"))
+    assert len(saved) == 1 and saved[0].read_bytes() == before
+    assert image_file.read_bytes()[ROM[0]: ROM[1]] == b"\xff" * (ROM[1] - ROM[0])
