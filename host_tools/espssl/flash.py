@@ -136,12 +136,13 @@ def _no_progress():
     return not sys.stdout.isatty()  # progress bars on a terminal only
 
 
-def probe_romfs(port, timeout=3):
+def probe_romfs(port, timeout=6):
     """What MicroPython on PORT says of its ROMFS: ``{"segments", "romfs_size"}``, or None
     when no MicroPython answers on the raw REPL within TIMEOUT seconds."""
     from .deploy import Board, romfs_segments
 
     try:
+        # a board that just reset (esptool's soft-reset, say) needs a moment to reach its REPL
         with Board(port, soft_reset=False, repl_timeout=timeout, serial_timeout=1) as b:
             segments, romfs_size = romfs_segments(b)
     except (DeviceError, ValueError, SyntaxError, TypeError):
