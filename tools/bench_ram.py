@@ -352,14 +352,15 @@ def describe(exe):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Prints figures; asserts nothing.  Peers listen on 127.0.0.1 only.")
     ap.add_argument("--micropython", default=os.environ.get("ESPSSL_MICROPYTHON") or micropython_path(),
                     help="MicroPython unix binary (default: $ESPSSL_MICROPYTHON, else the project's 64-bit port)")
     ap.add_argument("--frozen-micropython", help="a binary with the espconn package frozen (adds the frozen form)")
     ap.add_argument("--runs", type=int, default=20, help="runs that must all pass at the threshold (default 20)")
     ap.add_argument("--flows", default=",".join(FLOWS), help="comma list of " + ",".join(FLOWS))
-    ap.add_argument("--forms", default=",".join(FORMS), help="comma list of " + ",".join(FORMS))
+    ap.add_argument("--forms", default=",".join(FORMS),
+                    help="comma list of " + ",".join(FORMS) + " (frozen only with --frozen-micropython)")
     ap.add_argument("--src", type=pathlib.Path, default=T.FIRMWARE, help="espconn package source (default firmware/espconn)")
     ap.add_argument("--below", type=int, default=8, help="sizes just below each threshold also tried (default 8)")
     ap.add_argument("--below-runs", type=int, default=3, help="runs at each of those sizes (default 3)")
@@ -379,7 +380,11 @@ def main(argv=None):
     if not (a.src / "__init__.py").exists():
         ap.error("--src %s holds no espconn package" % a.src)
     if "frozen" in forms and not a.frozen_micropython:
+        if a.forms != ",".join(FORMS):
+            ap.error("the frozen form needs --frozen-micropython PATH")
         forms.remove("frozen")
+    if not forms:
+        ap.error("no form to measure")
     kind = describe(a.micropython)
     wide = kind.startswith("64")
     runs = a.runs
