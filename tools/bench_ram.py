@@ -288,7 +288,7 @@ class Bench:
         start = rows[0][1] if rows and rows[0][0] == "start" else None
         if flow == "import":
             return ("ok", rows[-1], start) if proc.returncode == 0 and rows and rows[-1][0] == "import" else (
-                "other", proc.stderr[-200:], start)
+                "other", (proc.stdout + proc.stderr)[-200:], start)
         kind, detail = classify(proc)
         return kind, detail, start
 
@@ -316,6 +316,8 @@ class Bench:
             if all(once(size) for _ in range(self.runs - len(tried.get(size, [])))):
                 break
             size += 1
+            if size > hi:  # flaky even at the largest heap tried
+                return None, None, seen, tried
         for kib in range(size - 1, max(size - 1 - below, 0), -1):  # the sizes just below
             for _ in range(below_runs - len(tried.get(kib, []))):
                 once(kib)
@@ -416,8 +418,9 @@ def report(b, flows, forms, hi, a):
             t0 = time.monotonic()
             size, start, seen, tried = b.threshold(flow, form if form != "-" else "mpy", 4, hi, a.below, a.below_runs)
             if size is None:
-                what = tried[hi][0]
-                print("%-34s %9s %12s  (fails at %d K: %s: %s)" % (label, "> %dK" % hi, "-", hi, what[0], what[1]))
+                what = next((o for o in tried.get(hi, []) if o[0] != "ok"), ("flaky", "see --runs", None))
+                print("%-34s %9s %12s  (not %d in %d at %d K: %s: %s)" % (
+                    label, "> %dK" % hi, "-", b.runs, b.runs, hi, what[0], what[1]))
             else:
                 print("%-34s %8dK %10.1f KB %7d %7d %7d  %s" % (
                     label + (" (+%.1f KiB image)" % romfs_kib if form == "romfs" else ""),
