@@ -295,7 +295,7 @@ class Bench:
     def threshold(self, flow, form, lo, hi, below, below_runs=1):
         """Smallest heap (KiB) passing self.runs runs in a row, its start figure, and the
         failures seen below it: {'clean': n, 'crash': n, 'other': n, 'details': set}."""
-        seen = {"clean": 0, "crash": 0, "other": 0, "details": set()}
+        seen = {"clean": 0, "crash": 0, "other": 0, "details": set(), "flaky": []}
         tried = {}
 
         def once(kib):
@@ -303,6 +303,7 @@ class Bench:
             tried.setdefault(kib, []).append((kind, detail, start))
             return kind == "ok"
 
+        top = hi
         if not once(hi):
             return None, None, seen, tried
         while hi - lo > 1:
@@ -316,8 +317,13 @@ class Bench:
             if all(once(size) for _ in range(self.runs - len(tried.get(size, [])))):
                 break
             size += 1
-            if size > hi:  # flaky even at the largest heap tried
-                return None, None, seen, tried
+            if size > top:  # flaky even at the largest heap tried
+                break
+        for kib, outcomes in tried.items():  # failures where a smaller heap had passed: flakes
+            if kib >= hi:
+                seen["flaky"] += [(kib, o[0], o[1]) for o in outcomes if o[0] != "ok"]
+        if size > top:
+            return None, None, seen, tried
         for kib in range(size - 1, max(size - 1 - below, 0), -1):  # the sizes just below
             for _ in range(below_runs - len(tried.get(kib, []))):
                 once(kib)
@@ -418,7 +424,7 @@ def report(b, flows, forms, hi, a):
             t0 = time.monotonic()
             size, start, seen, tried = b.threshold(flow, form if form != "-" else "mpy", 4, hi, a.below, a.below_runs)
             if size is None:
-                what = next((o for o in tried.get(hi, []) if o[0] != "ok"), ("flaky", "see --runs", None))
+                what = next((o for o in tried.get(hi, []) if o[0] != "ok"), ("flaky", "see below", None))
                 print("%-34s %9s %12s  (not %d in %d at %d K: %s: %s)" % (
                     label, "> %dK" % hi, "-", b.runs, b.runs, hi, what[0], what[1]))
             else:
@@ -428,6 +434,8 @@ def report(b, flows, forms, hi, a):
                     "; ".join(sorted(seen["details"], key=lambda d: (d.split(":")[0] != "crash", d.split(":")[0] != "other", d)))[:200]))
             print("%-34s %9s %12s  (%d runs, %.1f s)" % ("", "", "", sum(len(v) for v in tried.values()),
                                                           time.monotonic() - t0))
+            for kib, kind, detail in seen["flaky"][:5]:
+                print("%-34s %9s %12s  flaky: %s at %dK, above a size that had passed: %s" % ("", "", "", kind, kib, detail))
             sys.stdout.flush()
 
     print()
