@@ -319,10 +319,10 @@ class Bench:
             size += 1
             if size > top:  # flaky even at the largest heap tried
                 break
-        for kib, outcomes in tried.items():  # failures where a smaller heap had passed: flakes
-            if kib >= hi:
-                seen["flaky"] += [(kib, o[0], o[1]) for o in outcomes if o[0] != "ok"]
-        if size > top:
+        if size > top:  # what kept failing where a smaller heap had passed once
+            for kib, outcomes in tried.items():
+                if kib >= hi:
+                    seen["flaky"] += [(kib, o[0], o[1]) for o in outcomes if o[0] != "ok"]
             return None, None, seen, tried
         for kib in range(size - 1, max(size - 1 - below, 0), -1):  # the sizes just below
             for _ in range(below_runs - len(tried.get(kib, []))):
@@ -435,7 +435,7 @@ def report(b, flows, forms, hi, a):
             print("%-34s %9s %12s  (%d runs, %.1f s)" % ("", "", "", sum(len(v) for v in tried.values()),
                                                           time.monotonic() - t0))
             for kib, kind, detail in seen["flaky"][:5]:
-                print("%-34s %9s %12s  flaky: %s at %dK, above a size that had passed: %s" % ("", "", "", kind, kib, detail))
+                print("%-34s %9s %12s  flaky: %s at %dK (a smaller heap had passed): %s" % ("", "", "", kind, kib, detail))
             sys.stdout.flush()
 
     print()
