@@ -411,6 +411,39 @@ def test_damaged_anchor_in_store_not_trusted(pki):
         assert e.value.reason == want
 
 
+@pytest.fixture(scope="module")
+def pathlen_world():
+    # A store whose root (pathLenConstraint 0) must refuse leaf <- i1 <- root.
+    k = certs.new_key(1024)
+    root = certs.make_cert("Flip root", k, is_ca=True, path_len=0)
+    i1 = certs.make_cert("Flip i1", k, issuer=root, issuer_key=k, is_ca=True)
+    leaf = certs.make_cert("127.0.0.1", k, issuer=i1, issuer_key=k, ips=("127.0.0.1",))
+    img = binfmt.image([("root", certs.cert_der(root))])
+    return [certs.cert_der(leaf), certs.cert_der(i1)], img
+
+
+@pytest.mark.slow
+def test_no_single_bit_flip_in_the_store_accepts_a_refused_chain(pathlen_world):
+    # Every bit of the store image, one at a time (the finding: 0 -> 16
+    # in pathLenConstraint made this chain pass).
+    from espconn import x509 as vx
+    from espconn.errors import VerifyError
+
+    chain, img = pathlen_world
+    seen = set()
+    for pos in range(len(img)):
+        for bit in range(8):
+            bad = bytearray(img)
+            bad[pos] ^= 1 << bit
+            try:
+                vx.verify_chain(chain, store_of(bytes(bad)), name="127.0.0.1")
+            except (VerifyError, StoreError) as e:
+                seen.add(e.reason)
+                continue
+            raise AssertionError("accepted with bit %d of byte %d flipped" % (bit, pos))
+    assert {"bad_anchor", "path_len", "corrupt"} <= seen
+
+
 # --- open(): esp.flash_read, aligned ----------------------------------------------
 
 
