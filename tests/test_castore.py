@@ -633,8 +633,9 @@ def test_micropython_pem_store(micropython, mpy, tmp_path, pki):
 @pytest.mark.micropython
 @pytest.mark.parametrize(
     "kind, reason",
-    [("erased", "erased"), ("key", "private_key"), ("truncated", "truncated"), ("badpem", "corrupt"), ("text", "not_certificate")],
-)
+    [("erased", "erased"), ("key", "private_key"), ("truncated", "truncated"), ("badpem", "corrupt"), ("text", "not_certificate"),
+     ("endmark", "corrupt"), ("baddate", "corrupt")],
+)  # fmt: skip
 def test_micropython_errors(micropython, mpy, tmp_path, pki, kind, reason):
     if kind == "erased":
         img = b"\xff" * SECTOR
@@ -644,6 +645,13 @@ def test_micropython_errors(micropython, mpy, tmp_path, pki, kind, reason):
         img = binfmt.image([("ca", pki.ders[0]), ("ca1", pki.ders[1])])[:-100]
     elif kind == "badpem":
         img = binfmt.image([("p", pki.pems[0].replace(b"M", b"#", 1))])
+    elif kind == "endmark":  # the second entry's length damaged into the end mark
+        img = bytearray(binfmt.image([("ca", pki.ders[0]), ("ca1", pki.ders[1])]))
+        off = binfmt.HEADER_LEN + len(pki.ders[0]) + binfmt.NAME_LEN
+        img[off : off + 2] = b"\xff\xff"
+    elif kind == "baddate":  # well-formed TLVs, a notBefore digit that is not one
+        i = pki.ders[1].index(b"\x17\x0d") + 2
+        img = binfmt.image([("ca", pki.ders[0]), ("ca1", pki.ders[1][:i] + b"x" + pki.ders[1][i + 1 :])])
     else:
         img = binfmt.image([("t", b"hello\n")])
     out = _mp_store(micropython, mpy, tmp_path, img, pki.ders[0])
