@@ -42,9 +42,19 @@ def _junit(path):
     return cases
 
 
+def _outside_fs(image, flash):
+    """The flash image without MicroPython's filesystem (which deploy writes to)."""
+    from espssl import layout
+
+    fs = layout.load("esp8266-" + flash.lower()).filesystem
+    data = image.read_bytes()
+    return data[: fs[0]] + data[fs[1] :]
+
+
 def test_suite_on_two_boards_in_parallel(tmp_path):
     dirs = [tmp_path / "b1", tmp_path / "b2"]
     ports = [vboard.start(d, flash=f, heap=HEAP) for d, f in zip(dirs, ("4M", "1M"))]
+    before = [_outside_fs(d / "flash.bin", f) for d, f in zip(dirs, ("4M", "1M"))]
     try:
         junit, logs = tmp_path / "junit.xml", tmp_path / "logs"
         cmd = ESPSSL + ["test", "--junit", str(junit), "--logs", str(logs)]
@@ -56,6 +66,9 @@ def test_suite_on_two_boards_in_parallel(tmp_path):
             vboard.stop(d)
     out = proc.stdout
     assert proc.returncode == 0, out[-4000:] + proc.stderr[-2000:]
+    # xdist's controller wrote both boards' sectors and put them back (deploy changed only the filesystem)
+    assert [_outside_fs(d / "flash.bin", f) for d, f in zip(dirs, ("4M", "1M"))] == before
+    assert out.count("restored as it was before the run (read back: identical)") == 4
     cases = _junit(junit)
     names = [n for n in cases]
     # every case ran on both boards (parametrized by port)

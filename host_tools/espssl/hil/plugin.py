@@ -47,8 +47,8 @@ def pytest_addoption(parser):
     g.addoption("--hil-no-deploy", action="store_true", help="skip deploying espconn before the suite")
     g.addoption("--hil-board", default=None, help="board profile (default: from the detected flash size)")
     g.addoption("--hil-certs", default=None,
-                help="use the CA `espssl certs` wrote to this directory (ca.pem, ca.key.pem); its bin is "
-                "expected at the profile's CA sector and written there only if it is not")
+                help="use the CA `espssl certs` wrote to this directory (ca.pem, ca.key.pem): used as it is at "
+                "the profile's CA sector when flashed there, else written to a free sector for the run")
     g.addoption("--hil-backup-dir", default=None,
                 help="where the backups of the sectors the suite writes go (default $ESPSSL_BACKUP_DIR "
                 "or ./espssl-backups, as for flash-ca)")
@@ -118,11 +118,14 @@ def _prepare_all(config):
     for name in _ports(config):
         try:
             port = flash.virtual_port() if name == VIRTUAL else name
+            backup_dir = config.getoption("hil_backup_dir")
             if port is None:  # no virtual board running: one for this run, in a throwaway directory
                 d = config._tmp_path_factory.mktemp("vboard")
                 port = vboard.start(d, flash="4M", heap=config.getoption("hil_vboard_heap"))
                 config._hil_started.append((d, port))
-                out("espssl test: started a virtual board on %s for this run" % port)
+                backup_dir = d / "backups"  # nothing of the user's on it: its backups go with it
+                out("espssl test: started a virtual board on %s for this run (stopped and thrown away "
+                    "after it)" % port)
             virtual = flash.is_virtual_port(port)
             if not virtual and host.startswith("127."):
                 raise pytest.UsageError("a real board cannot reach the host at %s: pass --hil-host with the "
@@ -131,7 +134,8 @@ def _prepare_all(config):
             pki = make_pki(work, host, config.getoption("hil_certs"))
             setup = sectors.place(port, pki, config._hil_written, config.getoption("hil_board"),
                                   certs_given=bool(config.getoption("hil_certs")),
-                                  backup_dir=config.getoption("hil_backup_dir"), out=out)
+                                  backup_dir=backup_dir, out=out,
+                                  throwaway=any(p == port for _d, p in config._hil_started))
         except REFUSALS as e:
             # One line, once, before any case (pytest prints "ERROR: ..." and exits 4; espssl test: 2).
             raise pytest.UsageError("%s (nothing ran)" % e) from None
