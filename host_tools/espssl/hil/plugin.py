@@ -136,6 +136,13 @@ def _prepare_all(config):
                                   certs_given=bool(config.getoption("hil_certs")),
                                   backup_dir=backup_dir, out=out,
                                   throwaway=any(p == port for _d, p in config._hil_started))
+            if not config.getoption("hil_no_deploy"):
+                from ..deploy import deploy
+
+                out("espssl test: deploying espconn to %s" % port)
+                deploy(port, out=lambda *_: None)
+            if not virtual:
+                _join_wifi(port, Path(config.getoption("hil_logs")) / _port_id(name) / "wifi.log")
         except REFUSALS as e:
             # One line, once, before any case (pytest prints "ERROR: ..." and exits 4; espssl test: 2).
             raise pytest.UsageError("%s (nothing ran)" % e) from None
@@ -214,17 +221,8 @@ def board_port(request):
 
 @pytest.fixture(scope="session")
 def hil(board_port, request):
-    """Per board: certificates, CA sectors (prepared before the run), espconn deployed."""
-    config = request.config
-    name = next(n for n, s in config._hil_setups.items() if s["port"] == board_port)
-    setup = config._hil_setups[name]
-    if not config.getoption("hil_no_deploy"):
-        from ..deploy import deploy
-
-        deploy(board_port, out=lambda *_: None)
-    if not setup["virtual"]:
-        _join_wifi(board_port, Path(config.getoption("hil_logs")) / _port_id(name) / "wifi.log")
-    return setup
+    """Per board: certificates, CA sectors, espconn deployed (all done before the run)."""
+    return next(s for s in request.config._hil_setups.values() if s["port"] == board_port)
 
 
 # Joins the Wi-Fi named in /wifi.cfg (stored by `espssl deploy --wifi-from-env`);
@@ -249,10 +247,16 @@ print("RESULT", repr({"connected": w.isconnected(), "ip": w.ifconfig()[0]}))
 
 
 def _join_wifi(port, log):
-    with Dut(port, log) as dut:
-        res = dut.result(_WIFI, timeout=40)
+    from ..errors import DeviceError
+    from .dut import BoardError
+
+    try:
+        with Dut(port, log) as dut:
+            res = dut.result(_WIFI, timeout=40)
+    except BoardError as e:
+        raise DeviceError(str(e)) from None
     if not res.get("connected"):
-        pytest.exit("the board did not join the Wi-Fi: %s (log: %s)" % (res.get("error", "timeout"), log), returncode=4)
+        raise DeviceError("the board on %s did not join the Wi-Fi: %s (log: %s)" % (port, res.get("error", "timeout"), log))
 
 
 # ---------------------------------------------------------------- per test
