@@ -87,10 +87,14 @@ demo: setup
 hil: setup
 	$(BIN)/espssl test $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST))
 
+# bench_ram: heap each TLS flow needs; on the project's 64-bit port by default, or
+#   make bench MICROPYTHON=/path/to/micropython [FROZEN_MICROPYTHON=/path/with/espconn/frozen]
 bench: setup
 	$(BIN)/python tools/bench_espconn.py
 	$(BIN)/python tools/bench_heap.py
 	$(BIN)/python tools/bench_verify.py
+	$(BIN)/python tools/bench_ram.py $(if $(MICROPYTHON),--micropython $(MICROPYTHON)) \
+	    $(if $(FROZEN_MICROPYTHON),--frozen-micropython $(FROZEN_MICROPYTHON))
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache .mypy_cache

@@ -297,7 +297,7 @@ def test_server_echo_with_host_client(board, case, hil, n):
 
 MISUSE = PRELUDE + r"""
 out = {}
-out["size"] = (espconn_secure_set_size(1, 2047), espconn_secure_set_size(1, 8193), espconn_secure_set_size(4, 4096),
+out["size"] = (espconn_secure_set_size(1, 0), espconn_secure_set_size(1, 8193), espconn_secure_set_size(4, 4096),
                espconn_secure_get_size(1))
 out["level"] = (espconn_secure_ca_enable(0, %(sector)d), espconn_secure_ca_enable(5, %(sector)d))
 out["level2"] = (espconn_secure_ca_enable(2, %(sector)d), espconn_secure_last_error())
