@@ -152,6 +152,13 @@ def test_a_case_that_fails(board, hil):
 
 def test_a_slow_case(board, hil):
     board.run("import time\\ntime.sleep(60)", timeout=120)
+
+
+def test_the_board_goes_away(board, hil):
+    import os
+    from espssl.vboard import cli
+
+    cli.stop(os.environ["ESPSSL_VBOARD_DIR"])
 """
 
 
@@ -234,6 +241,30 @@ def test_an_interrupted_run_leaves_the_board_as_it_was(tmp_path, users_board):
     assert "interrupted; waiting for the suite to restore the board" in out
     assert len(used) == 2 and sorted(restored) == sorted(used), out[-3000:]
     assert image.read_bytes() == before
+
+
+def test_a_board_that_cannot_be_restored_says_how(tmp_path, users_board):
+    """The board vanishes mid-run: the suite says so and prints, per sector, the command that restores it."""
+    import shlex
+
+    env, image, _backups = users_board
+    before = image.read_bytes()
+    proc = _espssl(["test", "--no-deploy", "--junit", tmp_path / "j.xml", "--logs", tmp_path / "logs", "--",
+                    "-k", "goes_away", tmp_path / "test_user_cases.py"], tmp_path, env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "could not restore the board" in out, out[-3000:]
+    cmds = [x.split("with: ", 1)[1] for x in out.splitlines() if "espssl flash-ca --port" in x]
+    assert len(cmds) == 2 and image.read_bytes() != before, out[-3000:]
+    vboard.start(image.parent, heap=HEAP)  # plugged in again: a new pty
+    new_port = vboard.status(image.parent)["port"]
+    for cmd in cmds:
+        argv = shlex.split(cmd)[1:]
+        argv[argv.index("--port") + 1] = new_port
+        done = _espssl(argv, tmp_path, env, 120)
+        assert done.returncode == 0, done.stdout + done.stderr
+    after = image.read_bytes()
+    fs = slice(0x100000, 0x3FB000)  # MicroPython may touch its filesystem at boot
+    assert after[: fs.start] == before[: fs.start] and after[fs.stop :] == before[fs.stop :]
 
 
 def test_sectors_restore_what_was_there(tmp_path, users_board, monkeypatch):
