@@ -69,7 +69,7 @@ demo: setup
 	echo "== what next"; \
 	if [ -z "$(PORT)" ]; then \
 	  $(BIN)/espssl vboard stop --dir $(VBOARD_DIR); trap - EXIT; \
-	  echo "The board keeps its flash (CA bundle at sector 0xF0, espconn in /lib) in $(VBOARD_DIR)/flash.bin."; \
+	  echo "The board keeps its flash (the CA bundle flash-ca wrote, espconn in /lib) in $(VBOARD_DIR)/flash.bin."; \
 	  echo "Start it again with espconn on it, then open its REPL:"; \
 	  echo "  export ESPSSL_VBOARD_DIR=$(VBOARD_DIR)   # espssl commands find the board without --port"; \
 	  echo "  port=\$$($(BIN)/espssl vboard start --heap $(VBOARD_HEAP))"; \
@@ -78,10 +78,10 @@ demo: setup
 	  echo "At the board's REPL: $(BIN)/mpremote connect $$port repl"; \
 	fi; \
 	echo "  >>> from espconn import *        # the SDK's espconn_secure_* API (README, 'On the device')"; \
-	echo "  >>> espconn_secure_ca_enable(ESPCONN_CLIENT, 0xF0)   # the CA sector flash-ca printed above"; \
-	echo "  >>> import ssl_demo; ssl_demo.CA_SECTOR = 0xF0; ssl_demo.user_init()"; \
-	echo "      (with a TLS peer on port 8443 first: README, 'TLS peers for an axTLS board')"; \
-	echo "  then: $(BIN)/espssl vboard stop (virtual board), Ctrl-] leaves mpremote"
+	echo "  >>> import ssl_demo; espconn_secure_ca_enable(ESPCONN_CLIENT, ssl_demo.default_sectors()[0])   # where flash-ca wrote"; \
+	echo "  >>> ssl_demo.user_init()          # a TLS client of 127.0.0.1:8443: start a peer first"; \
+	echo "      (README, 'TLS peers for an axTLS board': an openssl s_server line, a CPython server)"; \
+	echo "  Ctrl-] leaves mpremote; then $(BIN)/espssl vboard stop (the virtual board)"
 
 # The loopback suite alone: PORT=... for a real board (HOST=its LAN peer address).
 hil: setup
