@@ -401,3 +401,60 @@ def test_bad_heap_is_refused(tmp_path):
     proc = espssl("vboard", "start", "--dir", tmp_path, "--heap", "lots", check=False)
     assert proc.returncode == 2 and "--heap lots" in proc.stderr
     assert not (tmp_path / "flash.bin").exists()
+
+
+# -- variants: the ROMFS build ---------------------------------------------------------
+ROMFS = (0xB0000, 0x100000)  # esp8266_2MiB_ROMFS.ld: FLASH_ROMFS, 320 KiB
+
+
+def test_romfs_variant_with_unmodified_mpremote_romfs(own_board, tmp_path):
+    b = own_board(None, "--variant", "FLASH_2M_ROMFS")
+    assert (b.dir / "flash.bin").stat().st_size == 4 * 1024 * 1024
+    out = mpremote(b.port, "romfs", "query", "+", "exec",
+                   "import esp, vfs, sys\nprint(hex(esp.flash_user_start()), sys.path)\n"
+                   "with open('boot.py', 'a') as f: f.write('BOOTED = 1\\n')")
+    assert "ROMFS0 partition has size 327680 bytes" in out and "Not a valid ROMFS" in out, out
+    assert "0x100000 ['', '.frozen', '/lib', '/']" in out  # erased ROMFS: not mounted, as on a board
+    pkg = tmp_path / "rom" / "lib" / "rompkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("def where():\n    return __file__\n")
+    (tmp_path / "rom" / "lib" / "shadowed.py").write_text("X = 'rom'\n")
+    mpremote(b.port, "fs", "mkdir", "lib", "+", "exec",
+             "with open('lib/shadowed.py', 'w') as f: f.write(\"X = 'lib'\\n\")")
+    out = mpremote(b.port, "romfs", "deploy", tmp_path / "rom")
+    assert "ROMFS image deployed" in out, out
+    # What landed in flash is the image mpremote builds, byte for byte.
+    from mpremote.romfs import make_romfs
+
+    built = make_romfs(str(tmp_path / "rom"), mpy_cross=True)
+    with open(b.dir / "flash.bin", "rb") as f:
+        f.seek(ROMFS[0])
+        assert f.read(len(built)) == built
+    mpremote(b.port, "reset")
+    out = mpremote(b.port, "romfs", "query", "+", "exec",
+                   "import rompkg, shadowed, sys\nprint(rompkg.where(), shadowed.X, sys.path, BOOTED)")
+    assert "ROMFS image size: %d" % (len(built) - 5) in out or "ROMFS image size:" in out, out
+    line = out.strip().splitlines()[-1]
+    # Mounted at /rom by the firmware, /rom and /rom/lib ahead of /lib; boot.py untouched.
+    assert line == "/rom/lib/rompkg/__init__.mpy rom ['', '.frozen', '/rom', '/rom/lib', '/lib', '/'] 1", out
+    assert "shadowed.py" in mpremote(b.port, "fs", "ls", "lib")  # the user's /lib is left alone
+    # The variant is the board's: a restart without --variant keeps it.
+    b.stop()
+    b2 = own_board(b.dir)
+    assert mpremote(b2.port, "exec", "import rompkg; print(rompkg.where())").strip() == "/rom/lib/rompkg/__init__.mpy"
+    assert "FLASH_2M_ROMFS" in espssl("vboard", "status", "--dir", b.dir).stdout
+
+
+def test_variants_other_than_romfs(own_board, tmp_path):
+    proc = espssl("vboard", "start", "--dir", tmp_path / "x", "--variant", "FLASH_512K", check=False)
+    assert proc.returncode == 2 and "FLASH_512K is not supported" in proc.stderr
+    proc = espssl("vboard", "start", "--dir", tmp_path / "y", "--variant", "FLASH_1M", "--flash", "4M", check=False)
+    assert proc.returncode == 2 and "runs on 1M flash, not 4M" in proc.stderr
+    proc = espssl("vboard", "start", "--dir", tmp_path / "z", "--variant", "NOPE", check=False)
+    assert proc.returncode == 2 and "FLASH_2M_ROMFS" in proc.stderr
+    assert not any((tmp_path / d / "flash.bin").exists() for d in "xyz")
+    b = own_board(None, "--variant", "FLASH_1M")
+    assert (b.dir / "flash.bin").stat().st_size == 1024 * 1024
+    out = mpremote(b.port, "exec", "import vfs, esp\nprint(hasattr(vfs, 'rom_ioctl'), hex(esp.flash_user_start()))")
+    assert out.strip() == "False 0x98000"
+    assert "ROMFS is not enabled on this device" in mpremote(b.port, "romfs", "query")

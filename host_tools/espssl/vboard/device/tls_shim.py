@@ -15,23 +15,35 @@
 #   with AES-CBC (the four suites axTLS has), never any certificate check.
 # - Records: a tap (io.IOBase) between the socket and mbedTLS reads each
 #   incoming record header; a record longer than 5115 bytes (axTLS's 5 KiB
-#   shared buffer) fails the connection with OSError(-257, "RECORD_OVERFLOW").
-#   Outgoing plaintext is cut into 1024-byte records, as axTLS does.
-# - Errors: axTLS's OSError(code, name) for the codes it reports; an mbedTLS
-#   failure becomes OSError(-260, "INVALID_HANDSHAKE") during the handshake and
-#   OSError(-256, "CONN_LOST") after it (the mbedTLS code is kept as a third
-#   argument); EOF reads return b"".
+#   shared buffer) prints what axTLS prints on the console ("TLS buffer
+#   overflow, record size: N (+5)") and fails with SSL_ERROR_RECORD_OVERFLOW
+#   (-257).  Outgoing plaintext is cut into 1024-byte records, as axTLS does.
+# - The stream under it: when it fails (raises, or returns an error code as
+#   an io.IOBase tap does) or ends, axTLS reports SSL_ERROR_CONN_LOST and
+#   modtls_axtls.c makes that EOF: read/readinto return b""/0, write returns
+#   0; a blocking handshake in wrap_socket raises OSError(-256, "CONN_LOST").
+#   The reason is gone unless the stream kept it.  EAGAIN stays EAGAIN.
+# - Errors: in wrap_socket's handshake axTLS's OSError(code, name); on
+#   read/write OSError(code) (the stream layer's); an mbedTLS failure becomes
+#   -260 INVALID_HANDSHAKE during the handshake and -256 after it (the mbedTLS
+#   code is kept as the last argument).
 # - RAM: axTLS takes ~8 KiB per connection from the GC heap and needs a
 #   contiguous ~5.4 KiB block during the handshake.  Each connection holds a
 #   ballast so that its total (mbedTLS's own GC allocations included) matches,
-#   and a 5.4 KiB block until its handshake is over; MemoryError as on a board.
-#   All of it is released by close().
-#
+#   and a 5.4 KiB block until its handshake is over.  axTLS never checks an
+#   allocation: when one fails the board crashes (an ESP8266 prints "Fatal
+#   exception", its ROM the "rst cause" line, and MicroPython boots again).
+#   So here too a MemoryError inside the TLS layer is not raised: the process
+#   dies by SIGSEGV (a store to address 0, as axTLS's), which the board
+#   supervisor prints as an ESP8266 crash and reboots from.  All memory is
+#   released by close().
+
 # Not reproduced (mbedTLS does them right, axTLS does not): the handshake also
 # advances on writes, secure renegotiation is offered, full duplex works.
 import io as _io
 
 import tls as _tls
+import uctypes as _uctypes
 from micropython import const as _const
 
 PROTOCOL_TLS_CLIENT = _const(0)
@@ -44,6 +56,7 @@ _AXTLS_CONN = _const(8192)  # axTLS's per-connection heap use
 _MBEDTLS_GC = _const(3712)  # what the unix port's SSLSocket takes from the GC heap itself
 _HANDSHAKE = _const(5530)  # contiguous block axTLS allocates during the handshake
 _EIO = _const(5)
+_EAGAIN = _const(11)
 _EINVAL = _const(22)
 _MP_STREAM_CLOSE = _const(4)  # py/stream.h ioctl requests
 _MP_STREAM_POLL = _const(3)
@@ -109,6 +122,11 @@ def _error(code, name, *extra):
     return OSError(code, name, *extra)
 
 
+def _crash():
+    # axTLS dereferences the NULL its unchecked calloc returned: the board dies.
+    _uctypes.bytearray_at(0, 4)[0] = 0
+
+
 class _Tap(_io.IOBase):
     # Sits between the socket (or the caller's stream) and mbedTLS: counts
     # incoming record headers, forwards everything else untouched.
@@ -118,14 +136,26 @@ class _Tap(_io.IOBase):
         self.hn = 0  # header bytes collected so far
         self.left = 0  # body bytes of the current record still to come
         self.overflow = 0  # length of the oversize record seen, or 0
+        self.lost = None  # what the stream did (its exception, error code or "eof"): CONN_LOST
         self.poller = None  # select.poll over a real socket, made on first poll
 
     def readinto(self, buf):
-        if self.overflow:
+        if self.overflow or self.lost:
             return -_EIO
-        n = self.sock.readinto(buf)
-        if not n:
-            return n  # None: would block; 0: EOF
+        try:
+            n = self.sock.readinto(buf)
+        except OSError as e:
+            if e.args and e.args[0] == _EAGAIN:
+                return None
+            self.lost = e
+            return -_EIO
+        if n is None:
+            return None  # would block
+        if n <= 0:
+            if n == -_EAGAIN:
+                return None
+            self.lost = n or "eof"  # the stream's error code, or its end
+            return n if n else 0
         i = 0
         hdr = self.hdr
         while i < n:
@@ -142,11 +172,23 @@ class _Tap(_io.IOBase):
                 self.left = hdr[3] << 8 | hdr[4]
                 if self.left > _MAX_RECORD:
                     self.overflow = self.left
+                    print("TLS buffer overflow, record size: %d (+5)" % self.left)
                     return -_EIO
         return n
 
     def write(self, buf):
-        return self.sock.write(buf)
+        if self.lost:
+            return -_EIO
+        try:
+            n = self.sock.write(buf)
+        except OSError as e:
+            if e.args and e.args[0] == _EAGAIN:
+                return None
+            self.lost = e
+            return -_EIO
+        if n is not None and n < 0 and n != -_EAGAIN:
+            self.lost = n
+        return n
 
     def ioctl(self, req, arg):
         sock = self.sock
@@ -177,23 +219,30 @@ class SSLSocket(_io.IOBase):
     # What wrap_socket returns: a stream (read/readinto/readline/write/
     # setblocking/close, and ioctl so select.poll works on it).
     def __init__(self, ctx, sock, server_side, do_handshake_on_connect, server_hostname):
-        self._ballast = bytearray(_AXTLS_CONN - _MBEDTLS_GC)
-        self._hs = bytearray(_HANDSHAKE)  # held until the handshake is over
         self._tap = _Tap(sock)
         self._s = None
         self._closed = False
+        blocking = do_handshake_on_connect and not server_side
         try:
+            self._ballast = bytearray(_AXTLS_CONN - _MBEDTLS_GC)
+            self._hs = bytearray(_HANDSHAKE)  # held until the handshake is over
             self._s = ctx.wrap_socket(
                 self._tap,
                 server_side=server_side,
-                do_handshake_on_connect=do_handshake_on_connect and not server_side,
+                do_handshake_on_connect=blocking,
                 server_hostname=server_hostname,
             )
+        except MemoryError:
+            _crash()
         except OSError as e:
             err = self._map(e)
             self._release()
+            if err is None:  # the stream failed or ended: ssl_handshake_status() says CONN_LOST
+                err = _error(_SSL_ERROR_CONN_LOST, "CONN_LOST")
+            elif len(err.args) == 1:
+                err = _error(err.args[0], "RECORD_OVERFLOW")
             raise err
-        if do_handshake_on_connect and not server_side:
+        if blocking:
             self._hs = None
 
     def _release(self):
@@ -201,8 +250,11 @@ class SSLSocket(_io.IOBase):
         self._hs = None
 
     def _map(self, e):
+        # The OSError axTLS would give for mbedTLS's E, or None where axTLS gives EOF.
         if self._tap.overflow:
-            return _error(_SSL_ERROR_RECORD_OVERFLOW, "RECORD_OVERFLOW")
+            return OSError(_SSL_ERROR_RECORD_OVERFLOW)
+        if self._tap.lost is not None:
+            return None
         code = e.args[0] if e.args else 0
         if isinstance(code, int) and code < -256 and code != _SSL_ERROR_CONN_LOST:
             if self._hs is not None:
@@ -210,55 +262,65 @@ class SSLSocket(_io.IOBase):
             return _error(_SSL_ERROR_CONN_LOST, "CONN_LOST", code)
         return e
 
-    def readinto(self, buf, nbytes=None):
+    def _call(self, fn, *args):
+        # fn(*args) on the mbedTLS socket with axTLS's outcomes: EOF (None) for a
+        # lost stream, axTLS's OSError, a crash for an allocation that failed.
         if self._s is None:
             raise OSError(9)  # EBADF
+        if self._tap.lost is not None and self._tap.overflow == 0:
+            return None
         try:
-            if nbytes is None:
-                n = self._s.readinto(buf)
-            else:
-                n = self._s.readinto(buf, nbytes)
+            return fn(*args)
+        except MemoryError:
+            _crash()
         except OSError as e:
-            raise self._map(e)
+            err = self._map(e)
+            if err is None:
+                return None
+            raise err
+
+    def readinto(self, buf, nbytes=None):
+        s = self._s
+        n = self._call(s.readinto, buf) if nbytes is None else self._call(s.readinto, buf, nbytes)
+        if n is None and self._tap.lost is not None:
+            return 0
         if n:
             self._hs = None
         return n
 
     def read(self, n=-1):
-        if self._s is None:
-            raise OSError(9)
-        try:
-            data = self._s.read(n) if n >= 0 else self._s.read()
-        except OSError as e:
-            raise self._map(e)
+        s = self._s
+        data = self._call(s.read, n) if n >= 0 else self._call(s.read)
+        if data is None and self._tap.lost is not None:
+            return b""
         if data:
             self._hs = None
         return data
 
     def readline(self):
-        if self._s is None:
-            raise OSError(9)
-        try:
-            return self._s.readline()
-        except OSError as e:
-            raise self._map(e)
+        data = self._call(self._s.readline)
+        if data is None and self._tap.lost is not None:
+            return b""
+        return data
 
     def write(self, buf):
         if self._s is None:
             raise OSError(9)
         mv = memoryview(buf)
         done = 0
-        try:
-            while done < len(mv):
-                n = self._s.write(mv[done : done + _OUT_RECORD])
-                if not n:
-                    break
-                done += n
-                self._hs = None
-        except OSError as e:
-            if done:
-                return done
-            raise self._map(e)
+        while done < len(mv):
+            try:
+                n = self._call(self._s.write, mv[done : done + _OUT_RECORD])
+            except OSError:
+                if done:
+                    return done
+                raise
+            if not n:
+                if self._tap.lost is not None:
+                    return done  # axTLS: CONN_LOST -> 0, "EOF"
+                break
+            done += n
+            self._hs = None
         if done == 0 and len(mv):
             return None  # non-blocking, nothing sent yet
         return done
@@ -312,6 +374,12 @@ class SSLContext:
         if not isinstance(sock, _io.IOBase) and not hasattr(sock, "setsockopt"):
             # On an ESP8266 a non-stream object here crashes the board.
             raise TypeError("stream object required")
+        try:
+            return self._wrap(sock, server_side, do_handshake_on_connect, server_hostname)
+        except MemoryError:
+            _crash()  # axTLS's ssl_ctx_new/ssl_client_new got NULL
+
+    def _wrap(self, sock, server_side, do_handshake_on_connect, server_hostname):
         ctx = _tls.SSLContext(_tls.PROTOCOL_TLS_SERVER if server_side else _tls.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = _tls.CERT_NONE
         ctx.set_ciphers(_CIPHERS)
