@@ -111,6 +111,18 @@ def test_start_prints_a_local_pty_and_status_reports_it(board):
     assert (board.dir / "flash.bin").stat().st_size == 4 * 1024 * 1024
 
 
+def test_default_heap_leaves_an_esp8266s_headroom(board):
+    # 56K on the 64-bit port: ~52 KB free after boot, what an ESP8266's ~34.8 KB
+    # maps to there (board.DEFAULT_HEAP_64 says how it was measured).
+    from espssl.vboard.board import DEFAULT_HEAP_64, default_heap, heap_bytes
+
+    free = int(mpremote(board.port, "exec", "import gc; gc.collect(); print(gc.mem_free())"))
+    heap = heap_bytes(default_heap())
+    print("default heap %d: %d free after boot" % (heap, free))
+    assert default_heap() == DEFAULT_HEAP_64 == "56K"
+    assert heap - 4096 - 1024 <= free <= heap - 4096 + 3072
+
+
 # -- mpremote ------------------------------------------------------------------------
 def test_exec_and_chained_commands(board):
     out = mpremote(board.port, "exec", "print(6 * 7)", "exec", "print('second')",
@@ -250,8 +262,9 @@ def test_output_nobody_reads_is_dropped(board):
 def test_mount_carries_binary_data_with_control_bytes(own_board, tmp_path):
     # `mpremote mount` streams file data to running code: bytes such as 0x03
     # must reach it as data (its hook disables Ctrl-C), not as interrupts.
-    # A bigger heap: the mount hook alone is a large piece of code.
-    b = own_board(None, "--flash", "1M", "--heap", "96K")
+    # On the default heap (a 38K ESP8266's headroom): the mount hook alone is
+    # a large piece of code, more than a 64-bit board of 38K could load.
+    b = own_board(None, "--flash", "1M")
     share = tmp_path / "share"
     share.mkdir()
     data = bytes(range(256)) * 12 + os.urandom(1000)

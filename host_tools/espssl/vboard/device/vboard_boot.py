@@ -213,6 +213,19 @@ def _vboard_heap():
     _vboard_reserved = None  # freed by the caller's collect: this frame still holds a copy
 
 
+def _vboard_trim():
+    # What the boot's garbage left free beyond the target (holes freed after
+    # the fill) is taken too, from the bottom of the user's region.
+    import esp
+
+    if _vboard_reserved is not None or not hasattr(esp, "_heap_surplus"):
+        return
+    want = _vboard_target()
+    for chunk in (1024, 256, 64):
+        while gc.mem_free() - want >= chunk:
+            esp._heap_surplus.append(bytearray(chunk - 16))
+
+
 def _vboard_run(name, g):
     try:
         f = open(name)
@@ -235,9 +248,10 @@ _vboard_reserved = _vboard_reserve()
 _vboard_setup()
 _vboard_heap()
 gc.collect()  # here, not in _vboard_heap: the GC scans the C stack, a live frame's stale copy would keep the reserve
+_vboard_trim()
 _vboard_run("boot.py", globals())
 if (_vboard_getenv("ESPSSL_VBOARD_RESET") or "power") != "soft-raw":
     _vboard_run("main.py", globals())
 del HEAP_SLACK, _vboard_getenv, _vboard_setup, _vboard_initial_setup, _vboard_fs_corrupted, _vboard_heap, _vboard_run
-del _vboard_reserved, _vboard_reserve, _vboard_target
+del _vboard_reserved, _vboard_reserve, _vboard_target, _vboard_trim
 gc.collect()
