@@ -471,3 +471,21 @@ def test_variants_other_than_romfs(own_board, tmp_path):
     out = mpremote(b.port, "exec", "import vfs, esp\nprint(hasattr(vfs, 'rom_ioctl'), hex(esp.flash_user_start()))")
     assert out.strip() == "False 0x98000"
     assert "ROMFS is not enabled on this device" in mpremote(b.port, "romfs", "query")
+
+
+def test_a_crash_prints_an_esp8266_exception_reset_and_boots_again(board):
+    # axTLS out of heap dereferences NULL: on an ESP8266 a Fatal exception, the
+    # ROM's "rst cause:2" line, MicroPython again.  (The tls shim ends the same
+    # way; here the store to address 0 is made directly.)
+    with serial.Serial(board.port, timeout=0.5) as ser:
+        ser.write(b"\r\x03\r\x02")
+        read_until(ser, b"more information.\r\n>>> ")
+        time.sleep(0.3)
+        ser.reset_input_buffer()
+        ser.write(b"import uctypes; uctypes.bytearray_at(0, 4)[0] = 0\r")
+        data = read_until(ser, b"rst cause:2", timeout=20)
+        data += read_until(ser, b">>> ", timeout=20)
+    assert re.search(rb"\r\nFatal exception 29\(StoreProhibitedCause\):\r\nepc1=0x[0-9a-f]{8}, .*depc=0x0{8}\r\n"
+                     rb"\r\n ets Jan  8 2013,rst cause:2, boot mode:\(3,6\)\r\n", data), data
+    assert b"ESP module (virtual) with ESP8266" in data.split(b"rst cause:2")[1]
+    assert mpremote(board.port, "exec", "import machine; print(machine.reset_cause())").strip() == "2"

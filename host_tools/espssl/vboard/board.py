@@ -365,6 +365,7 @@ class Board:
         self.phase = "off"  # off | boot | raw-wait | repl | loader
         self.raw = False  # the REPL the host last saw is the raw one
         self.boot_kind = POWER
+        self.cause = POWER  # the last boot that restarted the chip: machine.reset_cause()
         self.held = bytearray()  # host input waiting for the REPL
         self.out = _Output()
         self.boot_buf = b""
@@ -391,13 +392,17 @@ class Board:
 
     # -- MicroPython -------------------------------------------------------
     def _env(self, kind):
-        return device_env(self.image, self.profile.flash_size, self.profile.filesystem, self.heap, kind,
-                          path=(DEVICE_DIR, ".frozen", "/lib"), profile=self.profile.name, romfs=self.romfs)
+        env = device_env(self.image, self.profile.flash_size, self.profile.filesystem, self.heap, kind,
+                         path=(DEVICE_DIR, ".frozen", "/lib"), profile=self.profile.name, romfs=self.romfs)
+        env["ESPSSL_VBOARD_CAUSE"] = self.cause
+        return env
 
     def boot(self, kind):
         """(Re)start MicroPython; input is held until its REPL is up."""
         self._stop_child()
         self.boot_kind = kind
+        if kind not in (SOFT, SOFT_RAW):  # a soft reboot leaves the chip's reset cause as it was
+            self.cause = kind
         self.phase = "boot"
         self.boot_buf = b""
         self.tail = b""

@@ -16,15 +16,14 @@
 # - Records: a tap (io.IOBase) between the socket and mbedTLS reads each
 #   incoming record header; a record longer than 5115 bytes (axTLS's 5 KiB
 #   shared buffer) prints what axTLS prints on the console ("TLS buffer
-#   overflow, record size: N (+5)") and fails with SSL_ERROR_RECORD_OVERFLOW
-#   (-257).  Outgoing plaintext is cut into 1024-byte records, as axTLS does.
+#   overflow, record size: N (+5)") and fails with OSError(-257,
+#   "RECORD_OVERFLOW").  Outgoing plaintext is cut into 1024-byte records, as axTLS does.
 # - The stream under it: when it fails (raises, or returns an error code as
 #   an io.IOBase tap does) or ends, axTLS reports SSL_ERROR_CONN_LOST and
 #   modtls_axtls.c makes that EOF: read/readinto return b""/0, write returns
 #   0; a blocking handshake in wrap_socket raises OSError(-256, "CONN_LOST").
 #   The reason is gone unless the stream kept it.  EAGAIN stays EAGAIN.
-# - Errors: in wrap_socket's handshake axTLS's OSError(code, name); on
-#   read/write OSError(code) (the stream layer's); an mbedTLS failure becomes
+# - Errors: axTLS's OSError(code, name); an mbedTLS failure becomes
 #   -260 INVALID_HANDSHAKE during the handshake and -256 after it (the mbedTLS
 #   code is kept as the last argument).
 # - RAM: axTLS takes ~8 KiB per connection from the GC heap and needs a
@@ -267,8 +266,6 @@ class SSLSocket(_io.IOBase):
             self._release()
             if err is None:  # the stream failed or ended: ssl_handshake_status() says CONN_LOST
                 err = _error(_SSL_ERROR_CONN_LOST, "CONN_LOST")
-            elif len(err.args) == 1:
-                err = _error(err.args[0], "RECORD_OVERFLOW")
             raise err
         if blocking:
             self._hs = None
@@ -281,7 +278,7 @@ class SSLSocket(_io.IOBase):
     def _map(self, e):
         # The OSError axTLS would give for mbedTLS's E, or None where axTLS gives EOF.
         if self._tap.overflow:
-            return OSError(_SSL_ERROR_RECORD_OVERFLOW)
+            return _error(_SSL_ERROR_RECORD_OVERFLOW, "RECORD_OVERFLOW")
         if self._tap.lost is not None:
             return None
         code = e.args[0] if e.args else 0
