@@ -131,21 +131,22 @@ class Conn:
         self.want = None  # SHA-256 of the checked Certificate message (pass 3)
         self.t0 = self.heap = self.m0 = self.txlen = self.txoff = 0
         self.up = self.more = self.closed = False
-        self.rx = self.rxmv = self.tx = self.txmv = None
+        self.rx = self.rxmv = self.out = self.cap = None
         self.pending = None  # (name, code) of a callback to fire after close
 
     # -- set-up ------------------------------------------------------------
     def alloc(self):
-        n = size[self.level]
-        if not room(n + _RX + _TLS_HEAP):
-            set_error(self.esp, "no_memory", "%d bytes of heap free (or no %d-byte block); a connection needs %d" % (gc.mem_free(), _TLS_BLOCK, n + _RX + _TLS_HEAP), _ESPCONN_MEM)
+        # One buffer per connection: received data for recvcb (and, during the
+        # handshake, the start of the peer's Certificate message for the tap).
+        # Sent data is not copied unless it is mutable (see send).
+        n = _RX + _TLS_HEAP
+        if not room(n):
+            set_error(self.esp, "no_memory", "%d bytes of heap free (or no %d-byte block); a connection needs %d" % (gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
             return False
         self.m0 = gc.mem_free()
         try:
             self.rx = bytearray(_RX)
             self.rxmv = memoryview(self.rx)
-            self.tx = bytearray(n)
-            self.txmv = memoryview(self.tx)
         except MemoryError:
             self.release()
             set_error(self.esp, "no_memory", "no heap for the connection buffers", _ESPCONN_MEM)
@@ -200,8 +201,10 @@ class Conn:
 
     def start_tls(self):
         """wrap_socket behind a tap; False (reason set) if the heap cannot hold TLS."""
-        if not room(_TLS_HEAP):
-            set_error(self.esp, "no_memory", "%d bytes of heap free (or no %d-byte block): TLS needs %d" % (gc.mem_free(), _TLS_BLOCK, _TLS_HEAP), _ESPCONN_MEM)
+        cap = self.check and self.want is None
+        n = _TLS_HEAP + (size[1] if cap else 0)
+        if not room(n):
+            set_error(self.esp, "no_memory", "%d bytes of heap free (or no %d-byte block): TLS needs %d" % (gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
             return False
         import tls
 
@@ -218,7 +221,9 @@ class Conn:
 
             c, k = read_cert_bin(cert_sector[1])
             ctx.load_cert_chain(c, k)
-        self.tap = Tap(self.sock, self.tx, self.want, size[self.level], self.check and self.want is None)
+        if cap:  # pass 1: the whole Certificate message, in a buffer of the size the user set
+            self.cap = bytearray(size[1])
+        self.tap = Tap(self.sock, self.cap if cap else self.rx, self.want, size[self.level], cap)
         if self.hostname:
             self.tls = ctx.wrap_socket(self.tap, server_side=lst is not None, do_handshake_on_connect=False, server_hostname=self.hostname)
         else:
@@ -233,7 +238,7 @@ class Conn:
         try:
             from . import check
 
-            self.want = check.run(self.txmv[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip))  # type: ignore[index]
+            self.want = check.run(memoryview(self.cap)[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip))  # type: ignore[arg-type]
         except MemoryError:
             set_error(esp, "no_memory", "out of heap while verifying the certificate chain", _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
@@ -243,6 +248,7 @@ class Conn:
             self.close(("reconnect", _ESPCONN_HANDSHAKE))
             return
         finally:
+            self.cap = None
             drop_verifier()
         self.open()  # pass 3
 
@@ -336,12 +342,13 @@ class Conn:
         end = self.txoff + _OUT
         if end > self.txlen:
             end = self.txlen
-        n = self.tls.write(self.txmv[self.txoff : end])  # type: ignore[union-attr, index]
+        n = self.tls.write(self.out[self.txoff : end])  # type: ignore[union-attr, index]
         if not n:
             return False
         self.txoff += n
         if self.txoff >= self.txlen:
             self.txoff = self.txlen = 0
+            self.out = None
             esp = self.esp
             esp.state = _ST_CONNECT
             fire(esp, "write_finish", esp.proto.tcp.write_finish_fn, esp)
@@ -358,10 +365,19 @@ class Conn:
         if self.txlen:
             set_error(esp, "in_progress", "the previous send has not finished", _ESPCONN_INPROGRESS)
             return _ESPCONN_INPROGRESS
-        if length > len(self.tx):  # type: ignore[arg-type]
-            set_error(esp, "too_long", "%d bytes exceed the buffer size %d" % (length, len(self.tx)), _ESPCONN_ARG)  # type: ignore[arg-type]
+        n = size[self.level]
+        if length > n:
+            set_error(esp, "too_long", "%d bytes exceed the buffer size %d (espconn_secure_set_size)" % (length, n), _ESPCONN_ARG)
             return _ESPCONN_ARG
-        self.txmv[:length] = memoryview(data)[:length]  # type: ignore[index]
+        mv = memoryview(data)[:length]
+        if not isinstance(data, bytes):
+            # mutable: copied, as the SDK copies into its buffer (the caller may reuse it at once)
+            try:
+                mv = memoryview(bytes(mv))
+            except MemoryError:
+                set_error(esp, "no_memory", "no heap to copy %d bytes to send" % length, _ESPCONN_MEM)
+                return _ESPCONN_MEM
+        self.out = mv
         self.txlen = length
         self.txoff = 0
         esp.state = _ST_WRITE
@@ -440,7 +456,7 @@ class Conn:
 
     def release(self):
         self.drop()
-        self.rx = self.rxmv = self.tx = self.txmv = None
+        self.rx = self.rxmv = self.out = self.cap = None
         self.txlen = self.txoff = 0
 
 

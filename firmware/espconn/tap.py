@@ -96,7 +96,7 @@ def room(need):
 class Tap(io.IOBase):
     def __init__(self, sock, buf, want, limit, capture=False):
         self.sock = sock
-        self.buf = buf  # the connection's send buffer (free during the handshake): the Certificate body
+        self.buf = buf  # the Certificate body (capture), or as much of its start as fits
         self.capture = capture
         self.want = want  # match mode: SHA-256 the Certificate body must have
         self.limit = limit + _CBC_OVERHEAD  # largest application record (ciphertext)
