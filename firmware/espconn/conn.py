@@ -141,7 +141,7 @@ class Conn:
         # Sent data is not copied unless it is mutable (see send).
         n = _RX + _TLS_HEAP
         if not room(n):
-            set_error(self.esp, "no_memory", "%d bytes of heap free (or no %d-byte block); a connection needs %d" % (gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
+            set_error(self.esp, "no_memory", ("mem_conn", gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
             return False
         self.m0 = gc.mem_free()
         try:
@@ -149,7 +149,7 @@ class Conn:
             self.rxmv = memoryview(self.rx)
         except MemoryError:
             self.release()
-            set_error(self.esp, "no_memory", "no heap for the connection buffers", _ESPCONN_MEM)
+            set_error(self.esp, "no_memory", ("mem_buf",), _ESPCONN_MEM)
             return False
         return True
 
@@ -180,12 +180,12 @@ class Conn:
             self.poller = select.poll()
             self.poller.register(s, select.POLLOUT)
         except MemoryError:
-            return self.refuse("no_memory", "no heap for a socket", _ESPCONN_MEM)
+            return self.refuse("no_memory", ("mem_sock",), _ESPCONN_MEM)
         except OSError as e:
             code = errno(e)
             if code == _ENETUNREACH or code == _EHOSTUNREACH:
-                return self.refuse("no_route", "no route to %s" % ip_text(tcp.remote_ip), _ESPCONN_RTE)
-            return self.refuse("connect_failed", "connect failed: errno %d" % code, _ESPCONN_CONN)
+                return self.refuse("no_route", ("route", ip_text(tcp.remote_ip)), _ESPCONN_RTE)
+            return self.refuse("connect_failed", ("connect", code), _ESPCONN_CONN)
         self.t0 = time.ticks_ms()  # type: ignore[assignment]
         esp.state = _ST_WAIT
         dispatch.add(self)
@@ -204,7 +204,7 @@ class Conn:
         cap = self.check and self.want is None
         n = _TLS_HEAP + (size[1] if cap else 0)
         if not room(n):
-            set_error(self.esp, "no_memory", "%d bytes of heap free (or no %d-byte block): TLS needs %d" % (gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
+            set_error(self.esp, "no_memory", ("mem_tls", gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
             return False
         import tls
 
@@ -240,7 +240,7 @@ class Conn:
 
             self.want = check.run(memoryview(self.cap)[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip))  # type: ignore[arg-type]
         except MemoryError:
-            set_error(esp, "no_memory", "out of heap while verifying the certificate chain", _ESPCONN_MEM)
+            set_error(esp, "no_memory", ("mem_verify",), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
             return
         except Exception as e:
@@ -275,7 +275,7 @@ class Conn:
                 did = self.step_write() or did
             return did
         except MemoryError:
-            set_error(self.esp, "no_memory", "out of heap during TLS", _ESPCONN_MEM)
+            set_error(self.esp, "no_memory", ("mem_run",), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
         except Exception as e:  # OSError from the TLS layer, or anything it should not raise
             self.fail(e)
@@ -287,13 +287,13 @@ class Conn:
         ev = self.poller.poll(0)  # type: ignore[union-attr]
         if not ev:
             if time.ticks_diff(time.ticks_ms(), self.t0) > _CONNECT_MS:
-                set_error(self.esp, "timeout", "TCP connect timed out", _ESPCONN_TIMEOUT)
+                set_error(self.esp, "timeout", ("timeout",), _ESPCONN_TIMEOUT)
                 self.close(("reconnect", _ESPCONN_TIMEOUT))
                 return True
             return False
         self.poller = None
         if ev[0][1] & (select.POLLERR | select.POLLHUP):
-            set_error(self.esp, "connect_failed", "TCP connection refused or failed", _ESPCONN_CONN)
+            set_error(self.esp, "connect_failed", ("refused",), _ESPCONN_CONN)
             self.close(("reconnect", _ESPCONN_CONN))
         elif not self.start_tls():
             self.close(("reconnect", _ESPCONN_MEM))
@@ -360,14 +360,14 @@ class Conn:
         """Queue ``length`` bytes of data: _ESPCONN_OK or an error code."""
         esp = self.esp
         if not self.up or self.closed:
-            set_error(esp, "not_connected", "the connection is not established", _ESPCONN_CONN)
+            set_error(esp, "not_connected", ("not_up",), _ESPCONN_CONN)
             return _ESPCONN_CONN
         if self.txlen:
-            set_error(esp, "in_progress", "the previous send has not finished", _ESPCONN_INPROGRESS)
+            set_error(esp, "in_progress", ("pending",), _ESPCONN_INPROGRESS)
             return _ESPCONN_INPROGRESS
         n = size[self.level]
         if length > n:
-            set_error(esp, "too_long", "%d bytes exceed the buffer size %d (espconn_secure_set_size)" % (length, n), _ESPCONN_ARG)
+            set_error(esp, "too_long", ("too_long", length, n), _ESPCONN_ARG)
             return _ESPCONN_ARG
         mv = memoryview(data)[:length]
         if not isinstance(data, bytes):
@@ -375,7 +375,7 @@ class Conn:
             try:
                 mv = memoryview(bytes(mv))
             except MemoryError:
-                set_error(esp, "no_memory", "no heap to copy %d bytes to send" % length, _ESPCONN_MEM)
+                set_error(esp, "no_memory", ("mem_copy", length), _ESPCONN_MEM)
                 return _ESPCONN_MEM
         self.out = mv
         self.txlen = length
@@ -398,20 +398,20 @@ class Conn:
         if r is None and e is None and not se:
             if self.up:
                 return self.close(("disconnect", 0))
-            r = ("closed_in_handshake", "peer closed the connection during the handshake")
+            r = ("closed_in_handshake", ("closed_hs",))
         if r is not None and r[0] == "oversize_record" or code == -257:  # axTLS SSL_ERROR_RECORD_OVERFLOW
-            r = r or ("oversize_record", "record larger than 5115 bytes, axTLS's limit whatever espconn_secure_set_size says (RECORD_OVERFLOW)")
+            r = r or ("oversize_record", ("overflow",))
             err = _ESPCONN_SSL_INVALID_DATA
         elif r is not None and r[0] == "no_memory":
             err = _ESPCONN_MEM
         elif se == _ECONNRESET or code == _ECONNRESET:
-            r = r or ("reset", "connection reset by the peer " + ("after the handshake" if self.up else "during the handshake"))
+            r = r or ("reset", ("reset", "after" if self.up else "during"))
             err = _ESPCONN_RST
         elif not self.up:
-            r = r or ("handshake_failed", "TLS handshake failed: %r" % (e,))
+            r = r or ("handshake_failed", ("hs_failed", repr(e)))
             err = _ESPCONN_HANDSHAKE
         else:
-            r = r or ("tls_error", "TLS error: %r" % (e,))
+            r = r or ("tls_error", ("tls_error", repr(e)))
             err = _ESPCONN_ABRT if r[0] == "truncated_record" else _ESPCONN_SSL_INVALID_DATA
         set_error(self.esp, r[0], r[1], err)
         self.close(("reconnect", err))
