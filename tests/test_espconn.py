@@ -1027,7 +1027,11 @@ def test_example_server(device, pki, tmp_path):
 DRIVE = r"""
 port = int(sys.argv[1])
 import sys as _s
-out("lazy", [m for m in ("espconn.conn", "espconn.tap", "espconn.x509", "espconn.castore") if m in _s.modules])
+LAZY = ("espconn.conn", "espconn.tap", "espconn.server", "espconn.check", "espconn.x509",
+        "espconn.castore", "espconn.errors", "espconn.texts")
+out("lazy", [m for m in LAZY if m in _s.modules])
+espconn_secure_set_size(9, 1)
+out("texts", espconn_secure_last_error(), [m for m in LAZY if m in _s.modules])
 # 1. background: machine.Timer(-1) polls; this script only sleeps
 c = Client(port, send=b"background", expect=10)
 t0 = time.ticks_ms()
@@ -1055,6 +1059,12 @@ def drive(device, peers):
 
 def test_import_is_lazy(drive):
     assert drive["lazy"] == ([],)
+
+
+def test_failure_texts_load_only_when_asked_and_go_again(drive):
+    (reason, text), loaded = drive["texts"]
+    assert reason == "bad_level" and "ESPCONN_CLIENT (1)" in text
+    assert loaded == ["espconn.conn", "espconn.tap"]  # the settings live in conn; no texts left
 
 
 def test_background_timer_fires_callbacks(drive):

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from espconn import check
-from espconn.errors import text
+from espconn.texts import text
 from espconn.tap import Tap
 from espssl.hil.peers import client_context, server_context
 

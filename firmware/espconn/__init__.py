@@ -246,11 +246,16 @@ def espconn_secure_last_error(e=None):
     if r is None or isinstance(r[1], str):
         return r
     try:
-        from .errors import text  # the texts load only when asked for
+        from . import texts  # the texts load only when asked for, and go again
 
-        return (r[0], text(r[1]))
+        t = texts.text(r[1])
     except MemoryError:  # no heap even for the texts: the reason code alone
-        return (r[0], r[0])
+        t = r[0]
+    import sys
+
+    sys.modules.pop(__name__ + ".texts", None)
+    globals().pop("texts", None)
+    return (r[0], t)
 
 
 def espconn_secure_get_heap(e):
