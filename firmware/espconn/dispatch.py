@@ -33,7 +33,7 @@ _timer = None  # machine.Timer(-1) while anything is open
 _kicked = False  # something asked for a pass soon (send, close)
 
 
-_pl = [None, []]  # run(): a select.poll and the sockets registered in it, kept between waits
+_pl = [None, []]  # type: list  # run(): a select.poll and the sockets registered in it, kept between waits
 
 
 def _idle(ms):
