@@ -60,6 +60,7 @@ _CONNECT_MS = const(10000)  # TCP connect timeout (lwIP's SYN retries take about
 # checked by the tap, which knows the peer's key by then (tap._KX_HEAP).
 _TLS_HEAP = const(12288)
 _TLS_BLOCK = const(5632)
+_SRV_PER_KEY_BYTE = const(7)  # server role: + 7 B per byte of its PKCS#1 key (RSA-2048: 1.2 KB -> +8.3 KB)
 
 _EAGAIN = const(11)  # errno values (same on lwIP and Linux for these)
 _EINPROGRESS = const(115)
@@ -202,13 +203,14 @@ class Conn:
     def start_tls(self):
         """wrap_socket behind a tap; False (reason set) if the heap cannot hold TLS."""
         cap = self.check and self.want is None
-        n = _TLS_HEAP + (size[1] if cap else 0)
+        lst = self.listener
+        # a server's RSA private-key operation: measured 19.4 KB free needed with a 2048-bit key
+        n = _TLS_HEAP + (size[1] if cap else 0) + (_SRV_PER_KEY_BYTE * len(lst.key) if lst else 0)
         if not room(n):
             set_error(self.esp, "no_memory", ("mem_tls", gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
             return False
         import tls
 
-        lst = self.listener
         ctx = tls.SSLContext(tls.PROTOCOL_TLS_SERVER if lst else tls.PROTOCOL_TLS_CLIENT)
         try:
             setattr(ctx, "verify_mode", tls.CERT_NONE)  # unix port: mbedTLS would check; axTLS never does
