@@ -65,16 +65,36 @@ demo: setup
 	$(BIN)/espssl deploy --port $$port --examples $$wifi; \
 	echo "== loopback suite"; \
 	$(BIN)/espssl test --port $$port --host $$host --certs $(DEMO) --no-deploy \
-	    --junit $(DEMO)/junit.xml --logs $(DEMO)/logs
+	    --junit $(DEMO)/junit.xml --logs $(DEMO)/logs; \
+	echo "== what next"; \
+	if [ -z "$(PORT)" ]; then \
+	  $(BIN)/espssl vboard stop --dir $(VBOARD_DIR); trap - EXIT; \
+	  echo "The board keeps its flash (CA bundle at sector 0xF0, espconn in /lib) in $(VBOARD_DIR)/flash.bin."; \
+	  echo "Start it again with espconn on it, then open its REPL:"; \
+	  echo "  export ESPSSL_VBOARD_DIR=$(VBOARD_DIR)   # espssl commands find the board without --port"; \
+	  echo "  port=\$$($(BIN)/espssl vboard start --heap $(VBOARD_HEAP))"; \
+	  echo "  $(BIN)/mpremote connect \$$port repl"; \
+	else \
+	  echo "At the board's REPL: $(BIN)/mpremote connect $$port repl"; \
+	fi; \
+	echo "  >>> from espconn import *        # the SDK's espconn_secure_* API (README, 'On the device')"; \
+	echo "  >>> espconn_secure_ca_enable(ESPCONN_CLIENT, 0xF0)   # the CA sector flash-ca printed above"; \
+	echo "  >>> import ssl_demo; ssl_demo.CA_SECTOR = 0xF0; ssl_demo.user_init()"; \
+	echo "      (with a TLS peer on port 8443 first: README, 'TLS peers for an axTLS board')"; \
+	echo "  then: $(BIN)/espssl vboard stop (virtual board), Ctrl-] leaves mpremote"
 
 # The loopback suite alone: PORT=... for a real board (HOST=its LAN peer address).
 hil: setup
 	$(BIN)/espssl test $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST))
 
+# bench_ram: heap each TLS flow needs; on the project's 64-bit port by default, or
+#   make bench MICROPYTHON=/path/to/micropython [FROZEN_MICROPYTHON=/path/with/espconn/frozen]
 bench: setup
 	$(BIN)/python tools/bench_espconn.py
 	$(BIN)/python tools/bench_heap.py
 	$(BIN)/python tools/bench_verify.py
+	$(BIN)/python tools/bench_ram.py $(if $(MICROPYTHON),--micropython $(MICROPYTHON)) \
+	    $(if $(FROZEN_MICROPYTHON),--frozen-micropython $(FROZEN_MICROPYTHON))
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache .mypy_cache

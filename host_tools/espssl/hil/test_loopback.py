@@ -3,7 +3,8 @@
 Each case runs a script on the board over the raw REPL (fresh interpreter
 after a soft reset).  The script uses the SDK-named API only, records every
 callback in order, and prints one ``RESULT {...}`` line with what it saw,
-the handshake time it measured and the heap before and after.  The host
+the handshake time it measured and the free heap (after ``gc.collect()``)
+at its start and at its end (see ``plugin.HEAP_LEGEND``).  The host
 peer records what it saw; the test compares both.
 
 Record-layer cases (sizes, oversize, resets, SDK rules) run with the CA check
