@@ -464,7 +464,7 @@ class Conn:
 
 # The verifier's modules: loaded for the check (pass 2) and dropped at once,
 # so their bytecode goes back to the heap before the next TLS connection.
-_VERIFIER = ("check", "x509", "castore", "rsa", "der", "names", "binfmt")
+_VERIFIER = ("check", "x509", "castore", "rsa", "der", "names", "binfmt", "errors")
 
 
 def drop_verifier():
