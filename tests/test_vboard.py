@@ -111,6 +111,18 @@ def test_start_prints_a_local_pty_and_status_reports_it(board):
     assert (board.dir / "flash.bin").stat().st_size == 4 * 1024 * 1024
 
 
+def test_default_heap_leaves_an_esp8266s_headroom(board):
+    # 56K on the 64-bit port: ~52 KB free after boot, what an ESP8266's ~34.8 KB
+    # maps to there (board.DEFAULT_HEAP_64 says how it was measured).
+    from espssl.vboard.board import DEFAULT_HEAP_64, default_heap, heap_bytes
+
+    free = int(mpremote(board.port, "exec", "import gc; gc.collect(); print(gc.mem_free())"))
+    heap = heap_bytes(default_heap())
+    print("default heap %d: %d free after boot" % (heap, free))
+    assert default_heap() == DEFAULT_HEAP_64 == "56K"
+    assert heap - 4096 - 1024 <= free <= heap - 4096 + 3072
+
+
 # -- mpremote ------------------------------------------------------------------------
 def test_exec_and_chained_commands(board):
     out = mpremote(board.port, "exec", "print(6 * 7)", "exec", "print('second')",
@@ -250,8 +262,9 @@ def test_output_nobody_reads_is_dropped(board):
 def test_mount_carries_binary_data_with_control_bytes(own_board, tmp_path):
     # `mpremote mount` streams file data to running code: bytes such as 0x03
     # must reach it as data (its hook disables Ctrl-C), not as interrupts.
-    # A bigger heap: the mount hook alone is a large piece of code.
-    b = own_board(None, "--flash", "1M", "--heap", "96K")
+    # On the default heap (a 38K ESP8266's headroom): the mount hook alone is
+    # a large piece of code, more than a 64-bit board of 38K could load.
+    b = own_board(None, "--flash", "1M")
     share = tmp_path / "share"
     share.mkdir()
     data = bytes(range(256)) * 12 + os.urandom(1000)
@@ -458,3 +471,21 @@ def test_variants_other_than_romfs(own_board, tmp_path):
     out = mpremote(b.port, "exec", "import vfs, esp\nprint(hasattr(vfs, 'rom_ioctl'), hex(esp.flash_user_start()))")
     assert out.strip() == "False 0x98000"
     assert "ROMFS is not enabled on this device" in mpremote(b.port, "romfs", "query")
+
+
+def test_a_crash_prints_an_esp8266_exception_reset_and_boots_again(board):
+    # axTLS out of heap dereferences NULL: on an ESP8266 a Fatal exception, the
+    # ROM's "rst cause:2" line, MicroPython again.  (The tls shim ends the same
+    # way; here the store to address 0 is made directly.)
+    with serial.Serial(board.port, timeout=0.5) as ser:
+        ser.write(b"\r\x03\r\x02")
+        read_until(ser, b"more information.\r\n>>> ")
+        time.sleep(0.3)
+        ser.reset_input_buffer()
+        ser.write(b"import uctypes; uctypes.bytearray_at(0, 4)[0] = 0\r")
+        data = read_until(ser, b"rst cause:2", timeout=20)
+        data += read_until(ser, b">>> ", timeout=20)
+    assert re.search(rb"\r\nFatal exception 29\(StoreProhibitedCause\):\r\nepc1=0x[0-9a-f]{8}, .*depc=0x0{8}\r\n"
+                     rb"\r\n ets Jan  8 2013,rst cause:2, boot mode:\(3,6\)\r\n", data), data
+    assert b"ESP module (virtual) with ESP8266" in data.split(b"rst cause:2")[1]
+    assert mpremote(board.port, "exec", "import machine; print(machine.reset_cause())").strip() == "2"

@@ -363,8 +363,9 @@ def test_boot_heap_is_the_boards(tmp_path):
     (free,) = results(p.stdout)
     print("free heap after boot: %d bytes (board heap %d)" % (free, HEAP))
     # vboard_boot takes the surplus away: HEAP less BOOT_USE (4 KiB) remains,
-    # give or take what the boot's garbage frees.
-    assert HEAP - 4096 - 512 <= free <= HEAP - 4096 + 2048
+    # give or take what the boot's garbage frees (the boot script's own code,
+    # ~2.5 KiB on 64 bits, goes only once it has run).
+    assert HEAP - 4096 - 512 <= free <= HEAP - 4096 + 3072
 
 
 # ------------------------------------------------------------------ machine, network
@@ -544,12 +545,17 @@ class Peer:
         return self.result
 
 
+# The shim on an mbedTLS port; a binary with axTLS (ESPSSL_MICROPYTHON, e.g. a
+# 32-bit ESP8266-like build) runs the same tests on real axTLS, unshimmed, as
+# the board does: what the shim claims is checked against the real thing.
 TLS_PRELUDE = r"""
 import sys, gc, socket
-import machine_shim, tls_shim
+import machine_shim
 sys.modules["machine"] = machine_shim
-sys.modules["tls"] = tls_shim
 import tls
+if hasattr(tls, "MBEDTLS_VERSION"):
+    import tls_shim
+    sys.modules["tls"] = tls = tls_shim
 out = lambda *a: print("@", repr(a))
 def rd(name):
     f = open(name, "rb"); d = f.read(); f.close(); return d
@@ -575,12 +581,13 @@ ss = ctx.wrap_socket(s, server_hostname="127.0.0.1")
 gc.collect(); used = f0 - gc.mem_free()
 ss.write(b"hello axtls")
 got = ss.read(11)
+sstype = type(ss)
 ss.close()
 ss = None
 gc.collect(); left = f0 - gc.mem_free()
 out("echo", got, ctx.verify_mode, used, left)
 out("surface", [n for n in ("load_verify_locations", "getpeercert", "do_handshake", "set_ciphers", "get_ciphers")
-                if hasattr(ctx, n) or hasattr(tls.SSLSocket, n)], hasattr(tls, "CERT_REQUIRED"))
+                if hasattr(ctx, n) or hasattr(sstype, n)], hasattr(tls, "CERT_REQUIRED"))
 """ % peer.port
     p = run_mp(code, creds / "cert.der", tmp_path)
     assert peer.join() == b"hello axtls"
@@ -707,8 +714,8 @@ ss.close()
 """ % (peer.port, FITS)
     p = run_mp(code, creds / "cert.der", tmp_path)
     peer.join()
-    # As axTLS: the console line, then the stream layer's OSError(SSL_ERROR_RECORD_OVERFLOW).
-    assert results(p.stdout) == [("fits", FITS, True), ("overflows", (-257,))]
+    # As axTLS (checked on a real axTLS build): the console line, then OSError(-257, "RECORD_OVERFLOW").
+    assert results(p.stdout) == [("fits", FITS, True), ("overflows", (-257, "RECORD_OVERFLOW"))]
     m = re.search(r"^TLS buffer overflow, record size: (\d+) \(\+5\)$", p.stdout, re.M)
     assert m and int(m.group(1)) > 5115, p.stdout
 
@@ -797,7 +804,15 @@ except BaseException as e:
     assert "free" in p.stdout and "caught" not in p.stdout and "connected" not in p.stdout
 
 
+def needs_frozen_ssl():
+    """Skip unless the binary has `ssl` frozen, as every ESP8266 build has."""
+    p = subprocess.run([micropython_binary(), "-c", "import ssl"], capture_output=True, timeout=30)
+    if p.returncode:
+        pytest.skip("this MicroPython binary has no frozen ssl module (an ESP8266 build has one)")
+
+
 def test_ssl_wrapper_builds_on_the_shim(tmp_path, creds):
+    needs_frozen_ssl()
     peer = Peer(creds, True, _echo_upper)
     peer.start()
     code = TLS_PRELUDE + r"""
@@ -821,6 +836,7 @@ except AttributeError:
 
 
 def test_board_tls_client_fits_the_board_heap(tmp_path, creds):
+    needs_frozen_ssl()
     # The whole board: vboard_boot.py, its heap accounting, the frozen ssl
     # wrapper over the shim, typed at the REPL as a user would.
     image = make_image(tmp_path / "flash.bin")

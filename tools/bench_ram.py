@@ -288,14 +288,14 @@ class Bench:
         start = rows[0][1] if rows and rows[0][0] == "start" else None
         if flow == "import":
             return ("ok", rows[-1], start) if proc.returncode == 0 and rows and rows[-1][0] == "import" else (
-                "other", proc.stderr[-200:], start)
+                "other", (proc.stdout + proc.stderr)[-200:], start)
         kind, detail = classify(proc)
         return kind, detail, start
 
     def threshold(self, flow, form, lo, hi, below, below_runs=1):
         """Smallest heap (KiB) passing self.runs runs in a row, its start figure, and the
         failures seen below it: {'clean': n, 'crash': n, 'other': n, 'details': set}."""
-        seen = {"clean": 0, "crash": 0, "other": 0, "details": set()}
+        seen = {"clean": 0, "crash": 0, "other": 0, "details": set(), "flaky": []}
         tried = {}
 
         def once(kib):
@@ -303,6 +303,7 @@ class Bench:
             tried.setdefault(kib, []).append((kind, detail, start))
             return kind == "ok"
 
+        top = hi
         if not once(hi):
             return None, None, seen, tried
         while hi - lo > 1:
@@ -316,6 +317,13 @@ class Bench:
             if all(once(size) for _ in range(self.runs - len(tried.get(size, [])))):
                 break
             size += 1
+            if size > top:  # flaky even at the largest heap tried
+                break
+        if size > top:  # what kept failing where a smaller heap had passed once
+            for kib, outcomes in tried.items():
+                if kib >= hi:
+                    seen["flaky"] += [(kib, o[0], o[1]) for o in outcomes if o[0] != "ok"]
+            return None, None, seen, tried
         for kib in range(size - 1, max(size - 1 - below, 0), -1):  # the sizes just below
             for _ in range(below_runs - len(tried.get(kib, []))):
                 once(kib)
@@ -352,14 +360,15 @@ def describe(exe):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Prints figures; asserts nothing.  Peers listen on 127.0.0.1 only.")
     ap.add_argument("--micropython", default=os.environ.get("ESPSSL_MICROPYTHON") or micropython_path(),
                     help="MicroPython unix binary (default: $ESPSSL_MICROPYTHON, else the project's 64-bit port)")
     ap.add_argument("--frozen-micropython", help="a binary with the espconn package frozen (adds the frozen form)")
     ap.add_argument("--runs", type=int, default=20, help="runs that must all pass at the threshold (default 20)")
     ap.add_argument("--flows", default=",".join(FLOWS), help="comma list of " + ",".join(FLOWS))
-    ap.add_argument("--forms", default=",".join(FORMS), help="comma list of " + ",".join(FORMS))
+    ap.add_argument("--forms", default=",".join(FORMS),
+                    help="comma list of " + ",".join(FORMS) + " (frozen only with --frozen-micropython)")
     ap.add_argument("--src", type=pathlib.Path, default=T.FIRMWARE, help="espconn package source (default firmware/espconn)")
     ap.add_argument("--below", type=int, default=8, help="sizes just below each threshold also tried (default 8)")
     ap.add_argument("--below-runs", type=int, default=3, help="runs at each of those sizes (default 3)")
@@ -379,7 +388,11 @@ def main(argv=None):
     if not (a.src / "__init__.py").exists():
         ap.error("--src %s holds no espconn package" % a.src)
     if "frozen" in forms and not a.frozen_micropython:
+        if a.forms != ",".join(FORMS):
+            ap.error("the frozen form needs --frozen-micropython PATH")
         forms.remove("frozen")
+    if not forms:
+        ap.error("no form to measure")
     kind = describe(a.micropython)
     wide = kind.startswith("64")
     runs = a.runs
@@ -411,8 +424,9 @@ def report(b, flows, forms, hi, a):
             t0 = time.monotonic()
             size, start, seen, tried = b.threshold(flow, form if form != "-" else "mpy", 4, hi, a.below, a.below_runs)
             if size is None:
-                what = tried[hi][0]
-                print("%-34s %9s %12s  (fails at %d K: %s: %s)" % (label, "> %dK" % hi, "-", hi, what[0], what[1]))
+                what = next((o for o in tried.get(hi, []) if o[0] != "ok"), ("flaky", "see below", None))
+                print("%-34s %9s %12s  (not %d in %d at %d K: %s: %s)" % (
+                    label, "> %dK" % hi, "-", b.runs, b.runs, hi, what[0], what[1]))
             else:
                 print("%-34s %8dK %10.1f KB %7d %7d %7d  %s" % (
                     label + (" (+%.1f KiB image)" % romfs_kib if form == "romfs" else ""),
@@ -420,6 +434,8 @@ def report(b, flows, forms, hi, a):
                     "; ".join(sorted(seen["details"], key=lambda d: (d.split(":")[0] != "crash", d.split(":")[0] != "other", d)))[:200]))
             print("%-34s %9s %12s  (%d runs, %.1f s)" % ("", "", "", sum(len(v) for v in tried.values()),
                                                           time.monotonic() - t0))
+            for kib, kind, detail in seen["flaky"][:5]:
+                print("%-34s %9s %12s  flaky: %s at %dK (a smaller heap had passed): %s" % ("", "", "", kind, kib, detail))
             sys.stdout.flush()
 
     print()

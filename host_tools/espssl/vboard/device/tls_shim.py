@@ -16,21 +16,22 @@
 # - Records: a tap (io.IOBase) between the socket and mbedTLS reads each
 #   incoming record header; a record longer than 5115 bytes (axTLS's 5 KiB
 #   shared buffer) prints what axTLS prints on the console ("TLS buffer
-#   overflow, record size: N (+5)") and fails with SSL_ERROR_RECORD_OVERFLOW
-#   (-257).  Outgoing plaintext is cut into 1024-byte records, as axTLS does.
+#   overflow, record size: N (+5)") and fails with OSError(-257,
+#   "RECORD_OVERFLOW").  Outgoing plaintext is cut into 1024-byte records, as axTLS does.
 # - The stream under it: when it fails (raises, or returns an error code as
 #   an io.IOBase tap does) or ends, axTLS reports SSL_ERROR_CONN_LOST and
 #   modtls_axtls.c makes that EOF: read/readinto return b""/0, write returns
 #   0; a blocking handshake in wrap_socket raises OSError(-256, "CONN_LOST").
 #   The reason is gone unless the stream kept it.  EAGAIN stays EAGAIN.
-# - Errors: in wrap_socket's handshake axTLS's OSError(code, name); on
-#   read/write OSError(code) (the stream layer's); an mbedTLS failure becomes
+# - Errors: axTLS's OSError(code, name); an mbedTLS failure becomes
 #   -260 INVALID_HANDSHAKE during the handshake and -256 after it (the mbedTLS
 #   code is kept as the last argument).
 # - RAM: axTLS takes ~8 KiB per connection from the GC heap and needs a
-#   contiguous ~5.4 KiB block during the handshake.  Each connection holds a
-#   ballast so that its total (mbedTLS's own GC allocations included) matches,
-#   and a 5.4 KiB block until its handshake is over.  axTLS never checks an
+#   peak during the RSA key exchange, by key size (see _AXTLS_CONN).  Each
+#   connection holds a ballast so that its total (mbedTLS's own GC allocations
+#   included) matches, and the key exchange (seen in the records the tap
+#   passes) allocates axTLS's peak for the key size.  (mbedTLS's own peak on
+#   the 64-bit port is larger still: the shim cannot lower it.)  axTLS never checks an
 #   allocation: when one fails the board crashes (an ESP8266 prints "Fatal
 #   exception", its ROM the "rst cause" line, and MicroPython boots again).
 #   So here too a MemoryError inside the TLS layer is not raised: the process
@@ -52,9 +53,15 @@ CERT_NONE = _const(0)
 
 _MAX_RECORD = _const(5115)  # axTLS: RT_MAX_PLAIN_LENGTH buffer of 5 KiB less the header
 _OUT_RECORD = _const(1024)  # axTLS cuts outgoing plaintext into records this long
-_AXTLS_CONN = _const(8192)  # axTLS's per-connection heap use
-_MBEDTLS_GC = _const(3712)  # what the unix port's SSLSocket takes from the GC heap itself
-_HANDSHAKE = _const(5530)  # contiguous block axTLS allocates during the handshake
+# Calibrated on real axTLS (a 32-bit unix port built as the ESP8266 builds
+# it, axTLS on the GC heap), plain client echo, RSA-1024/2048/4096 server:
+# free heap needed at the start 10832/12816/16848 B, held once connected
+# 8272/8528/9040 B.  So: 8272 B per connection from wrap_socket, the peer's
+# key kept after the key exchange ((bits - 1024) / 4 B more), and for the RSA
+# operation of the key exchange a peak of about 800 + 1.75 * bits B over that.
+_AXTLS_CONN = _const(8272)  # axTLS's per-connection heap use from wrap_socket on
+_MBEDTLS_GC = _const(4192)  # what the unix port's SSLSocket takes from the GC heap itself
+_KX_BASE = _const(800)  # key exchange peak: _KX_BASE + bits * 7 // 4 bytes
 _EIO = _const(5)
 _EAGAIN = _const(11)
 _EINVAL = _const(22)
@@ -137,6 +144,8 @@ class _Tap(_io.IOBase):
         self.left = 0  # body bytes of the current record still to come
         self.overflow = 0  # length of the oversize record seen, or 0
         self.lost = None  # what the stream did (its exception, error code or "eof"): CONN_LOST
+        self.body = False  # the next record byte starts a handshake record's body
+        self.key = None  # what axTLS keeps of the peer's key after the key exchange
         self.poller = None  # select.poll over a real socket, made on first poll
 
     def readinto(self, buf):
@@ -160,6 +169,10 @@ class _Tap(_io.IOBase):
         hdr = self.hdr
         while i < n:
             if self.left:
+                if self.body:  # server role: the client's ClientKeyExchange arrives
+                    self.body = False
+                    if buf[i] == 0x10 and i + 5 < n:
+                        self.key_exchange(buf[i + 4] << 8 | buf[i + 5])
                 take = min(self.left, n - i)
                 self.left -= take
                 i += take
@@ -170,15 +183,29 @@ class _Tap(_io.IOBase):
             if self.hn == 5:
                 self.hn = 0
                 self.left = hdr[3] << 8 | hdr[4]
+                self.body = hdr[0] == 0x16 and self.key is None
                 if self.left > _MAX_RECORD:
                     self.overflow = self.left
                     print("TLS buffer overflow, record size: %d (+5)" % self.left)
                     return -_EIO
         return n
 
+    def key_exchange(self, n):
+        # RSA key exchange with an N-byte modulus: axTLS's bigint work, then the
+        # key it keeps; an allocation that fails is a crash, as in axTLS.
+        bits = n * 8
+        try:
+            peak = bytearray(_KX_BASE + bits * 7 // 4)
+            peak = None
+            self.key = bytearray(max(bits - 1024, 0) // 4)
+        except MemoryError:
+            _crash()
+
     def write(self, buf):
         if self.lost:
             return -_EIO
+        if self.key is None and len(buf) > 10 and buf[0] == 0x16 and buf[5] == 0x10:
+            self.key_exchange(buf[9] << 8 | buf[10])  # client role: its ClientKeyExchange goes out
         try:
             n = self.sock.write(buf)
         except OSError as e:
@@ -225,7 +252,7 @@ class SSLSocket(_io.IOBase):
         blocking = do_handshake_on_connect and not server_side
         try:
             self._ballast = bytearray(_AXTLS_CONN - _MBEDTLS_GC)
-            self._hs = bytearray(_HANDSHAKE)  # held until the handshake is over
+            self._hs = True  # the handshake is not over
             self._s = ctx.wrap_socket(
                 self._tap,
                 server_side=server_side,
@@ -239,20 +266,19 @@ class SSLSocket(_io.IOBase):
             self._release()
             if err is None:  # the stream failed or ended: ssl_handshake_status() says CONN_LOST
                 err = _error(_SSL_ERROR_CONN_LOST, "CONN_LOST")
-            elif len(err.args) == 1:
-                err = _error(err.args[0], "RECORD_OVERFLOW")
             raise err
         if blocking:
             self._hs = None
 
     def _release(self):
         self._ballast = None
+        self._tap.key = None
         self._hs = None
 
     def _map(self, e):
         # The OSError axTLS would give for mbedTLS's E, or None where axTLS gives EOF.
         if self._tap.overflow:
-            return OSError(_SSL_ERROR_RECORD_OVERFLOW)
+            return _error(_SSL_ERROR_RECORD_OVERFLOW, "RECORD_OVERFLOW")
         if self._tap.lost is not None:
             return None
         code = e.args[0] if e.args else 0

@@ -19,6 +19,9 @@
 #                             in the raw REPL, as pyexec does on a board).
 #                             machine.reset_cause() reports it.
 #   ESPSSL_VBOARD_MAC         optional station MAC, 12 hex digits
+#   ESPSSL_VBOARD_CAUSE       the RESET kind of the last boot that restarted
+#                             the chip ("crash": an exception reset), for
+#                             machine.reset_cause(); default: ESPSSL_VBOARD_RESET
 #   ESPSSL_VBOARD_ROMFS       "start,end" (decimal bytes) of the ROMFS partition
 #                             (FLASH_2M_ROMFS variant); unset: no ROMFS
 #
@@ -213,6 +216,19 @@ def _vboard_heap():
     _vboard_reserved = None  # freed by the caller's collect: this frame still holds a copy
 
 
+def _vboard_trim():
+    # What the boot's garbage left free beyond the target (holes freed after
+    # the fill) is taken too, from the bottom of the user's region.
+    import esp
+
+    if not hasattr(esp, "_heap_surplus"):
+        return
+    want = _vboard_target()
+    for chunk in (1024, 256, 64):
+        while gc.mem_free() - want >= chunk:
+            esp._heap_surplus.append(bytearray(chunk - 16))
+
+
 def _vboard_run(name, g):
     try:
         f = open(name)
@@ -234,10 +250,15 @@ gc.collect()
 _vboard_reserved = _vboard_reserve()
 _vboard_setup()
 _vboard_heap()
+# The boot's own code goes before the user's heap is measured.
+_vboard_run_main = (_vboard_getenv("ESPSSL_VBOARD_RESET") or "power") != "soft-raw"
+del HEAP_SLACK, _vboard_setup, _vboard_initial_setup, _vboard_fs_corrupted, _vboard_heap
+del _vboard_reserved, _vboard_reserve
 gc.collect()  # here, not in _vboard_heap: the GC scans the C stack, a live frame's stale copy would keep the reserve
+_vboard_trim()
+del _vboard_trim, _vboard_target, _vboard_getenv
 _vboard_run("boot.py", globals())
-if (_vboard_getenv("ESPSSL_VBOARD_RESET") or "power") != "soft-raw":
+if _vboard_run_main:
     _vboard_run("main.py", globals())
-del HEAP_SLACK, _vboard_getenv, _vboard_setup, _vboard_initial_setup, _vboard_fs_corrupted, _vboard_heap, _vboard_run
-del _vboard_reserved, _vboard_reserve, _vboard_target
+del _vboard_run, _vboard_run_main
 gc.collect()
