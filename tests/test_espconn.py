@@ -1027,7 +1027,11 @@ def test_example_server(device, pki, tmp_path):
 DRIVE = r"""
 port = int(sys.argv[1])
 import sys as _s
-out("lazy", [m for m in ("espconn.conn", "espconn.tap", "espconn.x509", "espconn.castore") if m in _s.modules])
+LAZY = ("espconn.conn", "espconn.tap", "espconn.server", "espconn.check", "espconn.x509",
+        "espconn.castore", "espconn.errors", "espconn.texts")
+out("lazy", [m for m in LAZY if m in _s.modules])
+espconn_secure_set_size(9, 1)
+out("texts", espconn_secure_last_error(), [m for m in LAZY if m in _s.modules])
 # 1. background: machine.Timer(-1) polls; this script only sleeps
 c = Client(port, send=b"background", expect=10)
 t0 = time.ticks_ms()
@@ -1055,6 +1059,12 @@ def drive(device, peers):
 
 def test_import_is_lazy(drive):
     assert drive["lazy"] == ([],)
+
+
+def test_failure_texts_load_only_when_asked_and_go_again(drive):
+    (reason, text), loaded = drive["texts"]
+    assert reason == "bad_level" and "ESPCONN_CLIENT (1)" in text
+    assert loaded == ["espconn.conn", "espconn.tap"]  # the settings live in conn; no texts left
 
 
 def test_background_timer_fires_callbacks(drive):
@@ -1277,7 +1287,7 @@ KX_HEAP = r"""
 port = int(sys.argv[1])
 c = Client(port)
 while c.c._conn is not None and c.c._conn.tls is None:
-    D.poll()  # until wrap_socket has run: the handshake starts with the next read
+    c.c._conn.step()  # one step at a time, until wrap_socket has run: the handshake starts with the next read
 gc.collect()
 hog = [None] * 1024
 i = 0
@@ -1300,3 +1310,22 @@ def test_no_heap_for_the_key_exchange_is_mem_before_tls_runs_out(device, peers):
     assert r["ev"] == [("recon", -1)] and r["err"][0] == "no_memory" and "key exchange" in r["err"][1], r
     assert items == 0
     assert res["after"] == (["connect", "discon"],)
+
+
+MUTABLE = r"""
+port = int(sys.argv[1])
+buf = bytearray(b"original")
+def on_connect(a):
+    out("send", espconn_secure_send(a, buf), espconn_secure_send(a, memoryview(buf)))
+    buf[:] = b"CHANGED!"  # the SDK copies what it sends: reusing the buffer at once is allowed
+c = Client(port, expect=8)
+espconn_regist_connectcb(c.c, on_connect)
+c.wait()
+out("got", bytes(c.got))
+"""
+
+
+def test_send_copies_mutable_data(device, peers):
+    res = {r[0]: r[1:] for r in device.run(MUTABLE, [peers("good").port])}
+    assert res["send"] == (0, -5)
+    assert res["got"] == (b"original",)

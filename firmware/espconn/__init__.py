@@ -140,14 +140,14 @@ def _set(level, table, value, sector=False):
     from . import conn
 
     if level not in (1, 2, 3):
-        return _no("bad_level", "level must be ESPCONN_CLIENT (1), ESPCONN_SERVER (2) or ESPCONN_BOTH (3)")
+        return _no("bad_level", ("level",))
     if level & 1 and conn.client is not None or level & 2 and conn.server is not None:
-        return _no("busy", "settings are made before espconn_secure_connect/accept")
+        return _no("busy", ("busy",))
     if sector and value >= 0:
         import esp  # type: ignore[import-not-found]
 
         if not isinstance(value, int) or (value + 1) * _SECTOR > esp.flash_size():
-            return _no("bad_sector", "sector 0x%x is not inside the %d-byte flash" % (value, esp.flash_size()))
+            return _no("bad_sector", ("past_flash", value, esp.flash_size()))
     t = getattr(conn, table)
     if level & 1:
         t[1] = value
@@ -162,7 +162,7 @@ def espconn_secure_set_size(level, size):
     axTLS takes incoming records up to 5115 bytes whatever the size: a larger
     record ends the connection (reconcb ESPCONN_SSL_INVALID_DATA)."""
     if not isinstance(size, int) or not 1 <= size <= 8192:
-        return _no("bad_size", "size must be 1..8192")
+        return _no("bad_size", ("size",))
     return _set(level, "size", size)
 
 
@@ -179,9 +179,9 @@ def espconn_secure_ca_enable(level, flash_sector):
     """Check the peer's chain against the CA store at ``flash_sector`` (ESPCONN_CLIENT only:
     axTLS cannot request a client certificate, so a server cannot check one)."""
     if level in (2, 3):
-        return _no("unsupported", "axTLS cannot request a client certificate: a server cannot check one")
+        return _no("unsupported", ("server_ca",))
     if not isinstance(flash_sector, int) or flash_sector < 0:
-        return _no("bad_sector", "flash_sector must be a sector number")
+        return _no("bad_sector", ("sector",))
     return _set(level, "ca_sector", flash_sector, True)
 
 
@@ -193,7 +193,7 @@ def espconn_secure_cert_req_enable(level, flash_sector):
     """This device's certificate and key from an esp_cert_private_key.bin sector
     (client: sent when the server asks; server: its certificate)."""
     if not isinstance(flash_sector, int) or flash_sector < 0:
-        return _no("bad_sector", "flash_sector must be a sector number")
+        return _no("bad_sector", ("sector",))
     return _set(level, "cert_sector", flash_sector, True)
 
 
@@ -205,7 +205,7 @@ def _server_der(name, data):
     from . import conn
 
     if conn.server is not None or not isinstance(data, (bytes, bytearray)) or not data:
-        return _no("bad_arg", "DER bytes, before espconn_secure_accept")
+        return _no("bad_arg", ("der",))
     setattr(conn, name, bytes(data))
     return True
 
@@ -242,7 +242,20 @@ def espconn_secure_set_pin(e, sha256):
 
 def espconn_secure_last_error(e=None):
     """(reason, text) of the last failure on ``e`` (or of the last refused setting), or None."""
-    return e._err if isinstance(e, espconn) else _last
+    r = e._err if isinstance(e, espconn) else _last
+    if r is None or isinstance(r[1], str):
+        return r
+    try:
+        from . import texts  # the texts load only when asked for, and go again
+
+        t = texts.text(r[1])
+    except MemoryError:  # no heap even for the texts: the reason code alone
+        t = r[0]
+    import sys
+
+    sys.modules.pop(__name__ + ".texts", None)
+    globals().pop("texts", None)
+    return (r[0], t)
 
 
 def espconn_secure_get_heap(e):
@@ -259,12 +272,12 @@ def espconn_secure_connect(e):
     from . import conn
 
     if conn.client is not None or e._conn is not None:
-        _no("is_connected", "one secure client connection at a time", e)
+        _no("is_connected", ("one_client",), e)
         return ESPCONN_ISCONN
     t = e.proto.tcp
     ip, port = t.remote_ip, t.remote_port
     if not isinstance(ip, (bytes, bytearray)) or len(ip) != 4 or not isinstance(port, int) or not 0 < port < 65536:
-        _no("bad_address", "proto.tcp.remote_ip must be 4 bytes and remote_port 1..65535", e)
+        _no("bad_address", ("address",), e)
         return ESPCONN_ARG
     c = conn.Conn(e)
     # Registered before it starts: a timer tick may step (and even close) it at once.
@@ -298,11 +311,11 @@ def espconn_secure_send(e, data, length=None):
     if length is None:
         length = n
     if not isinstance(length, int) or not 0 < length <= n:
-        _no("bad_arg", "data must be 1 or more bytes (bytes, bytearray, memoryview) and length 1..len(data)", e)
+        _no("bad_arg", ("data",), e)
         return ESPCONN_ARG
     c = e._conn
     if c is None or not hasattr(c, "send"):
-        _no("not_connected", "no open secure connection on this espconn", e)
+        _no("not_connected", ("not_open",), e)
         return ESPCONN_CONN
     return c.send(data, length)
 
@@ -318,7 +331,7 @@ def espconn_secure_disconnect(e):
     if c is not None and hasattr(c, "child"):  # a server: drop its client
         c = c.child
     if c is None or c.closed:
-        _no("not_connected", "no open secure connection on this espconn", e)
+        _no("not_connected", ("not_open",), e)
         return ESPCONN_ARG
     c.close(("disconnect", 0))
     return ESPCONN_OK
@@ -335,7 +348,7 @@ def espconn_secure_delete(e):
 
 def espconn_send(e, data, length=None):
     """Plain espconn_send is refused on a secure connection (never mixed in)."""
-    _no("not_secure_send", "use espconn_secure_send on a secure connection", e if isinstance(e, espconn) else None)
+    _no("not_secure_send", ("plain_send",), e if isinstance(e, espconn) else None)
     return ESPCONN_ARG
 
 
@@ -363,6 +376,3 @@ def espconn_wait(e=None, timeout_ms=-1):
 
     return dispatch.wait(e, timeout_ms)
 
-
-poll = espconn_poll
-run = espconn_run

@@ -60,6 +60,7 @@ _CONNECT_MS = const(10000)  # TCP connect timeout (lwIP's SYN retries take about
 # checked by the tap, which knows the peer's key by then (tap._KX_HEAP).
 _TLS_HEAP = const(12288)
 _TLS_BLOCK = const(5632)
+_SRV_PER_KEY_BYTE = const(7)  # server role: + 7 B per byte of its PKCS#1 key (RSA-2048: 1.2 KB -> +8.3 KB)
 
 _EAGAIN = const(11)  # errno values (same on lwIP and Linux for these)
 _EINPROGRESS = const(115)
@@ -131,24 +132,25 @@ class Conn:
         self.want = None  # SHA-256 of the checked Certificate message (pass 3)
         self.t0 = self.heap = self.m0 = self.txlen = self.txoff = 0
         self.up = self.more = self.closed = False
-        self.rx = self.rxmv = self.tx = self.txmv = None
+        self.rx = self.rxmv = self.out = self.cap = None
         self.pending = None  # (name, code) of a callback to fire after close
 
     # -- set-up ------------------------------------------------------------
     def alloc(self):
-        n = size[self.level]
-        if not room(n + _RX + _TLS_HEAP):
-            set_error(self.esp, "no_memory", "%d bytes of heap free (or no %d-byte block); a connection needs %d" % (gc.mem_free(), _TLS_BLOCK, n + _RX + _TLS_HEAP), _ESPCONN_MEM)
+        # One buffer per connection: received data for recvcb (and, during the
+        # handshake, the start of the peer's Certificate message for the tap).
+        # Sent data is not copied unless it is mutable (see send).
+        n = _RX + _TLS_HEAP
+        if not room(n):
+            set_error(self.esp, "no_memory", ("mem_conn", gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
             return False
         self.m0 = gc.mem_free()
         try:
             self.rx = bytearray(_RX)
             self.rxmv = memoryview(self.rx)
-            self.tx = bytearray(n)
-            self.txmv = memoryview(self.tx)
         except MemoryError:
             self.release()
-            set_error(self.esp, "no_memory", "no heap for the connection buffers", _ESPCONN_MEM)
+            set_error(self.esp, "no_memory", ("mem_buf",), _ESPCONN_MEM)
             return False
         return True
 
@@ -179,12 +181,12 @@ class Conn:
             self.poller = select.poll()
             self.poller.register(s, select.POLLOUT)
         except MemoryError:
-            return self.refuse("no_memory", "no heap for a socket", _ESPCONN_MEM)
+            return self.refuse("no_memory", ("mem_sock",), _ESPCONN_MEM)
         except OSError as e:
             code = errno(e)
             if code == _ENETUNREACH or code == _EHOSTUNREACH:
-                return self.refuse("no_route", "no route to %s" % ip_text(tcp.remote_ip), _ESPCONN_RTE)
-            return self.refuse("connect_failed", "connect failed: errno %d" % code, _ESPCONN_CONN)
+                return self.refuse("no_route", ("route", ip_text(tcp.remote_ip)), _ESPCONN_RTE)
+            return self.refuse("connect_failed", ("connect", code), _ESPCONN_CONN)
         self.t0 = time.ticks_ms()  # type: ignore[assignment]
         esp.state = _ST_WAIT
         dispatch.add(self)
@@ -200,12 +202,15 @@ class Conn:
 
     def start_tls(self):
         """wrap_socket behind a tap; False (reason set) if the heap cannot hold TLS."""
-        if not room(_TLS_HEAP):
-            set_error(self.esp, "no_memory", "%d bytes of heap free (or no %d-byte block): TLS needs %d" % (gc.mem_free(), _TLS_BLOCK, _TLS_HEAP), _ESPCONN_MEM)
+        cap = self.check and self.want is None
+        lst = self.listener
+        # a server's RSA private-key operation: measured 19.4 KB free needed with a 2048-bit key
+        n = _TLS_HEAP + (size[1] if cap else 0) + (_SRV_PER_KEY_BYTE * len(lst.key) if lst else 0)
+        if not room(n):
+            set_error(self.esp, "no_memory", ("mem_tls", gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
             return False
         import tls
 
-        lst = self.listener
         ctx = tls.SSLContext(tls.PROTOCOL_TLS_SERVER if lst else tls.PROTOCOL_TLS_CLIENT)
         try:
             setattr(ctx, "verify_mode", tls.CERT_NONE)  # unix port: mbedTLS would check; axTLS never does
@@ -218,7 +223,9 @@ class Conn:
 
             c, k = read_cert_bin(cert_sector[1])
             ctx.load_cert_chain(c, k)
-        self.tap = Tap(self.sock, self.tx, self.want, size[self.level], self.check and self.want is None)
+        if cap:  # pass 1: the whole Certificate message, in a buffer of the size the user set
+            self.cap = bytearray(size[1])
+        self.tap = Tap(self.sock, self.cap if cap else self.rx, self.want, size[self.level], cap)
         if self.hostname:
             self.tls = ctx.wrap_socket(self.tap, server_side=lst is not None, do_handshake_on_connect=False, server_hostname=self.hostname)
         else:
@@ -233,9 +240,9 @@ class Conn:
         try:
             from . import check
 
-            self.want = check.run(self.txmv[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip))  # type: ignore[index]
+            self.want = check.run(memoryview(self.cap)[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip))  # type: ignore[arg-type]
         except MemoryError:
-            set_error(esp, "no_memory", "out of heap while verifying the certificate chain", _ESPCONN_MEM)
+            set_error(esp, "no_memory", ("mem_verify",), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
             return
         except Exception as e:
@@ -243,6 +250,7 @@ class Conn:
             self.close(("reconnect", _ESPCONN_HANDSHAKE))
             return
         finally:
+            self.cap = None
             drop_verifier()
         self.open()  # pass 3
 
@@ -269,7 +277,7 @@ class Conn:
                 did = self.step_write() or did
             return did
         except MemoryError:
-            set_error(self.esp, "no_memory", "out of heap during TLS", _ESPCONN_MEM)
+            set_error(self.esp, "no_memory", ("mem_run",), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
         except Exception as e:  # OSError from the TLS layer, or anything it should not raise
             self.fail(e)
@@ -281,13 +289,13 @@ class Conn:
         ev = self.poller.poll(0)  # type: ignore[union-attr]
         if not ev:
             if time.ticks_diff(time.ticks_ms(), self.t0) > _CONNECT_MS:
-                set_error(self.esp, "timeout", "TCP connect timed out", _ESPCONN_TIMEOUT)
+                set_error(self.esp, "timeout", ("timeout",), _ESPCONN_TIMEOUT)
                 self.close(("reconnect", _ESPCONN_TIMEOUT))
                 return True
             return False
         self.poller = None
         if ev[0][1] & (select.POLLERR | select.POLLHUP):
-            set_error(self.esp, "connect_failed", "TCP connection refused or failed", _ESPCONN_CONN)
+            set_error(self.esp, "connect_failed", ("refused",), _ESPCONN_CONN)
             self.close(("reconnect", _ESPCONN_CONN))
         elif not self.start_tls():
             self.close(("reconnect", _ESPCONN_MEM))
@@ -336,12 +344,13 @@ class Conn:
         end = self.txoff + _OUT
         if end > self.txlen:
             end = self.txlen
-        n = self.tls.write(self.txmv[self.txoff : end])  # type: ignore[union-attr, index]
+        n = self.tls.write(self.out[self.txoff : end])  # type: ignore[union-attr, index]
         if not n:
             return False
         self.txoff += n
         if self.txoff >= self.txlen:
             self.txoff = self.txlen = 0
+            self.out = None
             esp = self.esp
             esp.state = _ST_CONNECT
             fire(esp, "write_finish", esp.proto.tcp.write_finish_fn, esp)
@@ -353,15 +362,24 @@ class Conn:
         """Queue ``length`` bytes of data: _ESPCONN_OK or an error code."""
         esp = self.esp
         if not self.up or self.closed:
-            set_error(esp, "not_connected", "the connection is not established", _ESPCONN_CONN)
+            set_error(esp, "not_connected", ("not_up",), _ESPCONN_CONN)
             return _ESPCONN_CONN
         if self.txlen:
-            set_error(esp, "in_progress", "the previous send has not finished", _ESPCONN_INPROGRESS)
+            set_error(esp, "in_progress", ("pending",), _ESPCONN_INPROGRESS)
             return _ESPCONN_INPROGRESS
-        if length > len(self.tx):  # type: ignore[arg-type]
-            set_error(esp, "too_long", "%d bytes exceed the buffer size %d" % (length, len(self.tx)), _ESPCONN_ARG)  # type: ignore[arg-type]
+        n = size[self.level]
+        if length > n:
+            set_error(esp, "too_long", ("too_long", length, n), _ESPCONN_ARG)
             return _ESPCONN_ARG
-        self.txmv[:length] = memoryview(data)[:length]  # type: ignore[index]
+        mv = memoryview(data)[:length]
+        if not isinstance(data, bytes):
+            # mutable: copied, as the SDK copies into its buffer (the caller may reuse it at once)
+            try:
+                mv = memoryview(bytes(mv))
+            except MemoryError:
+                set_error(esp, "no_memory", ("mem_copy", length), _ESPCONN_MEM)
+                return _ESPCONN_MEM
+        self.out = mv
         self.txlen = length
         self.txoff = 0
         esp.state = _ST_WRITE
@@ -382,20 +400,20 @@ class Conn:
         if r is None and e is None and not se:
             if self.up:
                 return self.close(("disconnect", 0))
-            r = ("closed_in_handshake", "peer closed the connection during the handshake")
+            r = ("closed_in_handshake", ("closed_hs",))
         if r is not None and r[0] == "oversize_record" or code == -257:  # axTLS SSL_ERROR_RECORD_OVERFLOW
-            r = r or ("oversize_record", "record larger than 5115 bytes, axTLS's limit whatever espconn_secure_set_size says (RECORD_OVERFLOW)")
+            r = r or ("oversize_record", ("overflow",))
             err = _ESPCONN_SSL_INVALID_DATA
         elif r is not None and r[0] == "no_memory":
             err = _ESPCONN_MEM
         elif se == _ECONNRESET or code == _ECONNRESET:
-            r = r or ("reset", "connection reset by the peer " + ("after the handshake" if self.up else "during the handshake"))
+            r = r or ("reset", ("reset", "after" if self.up else "during"))
             err = _ESPCONN_RST
         elif not self.up:
-            r = r or ("handshake_failed", "TLS handshake failed: %r" % (e,))
+            r = r or ("handshake_failed", ("hs_failed", repr(e)))
             err = _ESPCONN_HANDSHAKE
         else:
-            r = r or ("tls_error", "TLS error: %r" % (e,))
+            r = r or ("tls_error", ("tls_error", repr(e)))
             err = _ESPCONN_ABRT if r[0] == "truncated_record" else _ESPCONN_SSL_INVALID_DATA
         set_error(self.esp, r[0], r[1], err)
         self.close(("reconnect", err))
@@ -440,13 +458,13 @@ class Conn:
 
     def release(self):
         self.drop()
-        self.rx = self.rxmv = self.tx = self.txmv = None
+        self.rx = self.rxmv = self.out = self.cap = None
         self.txlen = self.txoff = 0
 
 
 # The verifier's modules: loaded for the check (pass 2) and dropped at once,
 # so their bytecode goes back to the heap before the next TLS connection.
-_VERIFIER = ("check", "x509", "castore", "rsa", "der", "names", "binfmt")
+_VERIFIER = ("check", "x509", "castore", "rsa", "der", "names", "binfmt", "errors")
 
 
 def drop_verifier():

@@ -33,16 +33,23 @@ _timer = None  # machine.Timer(-1) while anything is open
 _kicked = False  # something asked for a pass soon (send, close)
 
 
+_pl = [None, []]  # type: list  # run(): a select.poll and the sockets registered in it, kept between waits
+
+
 def _idle(ms):
     # Sleep until a socket is readable (or ms pass): no fixed latency per round trip.
     import select
 
-    p = select.poll()
-    for it in items:
-        s = it.sock
-        if s is not None and not it.closed:
+    socks = [it.sock for it in items if it.sock is not None and not it.closed]
+    if socks != _pl[1]:  # a connection opened, closed or changed its socket: a new poll
+        p = _pl[0] = select.poll()
+        _pl[1] = socks
+        for s in socks:
             p.register(s, select.POLLIN)
-    p.poll(ms)
+    if socks:
+        _pl[0].poll(ms)  # type: ignore[attr-defined]
+    else:
+        time.sleep_ms(ms)  # type: ignore[attr-defined]
 
 
 def add(item):

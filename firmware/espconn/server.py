@@ -66,6 +66,9 @@ def accept(e):
     if c.cert_sector[2] >= 0:
         try:
             cert, key = read_cert_bin(c.cert_sector[2])
+        except MemoryError:
+            c.set_error(e, "no_memory", "no heap to read the certificate and key from flash", _ESPCONN_MEM)
+            return _ESPCONN_MEM
         except Exception as ex:
             c.set_error(e, getattr(ex, "reason", "no_cert_key"), str(ex), _ESPCONN_ARG)
             return _ESPCONN_ARG
@@ -89,7 +92,15 @@ def _peer(addr):
 
 
 def read_cert_bin(sector):
-    """(certificate DER, key DER) from an esp_cert_private_key.bin sector."""
+    """(certificate DER, key DER) from an esp_cert_private_key.bin sector;
+    the bin reader (binfmt) is unloaded again afterwards."""
+    try:
+        return _read_cert_bin(sector)
+    finally:
+        _c.drop_verifier()
+
+
+def _read_cert_bin(sector):
     import esp  # type: ignore[import-not-found]
 
     from . import binfmt

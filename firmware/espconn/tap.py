@@ -96,7 +96,7 @@ def room(need):
 class Tap(io.IOBase):
     def __init__(self, sock, buf, want, limit, capture=False):
         self.sock = sock
-        self.buf = buf  # the connection's send buffer (free during the handshake): the Certificate body
+        self.buf = buf  # the Certificate body (capture), or as much of its start as fits
         self.capture = capture
         self.want = want  # match mode: SHA-256 the Certificate body must have
         self.limit = limit + _CBC_OVERHEAD  # largest application record (ciphertext)
@@ -133,11 +133,11 @@ class Tap(io.IOBase):
             code = e.args[0] if e.args else 5
             self.sock_err = code if isinstance(code, int) and code > 0 else 5
             if self.hn or self.left:
-                self.fail("truncated_record", "connection reset inside a TLS record")
+                self.fail("truncated_record", ("cut_reset",))
             return -self.sock_err
         if not n:
             if n == 0 and (self.hn or self.left):
-                self.fail("truncated_record", "peer closed inside a TLS record")
+                self.fail("truncated_record", ("cut_close",))
             return n  # None: would block; 0: end of stream
         r = self._scan(buf, n)
         return n if r is None else r
@@ -195,18 +195,18 @@ class Tap(io.IOBase):
             ct = hdr[0]
             ln = hdr[3] << 8 | hdr[4]
             if hdr[1] != 3 or ln == 0 or ct < _CT_CCS or ct > _CT_APPDATA:
-                return self.fail("bad_record", "not a TLS 1.x record (type %d, version %d.%d)" % (ct, hdr[1], hdr[2]))
+                return self.fail("bad_record", ("not_tls", ct, hdr[1], hdr[2]))
             if ln > _AXTLS_MAX:
-                return self.fail("oversize_record", "record of %d bytes: axTLS takes incoming records up to 5115 bytes, whatever espconn_secure_set_size says (RECORD_OVERFLOW)" % ln)
+                return self.fail("oversize_record", ("axtls_max", ln))
             if ct != _CT_HANDSHAKE and ct != 21:
                 if not self.seen:
-                    return self.fail("tls13_or_resumed", "peer went encrypted before its certificate was seen (TLS 1.3 or resumption)")
+                    return self.fail("tls13_or_resumed", ("early",))
                 if ct == _CT_CCS:
                     self.ccs = True
                 elif not self.finished:
-                    return self.fail("bad_record", "application data before the handshake finished")
+                    return self.fail("bad_record", ("early_data",))
                 elif ln > self.limit:
-                    return self.fail("oversize_record", "record of %d bytes exceeds the buffer: raise espconn_secure_set_size (up to 5115 bytes, axTLS's limit)" % ln)
+                    return self.fail("oversize_record", ("record", ln))
             self.ctype = ct
             self.left = ln
         return None
@@ -226,9 +226,9 @@ class Tap(io.IOBase):
                 self.hsleft = ln
                 if hdr[5] == _HS_CERTIFICATE and not self.kx:
                     if ln < 4:
-                        return self.fail("no_certificate", "peer sent no certificate")
+                        return self.fail("no_certificate", ("no_cert",))
                     if self.capture and ln > len(self.buf):
-                        return self.fail("cert_too_big", "certificate message of %d bytes exceeds the %d-byte buffer: espconn_secure_set_size(ESPCONN_CLIENT, %d) or more" % (ln, len(self.buf), ln))
+                        return self.fail("cert_too_big", ("cert_big", ln, len(self.buf), ln))
                     if self.want is not None:
                         import hashlib
 
@@ -257,10 +257,10 @@ class Tap(io.IOBase):
                 # next: refused here if the heap cannot hold that (axTLS would crash the board)
                 need = _KX_HEAP + _KX_PER_BYTE * _modulus(self.buf, self.certn) + self.certn
                 if not room(need):
-                    return self.fail("no_memory", "%d bytes of heap free: the key exchange with this certificate needs %d" % (gc.mem_free(), need))
+                    return self.fail("no_memory", ("mem_kx", gc.mem_free(), need))
                 if self.h is not None:
                     if self.h.digest() != self.want:
-                        return self.fail("certificate_changed", "the peer showed another certificate than the one just verified")
+                        return self.fail("certificate_changed", ("changed",))
                     self.h = None
                 self.seen = True
         return None

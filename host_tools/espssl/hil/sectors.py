@@ -72,8 +72,7 @@ def place(port, pki, written, board=None, certs_given=False, backup_dir=None, ou
     virtual = flash.is_virtual_port(port)
     before, after = flash.reset_modes(port, virtual)
     with _esptool_quiet(), flash.Session(port, before, after) as sess:
-        prof = layout.load(board) if board else (getattr(sess, "profile", None)  # detected, ROMFS included
-                                                  or layout.for_flash_size(sess.flash_size))
+        prof = layout.load(board) if board else sess.profile  # ROMFS-aware (flash.Session)
         fw_len = sess.firmware_len()
         own = (prof.default_ca_sector, prof.default_cert_sector)
         right = None
