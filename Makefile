@@ -69,7 +69,7 @@ demo: setup
 	echo "== deploy espconn (mpy-cross + mpremote: into ROMFS when the firmware has one)"; \
 	$(BIN)/espssl deploy --port $$port --examples $$wifi; \
 	echo "== loopback suite"; \
-	$(BIN)/espssl test --port $$port --host $$host --certs $(DEMO) --no-deploy \
+	$(BIN)/espssl test --port $$port --host $$host --certs $(DEMO) --no-deploy --backup-dir $(DEMO)/backups \
 	    --junit $(DEMO)/junit.xml --logs $(DEMO)/logs; \
 	echo "== what next"; \
 	if [ -z "$(PORT)" ]; then \
