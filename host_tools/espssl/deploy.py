@@ -32,6 +32,11 @@ EXAMPLES_SRC = ROOT / "firmware" / "examples"
 EXAMPLES_DEST = "/lib"  # next to the package, importable (``import ssl_demo``)
 DEST = "/lib/espconn"
 RAW_REPL_TIMEOUT = 10  # s to get the raw REPL prompt (a board soft-resets in ~1 s)
+# A board that is still booting (esptool's --after soft-reset restarts it) can lose the
+# Ctrl-C/Ctrl-A that mpremote sends: the raw REPL entry is tried this many times within
+# RAW_REPL_TIMEOUT, waiting for the boot output to end before each retry.
+RAW_REPL_ATTEMPTS = 4
+_QUIET = 0.25  # s without output after which a booting board is taken to be at its prompt
 # s a single serial read may block: mpremote reads a pty without a timeout of its
 # own, so a silent port would otherwise hang forever
 SERIAL_TIMEOUT = 5
@@ -162,14 +167,71 @@ class Board:
         except (TransportError, OSError) as e:
             raise DeviceError("cannot open %s: %s" % (self.port, e)) from None
         try:
-            self.t.enter_raw_repl(soft_reset=self.soft_reset, timeout_overall=self.repl_timeout or RAW_REPL_TIMEOUT)
-        except (TransportError, OSError) as e:
+            self._enter_raw_repl(self.soft_reset, self.repl_timeout or RAW_REPL_TIMEOUT)
+        except DeviceError:
             self._close()
-            raise DeviceError(
-                "the board on %s does not answer with a MicroPython raw REPL (%s); is "
-                "MicroPython flashed and nothing else (a terminal, mpremote) holding the port?" % (self.port, e)
-            ) from None
+            raise
         return self
+
+    def _enter_raw_repl(self, soft_reset, timeout):
+        """Get the raw REPL prompt (then soft-reset in it, if SOFT_RESET) within TIMEOUT seconds.
+
+        Keys that reach a board while it boots can be lost: a real ESP8266 drops
+        UART input before MicroPython reads it, and the MicroPython that just
+        started flushes its input when its REPL starts.  esptool's soft-reset
+        reboots the board as it closes the port, so the next raw-REPL entry can
+        come too early.  An attempt that gets no raw prompt waits for the boot
+        output to end and tries again; the soft reset comes once the board answered.
+        """
+        import contextlib
+        import io
+        import time
+
+        from mpremote.transport import TransportError
+
+        deadline = time.monotonic() + timeout
+        seen, attempts = b"", 0
+        read_timeout = self.t.serial.timeout
+        # mpremote checks its overall timeout between reads: keep each read short
+        self.t.serial.timeout = min(read_timeout or _QUIET, _QUIET)
+        try:
+            while not self.t.in_raw_repl and attempts < RAW_REPL_ATTEMPTS and time.monotonic() < deadline:
+                attempts += 1
+                said = io.StringIO()
+                try:
+                    with contextlib.redirect_stdout(said):  # mpremote prints what it got instead
+                        self.t.enter_raw_repl(soft_reset=False, timeout_overall=timeout / RAW_REPL_ATTEMPTS)
+                except TransportError:
+                    seen = said.getvalue().strip().encode() or seen
+                    seen = self._wait_quiet(deadline) or seen  # the rest of a boot, if it is one
+        except OSError as e:
+            raise DeviceError("the board on %s went away: %s" % (self.port, e)) from None
+        finally:
+            self.t.serial.timeout = read_timeout
+        if not self.t.in_raw_repl:
+            raise DeviceError(
+                "the board on %s does not answer with a MicroPython raw REPL (%d attempts in %g s; it "
+                "last sent %s); is MicroPython flashed and nothing else (a terminal, mpremote) holding "
+                "the port?" % (self.port, attempts, timeout, _last_line(seen))
+            )
+        if soft_reset:
+            try:  # the board answers now: a fresh interpreter, boot.py given the whole timeout
+                with contextlib.redirect_stdout(io.StringIO()):
+                    self.t.enter_raw_repl(soft_reset=True, timeout_overall=timeout)
+            except (TransportError, OSError) as e:
+                raise DeviceError("the board on %s did not come back from a soft reset: %s" % (self.port, e)) from None
+
+    def _wait_quiet(self, deadline):
+        """Read the port until a read times out (_QUIET s of silence) or DEADLINE; return what came."""
+        import time
+
+        got = b""
+        while time.monotonic() < deadline:
+            data = self.t.serial.read(4096)  # returns after the read timeout (_QUIET) at most
+            if not data:
+                break
+            got += data
+        return got
 
     def exec(self, code, timeout=10):
         """Run CODE on the board; return its stdout (bytes); DeviceError on a traceback."""
@@ -189,9 +251,9 @@ class Board:
 
         try:
             self.t.exit_raw_repl()
-            self.t.enter_raw_repl(soft_reset=True, timeout_overall=RAW_REPL_TIMEOUT)
         except (TransportError, OSError) as e:
             raise DeviceError("the board on %s did not come back from a soft reset: %s" % (self.port, e)) from None
+        self._enter_raw_repl(True, RAW_REPL_TIMEOUT)
 
     def eval(self, expr):
         import ast
@@ -217,6 +279,20 @@ class Board:
             except Exception:  # noqa: BLE001 - the port may be gone already
                 pass
             self.t = None
+
+
+def _last_line(data):
+    """The last non-empty line of DATA (bytes, or mpremote's printed repr), quoted; 'nothing' if none."""
+    text = data.decode(errors="replace")
+    if text.startswith(("b'", 'b"')):
+        import ast
+
+        try:
+            text = ast.literal_eval(text).decode(errors="replace")
+        except (ValueError, SyntaxError):
+            pass
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    return repr(lines[-1][-80:]) if lines else "nothing"
 
 
 _HASH_CODE = """
