@@ -269,3 +269,58 @@ def test_mpy_versions():
     assert deploy.decode_mpy(6 | 3 << 8 | 9 << 10) == (6, 3, "xtensa")  # an ESP8266
     with pytest.raises(deploy.EspsslError, match="loads .mpy v7 files but this mpy-cross emits v6"):
         deploy.compiler_for(7)
+
+
+def earlier_release(tmp_path):
+    """What the espssl release before the manifest left in /lib/espconn: its modules as .mpy
+    (compiled by the real mpy-cross; what they hold does not matter, their names do)."""
+    old = tmp_path / "earlier"
+    old.mkdir()
+    for m in deploy.EARLIER_RELEASE_MODULES:
+        (old / (m + ".py")).write_text("RELEASE = 'earlier'\n")
+    cmd, _ver = deploy.compiler_for(6)
+    return {deploy.DEST + "/" + rel: data for rel, data in deploy.compile_package(cmd, old, tmp_path / "mpy").items()}
+
+
+def wipe(port, folder):
+    with deploy.Board(port) as b:
+        b.exec("import os\ntry:\n for _n in os.listdir(%r):\n  os.remove(%r + '/' + _n)\n os.rmdir(%r)\n"
+               "except OSError:\n pass" % (folder, folder, folder))
+
+
+def test_upgrade_from_the_release_before_the_manifest(port, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ESPSSL_BACKUP_DIR", str(tmp_path / "backups"))
+    wipe(port, deploy.DEST)
+    old = earlier_release(tmp_path)
+    put_files(port, old)
+    before = board_files(port)
+    rc, out, err = run(["deploy", "--port", port], capsys)
+    assert rc == 0, err
+    said = [x for x in out.splitlines() if "earlier espssl" in x]
+    assert said == ["/lib/espconn was deployed by an earlier espssl (%d .mpy files, no manifest): saved to %s, "
+                    "replacing it" % (len(old), tmp_path / "backups")], out
+    # Every old file was saved, byte for byte, before it was replaced or removed.
+    for path, data in old.items():
+        saved = list((tmp_path / "backups").glob("file-*-lib-espconn-" + path.rsplit("/", 1)[1]))
+        assert len(saved) == 1 and saved[0].read_bytes() == data
+    assert "removed /lib/espconn/codes.mpy (an earlier deploy put it there" in out  # gone from the package
+    after = board_files(port)
+    pkg = {p for p in after if p.startswith(deploy.DEST + "/")}
+    assert pkg == {deploy.DEST + "/" + r.with_suffix(".mpy").as_posix() for r in deploy.package_files()} | {
+        deploy.DEST + "/" + deploy.MANIFEST}
+    assert {p: h for p, h in after.items() if p not in pkg} == {p: h for p, h in before.items() if p not in old}
+    assert "import espconn on the board: ok, from /lib/espconn/__init__.mpy" in out
+
+
+@pytest.mark.parametrize("extra", [{"/lib/espconn/mylib.py": b"X = 1\n"},  # the user's module in it
+                                   {"/lib/espconn/check.mpy": b"M\x06\x00\x1f"}])  # not that release's
+def test_folder_not_an_earlier_release_is_still_refused(port, tmp_path, extra, capsys):
+    wipe(port, deploy.DEST)
+    put_files(port, dict(earlier_release(tmp_path), **extra))
+    before = board_files(port)
+    rc, out, err = run(["deploy", "--port", port], capsys)
+    assert rc == 2
+    assert "/lib/espconn holds files that espssl deploy did not put there" in err and next(iter(extra)) in err
+    assert "earlier espssl" not in out
+    assert board_files(port) == before
+    wipe(port, deploy.DEST)

@@ -383,10 +383,7 @@ def _copy_examples(board, src, out, manifest_path, force=False, backup_dir=None)
                     "or pass --force to replace it (a copy is saved first)" % path)
                 kept.append(path)
                 continue
-            from .flash import save_backup
-
-            saved = save_backup(backup_dir, "file", 0, board.t.fs_readfile(path), board.port, None,
-                                suffix="-" + f.name)
+            saved = save_board_file(board, path, backup_dir, suffix="-" + f.name)
             out("  --force: %s saved to %s before replacing it" % (path, saved))
         board.t.fs_writefile(path, data)
         ours[path] = want
@@ -402,6 +399,10 @@ def _copy_examples(board, src, out, manifest_path, force=False, backup_dir=None)
 
 
 MANIFEST = ".espssl-deploy"  # in the package folder (and the ROMFS root): what deploy put there
+# The modules the espssl release before the manifest (638208d) deployed, as .mpy files,
+# to /lib/espconn: a folder holding only (some of) these and no manifest is that release's.
+EARLIER_RELEASE_MODULES = ("__init__", "binfmt", "castore", "codes", "conn", "der", "dispatch",
+                           "errors", "names", "rsa", "server", "tap", "x509")
 _NOT_A_PACKAGE_DIR = ("/", "/lib", "/rom", "/rom/lib", "/flash", "/sd")
 # Measured on an ESP8266-like build (32-bit, axTLS from the GC heap): `import espconn`
 # takes 8.8 KB as .mpy in /lib, 4.0 KB from ROMFS; a CA-verified connection needs 71 KB
@@ -441,6 +442,21 @@ def check_dest(dest):
             "so it must be the package's own, e.g. /lib/espconn (%s holds other things)" % (dest, d)
         )
     return d
+
+
+def earlier_release(paths, dest):
+    """True if PATHS (the files under DEST, no manifest) are what an earlier espssl deployed:
+    only .mpy files of its modules, directly in DEST."""
+    names = {p[len(dest) + 1:] for p in paths if p.startswith(dest + "/")}
+    return len(names) == len(paths) > 0 and names <= {m + ".mpy" for m in EARLIER_RELEASE_MODULES}
+
+
+def save_board_file(board, path, backup_dir, suffix=None):
+    """Save the board's file PATH to the backup directory (as flash-ca saves sectors); its Path."""
+    from .flash import save_backup
+
+    suffix = suffix or "-" + path.strip("/").replace("/", "-")
+    return save_backup(backup_dir, "file", 0, board.t.fs_readfile(path), board.port, None, suffix=suffix)
 
 
 def manifest_bytes(hashes):
@@ -537,8 +553,10 @@ def deploy(port=None, src=PACKAGE_SRC, dest=DEST, force=False, wifi=None, out=pr
 
             result = romfs.deploy(board, cmd, src, rom_size, force=force, examples=examples,
                                   backup_dir=backup_dir, port=port, out=out)
+            if dest == DEST:  # the /lib copy that /rom/espconn shadows
+                result["lib_removed"] = _retire_lib_copy(board, dest, backup_dir, out)
         else:
-            result = _deploy_lib(board, cmd, src, dest, force, out)
+            result = _deploy_lib(board, cmd, src, dest, force, out, backup_dir)
             if examples:
                 result["examples"] = _copy_examples(board, EXAMPLES_SRC, out, dest + "/" + MANIFEST,
                                                     force, backup_dir)
@@ -550,7 +568,7 @@ def deploy(port=None, src=PACKAGE_SRC, dest=DEST, force=False, wifi=None, out=pr
         return result
 
 
-def _deploy_lib(board, cmd, src, dest, force, out):
+def _deploy_lib(board, cmd, src, dest, force, out, backup_dir=None):
     """Copy the .mpy files that changed to DEST; remove only files an earlier deploy put there."""
     with tempfile.TemporaryDirectory(prefix="espssl-mpy-") as tmp:
         files = compile_package(cmd, src, tmp)
@@ -559,11 +577,20 @@ def _deploy_lib(board, cmd, src, dest, force, out):
     remote = remote_hashes(board, dest)
     remote.pop(manifest_path, None)
     ours = _read_manifest(board, manifest_path)
-    foreign = sorted(p for p in remote if p not in local and (ours is None or p not in ours))
+    if ours is None and earlier_release(remote, dest):
+        # The release before the manifest: its files are ours (saved first all the same), so
+        # they are replaced or, when no longer part of the package, removed.
+        where = [save_board_file(board, path, backup_dir) for path in sorted(remote)][-1].parent
+        out("%s was deployed by an earlier espssl (%d .mpy files, no manifest): saved to %s, replacing it"
+            % (dest, len(remote), where))
+        ours = dict(remote)
+    foreign = sorted(p for p in remote if ours is None or p not in ours and p not in local)
     if ours is None and foreign:
+        known = set(local) | {dest + "/" + m + ".mpy" for m in EARLIER_RELEASE_MODULES}
+        named = sorted(foreign, key=lambda p: (p in known, p))  # what makes it somebody else's first
         raise EspsslError(
             "%s holds files that espssl deploy did not put there (%s): it is not espconn's folder; "
-            "deploy to a folder of its own (--dest)" % (dest, ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else ""))
+            "deploy to a folder of its own (--dest)" % (dest, ", ".join(named[:5]) + (" ..." if len(named) > 5 else ""))
         )
     result = {"copied": [], "unchanged": [], "removed": [], "kept": foreign}
     for path in sorted(remote):
@@ -616,6 +643,53 @@ def _deploy_lib(board, cmd, src, dest, force, out):
     return result
 
 
+def _retire_lib_copy(board, dest, backup_dir, out):
+    """After a ROMFS deploy: remove our copy of espconn in DEST (saved first), so there is one.
+
+    /rom comes before /lib on sys.path (MicroPython 1.25+), so that copy is never
+    imported while the ROMFS holds espconn, and an old one would come back
+    unnoticed once the ROMFS is erased.  Only files deploy put there (the
+    manifest lists them, or the folder is an earlier espssl's) and that are
+    unchanged are removed; anything else stays, and the line says so.
+    """
+    manifest_path = dest + "/" + MANIFEST
+    remote = remote_hashes(board, dest)
+    if not remote:
+        return []
+    remote.pop(manifest_path, None)
+    try:
+        ours = _read_manifest(board, manifest_path)
+    except DeviceError:
+        ours = None  # not a manifest of ours: nothing there is known to be ours
+    if ours is None and earlier_release(remote, dest):
+        ours, what = dict(remote), "an earlier espssl's copy of espconn"
+    else:
+        what = "the copy of espconn `--target lib` put there"
+    mine = sorted(p for p in remote if ours is not None and ours.get(p) == remote[p])
+    others = sorted(set(remote) - set(mine))
+    if not mine:
+        out("Note: %s holds files espssl deploy did not put there (or that changed since); /rom comes "
+            "first on sys.path, so `import espconn` uses the ROMFS copy; %s left alone" % (dest, dest))
+        return []
+    saved = [save_board_file(board, path, backup_dir) for path in mine]
+    for path in mine:
+        board.exec("import os\nos.remove(%r)" % path)
+    kept = {p: h for p, h in ours.items() if not p.startswith(dest + "/")}  # examples in /lib
+    if kept:
+        board.t.fs_writefile(manifest_path, manifest_bytes(kept))
+    elif not others:  # nothing left in it: no empty folder behind either
+        for code in ("os.remove(%r)" % manifest_path, "os.rmdir(%r)" % dest):
+            board.exec("import os\ntry:\n %s\nexcept OSError:\n pass" % code)
+    left = remote_hashes(board, dest)
+    if any(p in left for p in mine):
+        raise DeviceError("removing the old copy in %s failed: %s are still there" % (dest, ", ".join(p for p in mine if p in left)))
+    out("%s held %s, which /rom now shadows (it comes first on sys.path): %d files saved to %s and "
+        "removed, so the board has one copy of espconn, in ROMFS%s"
+        % (dest, what, len(mine), saved[0].parent if saved else "-",
+           "; left alone (not ours, or changed): %s" % ", ".join(others) if others else ""))
+    return mine
+
+
 def _wifi_from_env():
     ssid = os.environ.get("SSID")
     if not ssid:
@@ -651,8 +725,9 @@ def register(sub):
     p.add_argument("--force", action="store_true",
                    help="copy every file, changed or not; with romfs: replace a ROMFS image espssl did not "
                    "write (saved to the backup directory first)")
-    p.add_argument("--backup-dir", help="where a replaced ROMFS image is saved (default $ESPSSL_BACKUP_DIR "
-                   "or ./espssl-backups)")
+    p.add_argument("--backup-dir", help="where whatever deploy replaces or removes is saved first: a ROMFS "
+                   "image, an earlier espssl's /lib/espconn, a /lib copy the ROMFS supersedes (default "
+                   "$ESPSSL_BACKUP_DIR or ./espssl-backups)")
     p.add_argument("--examples", action="store_true",
                    help="also deploy firmware/examples/*.py: as source to %s (to edit), or compiled into "
                    "the ROMFS (set their switches as module attributes before user_init())" % EXAMPLES_DEST)
