@@ -5,6 +5,7 @@ check of "nothing else changed" compares the board's flash image byte for byte
 or lists the board's filesystem.
 """
 
+import ast
 import hashlib
 import inspect
 import subprocess
@@ -102,6 +103,40 @@ def test_deploy_puts_espconn_in_romfs(board, capsys):
     assert image_file.read_bytes()[ROM[0]:ROM[1]] == flash_after[ROM[0]:ROM[1]]
 
 
+def test_romfs_deploy_leaves_one_copy(board, tmp_path, capsys):
+    # A board upgraded from the release before the manifest: its /lib/espconn would be shadowed
+    # by /rom (first on sys.path), and come back, stale, once the ROMFS is erased.
+    from test_deploy import earlier_release
+
+    port, _image = board
+    old = earlier_release(tmp_path)
+    put_files(port, old)
+    before = board_files(port)
+    rc, out, err = run(["deploy", "--port", port], capsys)
+    assert rc == 0, err
+    said = [x for x in out.splitlines() if x.startswith("/lib/espconn held")]
+    assert said == ["/lib/espconn held an earlier espssl's copy of espconn, which /rom now shadows (it comes first "
+                    "on sys.path): %d files saved to %s and removed, so the board has one copy of espconn, in ROMFS"
+                    % (len(old), tmp_path / "backups")], out
+    for path, data in old.items():
+        saved = list((tmp_path / "backups").glob("file-*-lib-espconn-" + path.rsplit("/", 1)[1]))
+        assert len(saved) == 1 and saved[0].read_bytes() == data
+    after = board_files(port)
+    assert not [p for p in after if p.startswith("/lib/espconn")]  # the folder is gone too
+    assert after == {p: h for p, h in before.items() if p not in old}  # nothing else changed
+    assert mpremote(port, "exec", "import espconn; print(espconn.__file__)").strip() == "/rom/espconn/__init__.mpy"
+    path = ast.literal_eval(mpremote(port, "exec", "import sys; print(repr(sys.path))").strip())
+    assert path.index("/rom") < path.index("/lib")  # 1.25+ with a ROMFS image: /lib/espconn is never imported
+    # A folder with somebody else's files stays as it is, and the line says why.
+    put_files(port, {"/lib/espconn/notes.txt": b"mine\n"})
+    rc, out, err = run(["deploy", "--port", port], capsys)
+    assert rc == 0, err
+    assert "Note: /lib/espconn holds files espssl deploy did not put there" in out
+    assert board_files(port)["/lib/espconn/notes.txt"] == hashlib.sha256(b"mine\n").hexdigest()
+    with deploy.Board(port) as b:
+        b.exec("import os\nos.remove('/lib/espconn/notes.txt')\nos.rmdir('/lib/espconn')")
+
+
 def _heap_line(out):
     """(file, bytes the import took) from deploy's 'import espconn on the board' line."""
     line = next(x for x in out.splitlines() if x.startswith("import espconn on the board: ok"))
@@ -118,6 +153,10 @@ def test_both_targets_report_heap_after_import(tmp_path_factory, capsys):
         rc, out, err = run(["deploy", "--port", port], capsys)  # the ROMFS is found by itself
         assert rc == 0, err
         rom_file, rom_used = _heap_line(out)
+        n = len(deploy.package_files())
+        assert ("/lib/espconn held the copy of espconn `--target lib` put there, which /rom now shadows (it comes "
+                "first on sys.path): %d files saved to" % n) in out
+        assert not [p for p in board_files(port) if p.startswith("/lib/espconn")]
         rc, out, err = run(["deploy", "--port", port, "--target", "lib"], capsys)
         assert rc == 0, err
         assert "Note: `import espconn` loads /rom/espconn/__init__.mpy, which comes first on sys.path" in out
