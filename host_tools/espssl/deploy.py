@@ -200,7 +200,8 @@ class Board:
                 said = io.StringIO()
                 try:
                     with contextlib.redirect_stdout(said):  # mpremote prints what it got instead
-                        self.t.enter_raw_repl(soft_reset=False, timeout_overall=timeout / RAW_REPL_ATTEMPTS)
+                        self.t.enter_raw_repl(soft_reset=False, timeout_overall=min(
+                            timeout / RAW_REPL_ATTEMPTS, deadline - time.monotonic()))
                 except TransportError:
                     seen = said.getvalue().strip().encode() or seen
                     seen = self._wait_quiet(deadline) or seen  # the rest of a boot, if it is one
