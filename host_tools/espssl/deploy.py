@@ -675,9 +675,10 @@ def _retire_lib_copy(board, dest, backup_dir, out):
     saved = [save_board_file(board, path, backup_dir) for path in mine]
     for path in mine:
         board.exec("import os\nos.remove(%r)" % path)
-    kept = {p: h for p, h in ours.items() if not p.startswith(dest + "/")}  # examples in /lib
-    if kept:
-        board.t.fs_writefile(manifest_path, manifest_bytes(kept))
+    # still listed: the examples in /lib, and files of ours that changed since
+    rest = {p: h for p, h in ours.items() if p not in mine and (p in remote or not p.startswith(dest + "/"))}
+    if rest:
+        board.t.fs_writefile(manifest_path, manifest_bytes(rest))
     elif not others:  # nothing left in it: no empty folder behind either
         for code in ("os.remove(%r)" % manifest_path, "os.rmdir(%r)" % dest):
             board.exec("import os\ntry:\n %s\nexcept OSError:\n pass" % code)
@@ -686,7 +687,7 @@ def _retire_lib_copy(board, dest, backup_dir, out):
         raise DeviceError("removing the old copy in %s failed: %s are still there" % (dest, ", ".join(p for p in mine if p in left)))
     out("%s held %s, which /rom now shadows (it comes first on sys.path): %d files saved to %s and "
         "removed, so the board has one copy of espconn, in ROMFS%s"
-        % (dest, what, len(mine), saved[0].parent if saved else "-",
+        % (dest, what, len(mine), saved[0].parent,
            "; left alone (not ours, or changed): %s" % ", ".join(others) if others else ""))
     return mine
 
