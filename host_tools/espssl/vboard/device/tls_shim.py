@@ -315,8 +315,14 @@ class SSLSocket(_io.IOBase):
         return n
 
     def read(self, n=-1):
-        s = self._s
-        data = self._call(s.read, n) if n >= 0 else self._call(s.read)
+        if n < 0:
+            data = self._call(self._s.read)
+        else:
+            # The result buffer is MicroPython's, not axTLS's: out of heap
+            # there is a MemoryError as on a board, not a crash.
+            buf = bytearray(n)
+            got = self._call(self._s.readinto, buf)
+            data = None if got is None else bytes(memoryview(buf)[:got])
         if data is None and self._tap.lost is not None:
             return b""
         if data:
