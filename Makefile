@@ -46,7 +46,7 @@ demo: setup
 	@set -e; \
 	if [ -z "$(PORT)" ]; then \
 	  $(BIN)/espssl vboard stop --dir $(VBOARD_DIR) >/dev/null; \
-	  port=$$($(BIN)/espssl vboard start --dir $(VBOARD_DIR) --flash 4M --heap $(VBOARD_HEAP)); \
+	  port=$$($(BIN)/espssl vboard start --dir $(VBOARD_DIR) --flash 4M --variant FLASH_2M_ROMFS --heap $(VBOARD_HEAP)); \
 	  trap '$(BIN)/espssl vboard stop --dir $(VBOARD_DIR)' EXIT; \
 	  host=127.0.0.1; wifi=; \
 	  echo "== virtual board on $$port"; \
@@ -60,21 +60,46 @@ demo: setup
 	$(BIN)/espssl ca-bin build --out $(DEMO)/esp_ca_cert.bin --force $(DEMO)/ca.der; \
 	$(BIN)/espssl ca-bin inspect $(DEMO)/esp_ca_cert.bin; \
 	echo "== flash the CA bundle at the profile's default sector (esptool)"; \
-	$(BIN)/espssl flash-ca --port $$port --backup-dir $(DEMO)/backups $(DEMO)/esp_ca_cert.bin; \
-	echo "== deploy espconn (mpy-cross + mpremote)"; \
+	$(BIN)/espssl flash-ca --port $$port --backup-dir $(DEMO)/backups $(DEMO)/esp_ca_cert.bin | tee $(DEMO)/flash-ca.log; \
+	ca=$$(sed -n 's/.*default CA sector \(0x[0-9A-F]*\).*/\1/p' $(DEMO)/flash-ca.log); \
+	if [ -z "$(PORT)" ]; then \
+	  echo "== deploy espconn as .mpy to /lib, to compare (its bytecode is copied into the heap)"; \
+	  $(BIN)/espssl deploy --port $$port --target lib; \
+	fi; \
+	echo "== deploy espconn (mpy-cross + mpremote: into ROMFS when the firmware has one)"; \
 	$(BIN)/espssl deploy --port $$port --examples $$wifi; \
 	echo "== loopback suite"; \
 	$(BIN)/espssl test --port $$port --host $$host --certs $(DEMO) --no-deploy \
-	    --junit $(DEMO)/junit.xml --logs $(DEMO)/logs
+	    --junit $(DEMO)/junit.xml --logs $(DEMO)/logs; \
+	echo "== what next"; \
+	if [ -z "$(PORT)" ]; then \
+	  $(BIN)/espssl vboard stop --dir $(VBOARD_DIR); trap - EXIT; \
+	  echo "The board keeps its flash (CA bundle at sector $$ca, espconn in its ROMFS at /rom) in $(VBOARD_DIR)/flash.bin."; \
+	  echo "Start it again with espconn on it, then open its REPL:"; \
+	  echo "  export ESPSSL_VBOARD_DIR=$(VBOARD_DIR)   # espssl commands find the board without --port"; \
+	  echo "  port=\$$($(BIN)/espssl vboard start --heap $(VBOARD_HEAP))"; \
+	  echo "  $(BIN)/mpremote connect \$$port repl"; \
+	else \
+	  echo "At the board's REPL: $(BIN)/mpremote connect $$port repl"; \
+	fi; \
+	echo "  >>> from espconn import *        # the SDK's espconn_secure_* API (README, 'On the device')"; \
+	echo "  >>> espconn_secure_ca_enable(ESPCONN_CLIENT, $$ca)   # the CA sector flash-ca printed above"; \
+	echo "  >>> import ssl_demo; ssl_demo.user_init()   # finds that sector by itself"; \
+	echo "      (with a TLS peer on port 8443 first: README, 'TLS peers for an axTLS board')"; \
+	echo "  then: $(BIN)/espssl vboard stop (virtual board), Ctrl-] leaves mpremote"
 
 # The loopback suite alone: PORT=... for a real board (HOST=its LAN peer address).
 hil: setup
 	$(BIN)/espssl test $(if $(PORT),--port $(PORT)) $(if $(HOST),--host $(HOST))
 
+# bench_ram: heap each TLS flow needs; on the project's 64-bit port by default, or
+#   make bench MICROPYTHON=/path/to/micropython [FROZEN_MICROPYTHON=/path/with/espconn/frozen]
 bench: setup
 	$(BIN)/python tools/bench_espconn.py
 	$(BIN)/python tools/bench_heap.py
 	$(BIN)/python tools/bench_verify.py
+	$(BIN)/python tools/bench_ram.py $(if $(MICROPYTHON),--micropython $(MICROPYTHON)) \
+	    $(if $(FROZEN_MICROPYTHON),--frozen-micropython $(FROZEN_MICROPYTHON))
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache .mypy_cache

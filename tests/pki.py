@@ -269,3 +269,86 @@ def not_before(der):
 
 def not_after(der):
     return int(x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp())
+
+
+# --- raw DER edits, re-signed: one knob per malformation --------------------------
+# cryptography refuses to write most malformed certificates; these helpers edit a
+# good certificate's tbsCertificate fields as DER and sign the result again, so
+# only the edited field is wrong.
+
+SHA256_RSA = bytes.fromhex("300d06092a864886f70d01010b0500")  # sha256WithRSAEncryption, NULL parameters
+
+
+def tlv(tag, content):
+    """One DER TLV (definite, shortest length)."""
+    n = len(content)
+    if n < 0x80:
+        head = bytes([n])
+    else:
+        k = (n.bit_length() + 7) // 8
+        head = bytes([0x80 | k]) + n.to_bytes(k, "big")
+    return bytes([tag]) + head + bytes(content)
+
+
+def _span(buf, off):
+    # (content offset, end) of the TLV at off
+    n = buf[off + 1]
+    p = off + 2
+    if n & 0x80:
+        k = n & 0x7F
+        n = int.from_bytes(buf[p : p + k], "big")
+        p += k
+    return p, p + n
+
+
+def value(t):
+    """The content bytes of one TLV."""
+    p, e = _span(t, 0)
+    return t[p:e]
+
+
+def parts(content):
+    """The TLVs (bytes, tags included) that fill ``content``."""
+    out, off = [], 0
+    while off < len(content):
+        _p, e = _span(content, off)
+        out.append(bytes(content[off:e]))
+        off = e
+    return out
+
+
+def tbs_fields(der):
+    """The tbsCertificate's fields of a DER certificate, each a TLV."""
+    return parts(value(parts(value(der))[0]))
+
+
+def resign(fields, key, alg=SHA256_RSA):
+    """A certificate of these tbsCertificate fields, signed by ``key`` (PKCS#1 v1.5, SHA-256)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    tbs = tlv(0x30, b"".join(fields))
+    sig = key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
+    return tlv(0x30, tbs + alg + tlv(0x03, b"\x00" + sig))
+
+
+def extensions(fields):
+    """The Extension TLVs of tbsCertificate ``fields`` (the [3] field last)."""
+    assert fields[-1][0] == 0xA3
+    return parts(value(value(fields[-1])))
+
+
+def with_extensions(fields, exts):
+    """``fields`` with the extensions replaced by ``exts`` (Extension TLVs)."""
+    return fields[:-1] + [tlv(0xA3, tlv(0x30, b"".join(exts)))]
+
+
+def ext(oid, inner, critical=None):
+    """An Extension TLV: ``oid`` content bytes, ``critical`` None (absent) or the BOOLEAN's byte."""
+    crit = b"" if critical is None else tlv(0x01, bytes([critical]))
+    return tlv(0x30, tlv(0x06, oid) + crit + tlv(0x04, inner))
+
+
+def ext_oid(e):
+    """The OID content bytes of an Extension TLV."""
+    return value(parts(value(e))[0])

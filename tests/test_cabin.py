@@ -522,3 +522,122 @@ def test_inspect_survives_mutations(pki):
         for kind in ("ca", "cert"):
             rep = cabin.inspect_bin(bytes(b), kind)
             cabin.format_report(rep, "x")  # renders whatever was found
+
+
+# --- one verdict, the device's (issue 12) -------------------------------------------------
+
+
+def one_fatal_line(capsys, argv):
+    capsys.readouterr()
+    rc = run(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("A fatal error occurred:"), err
+    return err
+
+
+@pytest.mark.parametrize("name", ["ca.der", "ca.pem"])
+def test_a_plain_certificate_is_not_a_bin(tmp_path, pki, capsys, monkeypatch, name):
+    monkeypatch.setenv("ESPSSL_VBOARD_DIR", str(tmp_path / "no-board"))
+    (f,) = fresh(tmp_path, pki, name)
+    capsys.readouterr()
+    assert run(["ca-bin", "inspect", f]) == 1
+    out = capsys.readouterr().out
+    assert "this is a certificate, not a CA bin: build one with `espssl ca-bin build" in out
+    assert "NUL-padded" not in out
+    # flash-ca says the same, before looking for a board
+    err = one_fatal_line(capsys, ["flash-ca", f])
+    assert "this is a certificate, not a CA bin: build one with `espssl ca-bin build" in err
+    assert run(["cert-bin", "inspect", f]) == 1
+    assert "not a certificate bin: build one with `espssl cert-bin build" in capsys.readouterr().out
+
+
+def _verify_reason(chain, anchors):
+    from espconn import x509
+    from espconn.errors import VerifyError
+
+    try:
+        x509.verify_chain(chain, anchors)
+    except VerifyError as e:
+        return e.reason
+    return None
+
+
+def test_leaf_warning_says_what_the_device_does(tmp_path, pki, capsys):
+    """A CA-signed leaf in the store: the device refuses it (unknown_issuer); build and inspect say so."""
+    leaf = (pki / "server.der").read_bytes()
+    assert _verify_reason([leaf], [leaf]) == "unknown_issuer"  # what espconn does with it
+    out = tmp_path / "leaf.bin"
+    capsys.readouterr()
+    assert run(["ca-bin", "build", "--out", out, pki / "server.der"]) == 0
+    err = capsys.readouterr().err
+    assert "never uses it as a trust anchor" in err and "unknown_issuer" in err, err
+    assert "espconn_secure_set_pin" in err and "pin itself" not in err
+    assert run(["ca-bin", "inspect", out]) == 0
+    assert "unknown_issuer" in capsys.readouterr().out
+
+    # A self-signed CA:FALSE certificate: trusted as exactly itself, never as an issuer.
+    k = certs.new_key(2048)
+    ss = certs.make_cert("self", k, is_ca=False)
+    below = certs.cert_der(certs.make_cert("below", certs.new_key(1024), ss, k))
+    assert _verify_reason([certs.cert_der(ss)], [certs.cert_der(ss)]) is None
+    assert _verify_reason([below], [certs.cert_der(ss)]) == "not_a_ca"
+    (tmp_path / "self.der").write_bytes(certs.cert_der(ss))
+    assert run(["ca-bin", "build", "--out", tmp_path / "self.bin", tmp_path / "self.der"]) == 0
+    err = capsys.readouterr().err
+    assert "trusts only a server that sends exactly this self-signed certificate" in err and "not_a_ca" in err
+
+
+def test_a_512_bit_ca_has_one_verdict(tmp_path, capsys, monkeypatch):
+    """Refused by build, failed by inspect, refused by flash-ca (before any board): the same words."""
+    monkeypatch.setenv("ESPSSL_VBOARD_DIR", str(tmp_path / "no-board"))
+    weak = certs.make_cert("weak", certs.new_key(512), is_ca=True)
+    (tmp_path / "weak.der").write_bytes(certs.cert_der(weak))
+    words = "weak key: RSA-512 (espconn wants at least 1024 bits)"
+    out = tmp_path / "weak.bin"
+    assert words in refused(capsys, ["ca-bin", "build", "--out", out, tmp_path / "weak.der"], out, words)
+    out.write_bytes(binfmt.entry("weak.der", certs.cert_der(weak)))  # made by another tool
+    assert run(["ca-bin", "inspect", out]) == 1
+    assert words in capsys.readouterr().out
+    err = one_fatal_line(capsys, ["flash-ca", out])
+    assert words in err and "no virtual board" not in err
+
+
+def test_a_ca_with_a_broken_signature_fails(tmp_path, pki, capsys):
+    der = bytearray((pki / "second.cer").read_bytes())
+    der[-5] ^= 0x01  # inside the signature: it still parses
+    assert x509.load_der_x509_certificate(bytes(der)).subject.rfc4514_string() == "CN=Second CA"
+    (tmp_path / "bad.der").write_bytes(bytes(der))
+    out = tmp_path / "bad.bin"
+    out.write_bytes(binfmt.entry("bad.der", bytes(der)))
+    capsys.readouterr()
+    assert run(["ca-bin", "inspect", out]) == 1
+    text = capsys.readouterr().out
+    assert "ERROR: its own signature does not verify" in text and "FAIL: 1 error" in text
+    good = tmp_path / "good.bin"
+    good.write_bytes(binfmt.entry("second.cer", (pki / "second.cer").read_bytes()))
+    assert run(["ca-bin", "inspect", good]) == 0  # the intact one: no such error
+    assert "own signature" not in capsys.readouterr().out
+    out2 = tmp_path / "bad2.bin"
+    refused(capsys, ["ca-bin", "build", "--out", out2, tmp_path / "bad.der"], out2, "its own signature does not verify")
+
+
+def test_entries_named_on_the_command_line(tmp_path, capsys):
+    """Three ca.der from three `espssl certs` runs: NAME=PATH names each entry."""
+    paths = []
+    for site in ("home", "office", "lab"):
+        d = tmp_path / site
+        d.mkdir()
+        der = certs.cert_der(certs.make_cert(site + " CA", certs.new_key(1024), is_ca=True))
+        (d / "ca.der").write_bytes(der)
+        paths.append(d / "ca.der")
+    out = tmp_path / "three.bin"
+    err = refused(capsys, ["ca-bin", "build", "--out", out] + paths, out, "duplicate entry name 'ca.der'")
+    assert "NAME=PATH" in err
+    assert run(["ca-bin", "build", "--out", out] + ["%s=%s" % (p.parent.name, p) for p in paths]) == 0
+    got = [(n.decode(), bytes(d)) for n, d in binfmt.parse(out.read_bytes())]
+    assert got == [(p.parent.name, p.read_bytes()) for p in paths]
+    # a file whose own name holds '=' is still a path
+    odd = tmp_path / "a=b.der"
+    odd.write_bytes(paths[0].read_bytes())
+    assert run(["ca-bin", "build", "--out", tmp_path / "odd.bin", odd]) == 0
+    assert binfmt.parse((tmp_path / "odd.bin").read_bytes())[0][0] == b"a=b.der"

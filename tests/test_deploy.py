@@ -45,7 +45,7 @@ def board_hashes(port, dest, names=None):
     t = SerialTransport(port)
     try:
         t.enter_raw_repl(soft_reset=True)  # a fresh heap: deploy left espconn imported
-        names = names or [f.name for f in t.fs_listdir(dest)]
+        names = names or [f.name for f in t.fs_listdir(dest) if f.name != deploy.MANIFEST]
         return {n: t.fs_hashfile(dest + "/" + n, "sha256").hex() for n in names}
     finally:
         t.exit_raw_repl()
@@ -78,6 +78,117 @@ def test_deploy_copies_only_changes_and_verifies(port, src, capsys):
     assert "zz_extra.mpy" not in board_hashes(port, dest)
 
 
+def board_files(port):
+    """{path: sha256} of every file on the board's filesystem (mpremote raw REPL, soft reset)."""
+    with deploy.Board(port) as b:
+        return deploy.remote_hashes(b, "")
+
+
+def put_files(port, files):
+    from mpremote.transport_serial import SerialTransport
+
+    t = SerialTransport(port)
+    try:
+        t.enter_raw_repl(soft_reset=True)
+        for path, data in files.items():
+            parts = path.strip("/").split("/")[:-1]
+            for i in range(len(parts)):
+                d = "/" + "/".join(parts[: i + 1])
+                if not t.fs_exists(d):
+                    t.fs_mkdir(d)
+            t.fs_writefile(path, data)
+    finally:
+        t.exit_raw_repl()
+        t.close()
+
+
+USER_FILES = {
+    "/lib/mylib.py": b"X = 1\n",
+    "/lib/umqtt/simple.py": b"# the user's MQTT client\n",
+    "/main_app.py": b"print('app')\n",
+}
+
+
+def test_deploy_leaves_the_users_files_alone(port, capsys):
+    put_files(port, USER_FILES)
+    before = board_files(port)
+    rc, out, err = run(["deploy", "--port", port, "--examples"], capsys)
+    assert rc == 0, err
+    after = board_files(port)
+    ours = {p for p in after if p.startswith("/lib/espconn/")} | {
+        "/lib/" + f.name for f in deploy.EXAMPLES_SRC.glob("*.py")}
+    # Every file that is not ours is there, byte for byte as before (boot.py included).
+    assert {p: h for p, h in after.items() if p not in ours} == {p: h for p, h in before.items() if p not in ours}
+    for path, data in USER_FILES.items():
+        assert after[path] == hashlib.sha256(data).hexdigest()
+    assert "/boot.py" in after
+    # The manifest on the board lists exactly what deploy put in the package folder.
+    with deploy.Board(port) as b:
+        listed = deploy.parse_manifest(b.t.fs_readfile("/lib/espconn/" + deploy.MANIFEST).decode())
+    assert set(listed) == {p for p in ours if not p.endswith(deploy.MANIFEST)}
+
+
+def test_edited_example_is_not_overwritten(port, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ESPSSL_BACKUP_DIR", str(tmp_path / "backups"))
+    rc, out, err = run(["deploy", "--port", port, "--examples"], capsys)
+    assert rc == 0, err
+    edited = deploy.EXAMPLES_SRC.joinpath("ssl_demo.py").read_bytes().replace(
+        b"SERVER_PORT = 8443", b"SERVER_PORT = 9443  # my server")
+    put_files(port, {"/lib/ssl_demo.py": edited})
+    rc, out, err = run(["deploy", "--port", port, "--examples"], capsys)
+    assert rc == 0, err
+    assert "left alone: /lib/ssl_demo.py differs from what deploy put there" in out
+    assert board_files(port)["/lib/ssl_demo.py"] == hashlib.sha256(edited).hexdigest()
+    rc, out, err = run(["deploy", "--port", port, "--examples", "--force"], capsys)
+    assert rc == 0, err
+    saved = list((tmp_path / "backups").glob("file-*-ssl_demo.py"))
+    assert len(saved) == 1 and saved[0].read_bytes() == edited
+    src = deploy.EXAMPLES_SRC.joinpath("ssl_demo.py").read_bytes()
+    assert board_files(port)["/lib/ssl_demo.py"] == hashlib.sha256(src).hexdigest()
+
+
+@pytest.mark.parametrize("dest", ["/", "/lib", "/lib/", "lib", "/rom", "/lib/my-pkg"])
+def test_dest_that_is_not_a_package_folder_refused(port, dest, capsys):
+    before = board_files(port)
+    rc, out, err = run(["deploy", "--port", port, "--dest", dest], capsys)
+    assert rc == 2
+    assert "is not a package folder" in err and len(err.strip().splitlines()) == 1
+    assert board_files(port) == before
+
+
+def test_dest_holding_other_files_refused(port, capsys):
+    put_files(port, USER_FILES)
+    before = board_files(port)
+    rc, out, err = run(["deploy", "--port", port, "--dest", "/lib/umqtt"], capsys)
+    assert rc == 2
+    assert "/lib/umqtt holds files that espssl deploy did not put there (/lib/umqtt/simple.py)" in err
+    assert board_files(port) == before
+
+
+def test_users_file_in_the_package_folder_is_kept(port, src, capsys):
+    dest = "/lib/t_espconn3"
+    rc, out, err = run(["deploy", "--port", port, "--src", str(src), "--dest", dest], capsys)
+    assert rc == 0, err
+    put_files(port, {dest + "/notes.txt": b"mine\n", dest + "/conn.py": b"# my patched copy\n"})
+    rc, out, err = run(["deploy", "--port", port, "--src", str(src), "--dest", dest], capsys)
+    assert rc == 0, err
+    assert "left alone: %s/notes.txt (not put there by espssl deploy)" % dest in out
+    assert "WARNING: %s/conn.py shadows %s/conn.mpy on import" % (dest, dest) in out
+    files = board_files(port)
+    assert files[dest + "/notes.txt"] == hashlib.sha256(b"mine\n").hexdigest()
+    assert files[dest + "/conn.py"] == hashlib.sha256(b"# my patched copy\n").hexdigest()
+
+
+def test_lib_target_says_what_it_costs(port, capsys):
+    rc, out, err = run(["deploy", "--port", port], capsys)
+    assert rc == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("Target /lib: "))
+    assert "no ROMFS on this firmware" in line and "FLASH_2M_ROMFS" in line and "8.8 KB" in line
+    assert "import espconn on the board: ok, from /lib/espconn/__init__.mpy; free heap" in out
+    rc, out, err = run(["deploy", "--port", port, "--target", "romfs"], capsys)
+    assert rc == 2 and "this firmware has no ROMFS partition" in err
+
+
 def test_deployed_files_are_mpy_cross_output(port, src, tmp_path, capsys):
     dest = "/lib/t_espconn2"
     rc, out, _ = run(["deploy", "--port", port, "--src", str(src), "--dest", dest], capsys)
@@ -98,15 +209,21 @@ def test_deploy_default_package_imports_on_board(port, capsys):
 
 
 def test_deploy_examples_as_source(port, capsys):
+    with deploy.Board(port) as b:  # an earlier test may have deployed them
+        for f in deploy.EXAMPLES_SRC.glob("*.py"):
+            b.exec("import os\ntry:\n os.remove(%r)\nexcept OSError:\n pass" % ("/lib/" + f.name))
     rc, out, err = run(["deploy", "--port", port, "--examples"], capsys)
     assert rc == 0, err
     names = sorted(p.name for p in deploy.EXAMPLES_SRC.glob("*.py"))
-    assert "Examples in /lib: %d copied, 0 unchanged; sha256: verified" % len(names) in out
+    assert "Examples in /lib: %d copied, 0 unchanged, 0 left alone; sha256: verified" % len(names) in out
     on_board = board_hashes(port, "/lib", names)
     for n in names:
         assert on_board[n] == hashlib.sha256((deploy.EXAMPLES_SRC / n).read_bytes()).hexdigest()
     rc, out, err = run(["deploy", "--port", port, "--examples"], capsys)
     assert "0 copied, %d unchanged" % len(names) in out
+    # The example finds the 1 MiB profile's sectors by itself.
+    with deploy.Board(port) as b:
+        assert b.eval_code("import ssl_demo\nprint(repr(ssl_demo.default_sectors()))") == (0x98, 0x97)
 
 
 def test_missing_port_is_refused(capsys):

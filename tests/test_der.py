@@ -59,7 +59,7 @@ def test_read_at_offset_and_memoryview():
     buf = bytearray(b"\xff\xff\x30\x03\x02\x01\x07\xff")
     mv = memoryview(buf)
     assert der.read(mv, 2, 7) == (0x30, 4, 7)
-    assert der.expect(mv, 4, 7, der.INTEGER) == (6, 7)
+    assert der.expect(mv, 4, 7, 0x02) == (6, 7)
     assert der.uint(mv, 6, 7) == 7
 
 
@@ -100,7 +100,7 @@ def test_read_end_past_buffer_and_negative_offset():
 
 
 def test_expect_wrong_tag():
-    msg = malformed(der.expect, b"\x02\x01\x00", 0, 3, der.SEQUENCE)
+    msg = malformed(der.expect, b"\x02\x01\x00", 0, 3, 0x30)
     assert "0x30" in msg and "0x02" in msg
 
 

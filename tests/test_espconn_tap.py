@@ -3,9 +3,11 @@
 The server's flight of a real handshake (memory BIOs, no network) is re-cut
 into records of arbitrary sizes (plaintext handshake records may be split
 anywhere, RFC 5246 6.2.1) and delivered in arbitrary read sizes; the tap must
-hand the verifier exactly the server's DER chain, once, and see the Finished.
+capture exactly the server's Certificate message (check.chain cuts it into the
+DER chain), or let through only the one expected, and see the Finished.
 """
 
+import hashlib
 import io
 import ssl
 
@@ -13,6 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from espconn import check
+from espconn.texts import text
 from espconn.tap import Tap
 from espssl.hil.peers import client_context, server_context
 
@@ -99,44 +103,71 @@ def recut(data, size):
     return out
 
 
-def drive(data, sizes, check):
-    tap = Tap(Feed(data, sizes), check, 2048)
-    buf = bytearray(5000)
+def drive(data, sizes, buf=None, want=None):
+    # capture mode when given a buffer; match mode when given a digest; else pass
+    tap = Tap(Feed(data, sizes), bytearray(2048) if buf is None else buf, want, 2048, buf is not None)
+    out = bytearray(5000)
+    k = 0
     while True:
-        n = tap.readinto(memoryview(buf)[: 1 + (tap.rx % 4999)])
+        k += 1
+        n = tap.readinto(memoryview(out)[: 1 + (k * 37 % 4999)])
         if n is None or n < 0:
             return tap, n
 
 
+def cert_body(data):
+    """The body of the server's Certificate handshake message in ``data`` (plaintext records)."""
+    hs = b"".join(body for ct, body in records(data) if ct == 22)
+    i = 0
+    while True:
+        t, n = hs[i], int.from_bytes(hs[i + 1 : i + 4], "big")
+        if t == 11:
+            return hs[i + 4 : i + 4 + n]
+        i += 4 + n
+
+
 @settings(max_examples=60, deadline=None)
 @given(recsize=st.integers(1, 2000), sizes=st.lists(st.integers(1, 700), min_size=1, max_size=8))
-def test_chain_reassembled_from_any_cut(flight, recsize, sizes):
+def test_chain_captured_from_any_cut(flight, recsize, sizes):
+    # capture mode: the Certificate body lands in the connection's buffer and the stream stops there
     data, chain = flight
-    seen = []
-    tap, n = drive(recut(data, recsize), sizes, lambda certs: seen.append([bytes(c) for c in certs]))
-    assert n is None and tap.err is None
-    assert seen == [chain]
-    assert tap.verified and tap.finished
-
-
-def test_rejection_stops_the_stream(flight):
-    from espconn.errors import VerifyError
-
-    data, _ = flight
-
-    def no(certs):
-        raise VerifyError("unknown_issuer", "not trusted")
-
-    tap, n = drive(data, [100], no)
-    assert n == -103 and tap.err[0] == "unknown_issuer"
+    buf = bytearray(2048)
+    tap, n = drive(recut(data, recsize), sizes, buf=buf)
+    assert n == -103 and tap.err is None
+    assert tap.got == len(cert_body(data)) and bytes(buf[: tap.got]) == cert_body(data)
+    assert [bytes(c) for c in check.chain(memoryview(buf)[: tap.got])] == chain
     assert not tap.finished
-    # nothing after the Certificate message was handed on
+    assert tap.readinto(bytearray(100)) == -103  # nothing more reaches the TLS library
+
+
+@settings(max_examples=30, deadline=None)
+@given(recsize=st.integers(1, 2000), sizes=st.lists(st.integers(1, 700), min_size=1, max_size=8))
+def test_match_passes_the_checked_certificate_to_the_finished(flight, recsize, sizes):
+    data, _ = flight
+    tap, n = drive(recut(data, recsize), sizes, want=hashlib.sha256(cert_body(data)).digest())
+    assert n is None and tap.err is None
+    assert tap.seen and tap.finished
+
+
+def test_match_refuses_another_certificate_before_its_last_byte(flight):
+    data, _ = flight
+    tap, n = drive(data, [100], want=hashlib.sha256(b"the chain checked before").digest())
+    assert n == -103 and tap.err[0] == "certificate_changed"
+    assert not tap.finished and not tap.seen
     assert tap.readinto(bytearray(100)) == -103
+
+
+def test_certificate_bigger_than_the_buffer_names_set_size(flight):
+    data, _ = flight
+    tap, n = drive(data, [333], buf=bytearray(200))
+    assert n == -103 and tap.err[0] == "cert_too_big"
+    assert "espconn_secure_set_size(ESPCONN_CLIENT, %d)" % len(cert_body(data)) in text(tap.err[1])
+    assert not tap.got
 
 
 def test_no_check_passes_everything(flight):
     data, _ = flight
-    tap, n = drive(data, [333], None)
+    tap, n = drive(data, [333])
     assert n is None and tap.err is None and tap.finished
 
 
@@ -145,25 +176,78 @@ def test_no_check_passes_everything(flight):
     [
         (b"HTTP/1.1 200 OK\r\n\r\n", "bad_record"),
         (bytes([22, 2, 0, 0, 4]) + bytes(4), "bad_record"),  # SSL 2.0 version bytes
-        (bytes([22, 3, 3, 0x48, 0x01]), "bad_record"),  # longer than TLS allows
+        (bytes([22, 3, 3, 0x14, 0x00]), "oversize_record"),  # 5120 bytes: beyond axTLS's 5115
         (bytes([23, 3, 3, 0, 16]) + bytes(16), "tls13_or_resumed"),  # encrypted before any certificate
+        (bytes([20, 3, 3, 0, 1, 1]), "tls13_or_resumed"),  # change_cipher_spec before any certificate
         (bytes([22, 3, 3, 0, 7]) + bytes([11, 0, 0, 3, 0, 0, 0]), "no_certificate"),  # empty list
-        (bytes([22, 3, 3, 0, 10]) + bytes([11, 0, 0, 6, 0, 0, 3, 0, 0, 9]), "bad_certificate_message"),
         (bytes([22, 3, 3, 0, 4]) + bytes([11, 0, 0x40, 0]), "cert_too_big"),
     ],
 )
 def test_unreadable_input_fails_closed(junk, reason):
-    called = []
-    tap, n = drive(junk, [7], lambda certs: called.append(certs))
+    tap, n = drive(junk, [7], buf=bytearray(2048))
     assert n == -103 and tap.err[0] == reason
-    assert not called
+    assert not tap.got
+
+
+def test_axtls_record_limit_is_named():
+    tap, n = drive(bytes([22, 3, 3, 0x13, 0xFC]) + bytes(10), [100])  # 5116 bytes
+    assert n == -103 and tap.err[0] == "oversize_record" and "5115" in text(tap.err[1])
+    tap, n = drive(bytes([22, 3, 3, 0x13, 0xFB]) + bytes(10), [100])  # 5115 bytes: axTLS takes it
+    assert n == 15 or n is None
+    assert tap.err is None
+
+
+@pytest.mark.parametrize(
+    "msg,reason",
+    [
+        (bytes([0, 0, 7, 0, 0, 3, 1, 2, 3]), "bad_certificate_message"),  # list length beyond the message
+        (bytes([0, 0, 3, 0, 0, 9]), "bad_certificate_message"),  # entry overruns
+        (bytes([0, 0, 3, 0, 0, 0]), "bad_certificate_message"),  # zero-length entry
+        (bytes([0, 0, 0]), "no_certificate"),
+        (bytes([0, 0, 28]) + bytes([0, 0, 1, 0x30]) * 7, "bad_certificate_message"),  # more than 6 certificates
+    ],
+)
+def test_malformed_certificate_list_is_refused(msg, reason):
+    from espconn.errors import VerifyError
+
+    with pytest.raises(VerifyError) as ei:
+        check.chain(memoryview(msg))
+    assert ei.value.reason == reason
 
 
 def test_oversize_application_record_after_handshake(flight):
     data, _ = flight
     big = bytes([23, 3, 3]) + (2048 + 65).to_bytes(2, "big") + bytes(2048 + 65)
-    tap, n = drive(data + big, [4096], None)
-    assert n == -103 and tap.err[0] == "oversize_record"
+    tap, n = drive(data + big, [4096])
+    assert n == -103 and tap.err[0] == "oversize_record" and "espconn_secure_set_size" in text(tap.err[1])
+
+
+def test_socket_reset_is_kept_and_names_a_cut_record():
+    class Reset(Feed):
+        def readinto(self, buf):
+            if self.pos >= len(self.data):
+                raise OSError(104)
+            return super().readinto(buf)
+
+    tap = Tap(Reset(bytes([22, 3, 3, 0, 50]) + bytes(10), [100]), bytearray(10), None, 2048)
+    assert tap.readinto(bytearray(100)) == 15
+    assert tap.readinto(bytearray(100)) == -104
+    assert tap.sock_err == 104 and tap.err[0] == "truncated_record"
+
+
+def test_modulus_of_the_leaf_key_for_the_key_exchange_check(tmp_path):
+    # the tap's estimate of axTLS's key-exchange heap needs the leaf's RSA modulus size
+    from espssl import certs
+
+    from espconn import tap
+
+    for bits in (1024, 2048):
+        k = certs.new_key(bits)
+        c = certs.cert_der(certs.make_cert("x", k))
+        msg = bytearray((len(c) + 3).to_bytes(3, "big") + len(c).to_bytes(3, "big") + c)
+        assert tap._modulus(msg, len(msg)) == bits // 8
+        assert tap._modulus(msg, 40) == 512  # key not in the part kept: assume RSA-4096
+    assert tap._modulus(bytearray(100), 100) == 512
 
 
 def test_tap_is_an_iobase_first():

@@ -224,7 +224,7 @@ def test_wrong_files_refused_before_connecting(boards, ca_bin, cert_bin, tmp_pat
 def test_missing_port_refused(ca_bin, tmp_path, capsys):
     # No --port and no virtual board running (ESPSSL_VBOARD_DIR points at an empty dir).
     rc, out, err = run(["flash-ca", write_file(tmp_path, "esp_ca_cert.bin", ca_bin)], capsys)
-    refused(rc, err, "no --port given and no virtual board is running", "espssl vboard start")
+    refused(rc, err, "no --port given, no virtual board is running and no USB serial device", "espssl vboard start")
     rc, out, err = run(["flash-ca", "--port", "/dev/espssl-no-such-port", "--connect-attempts", "1",
                         write_file(tmp_path, "esp_ca_cert.bin", ca_bin)], capsys)
     refused(rc, err, "/dev/espssl-no-such-port is not responding")
@@ -297,3 +297,208 @@ def test_flash_firmware_erases_writes_and_verifies(boards, tmp_path, capsys):
     assert back[len(image):] == b"\xff" * SECTOR  # the rest was erased
     # The board reports the new image length, and the guard follows it.
     assert esptool_read(port, 0x8FFC, 4, tmp_path) == struct.pack("<I", 0x39000)
+
+
+# ---------------------------------------------------------------- other bins are not overwritten
+
+
+def _ca_bundle(n):
+    """A CA bin of N entries (1024-bit CAs: ~0.6 KB each)."""
+    return b"".join(binfmt.entry("ca%d.cer" % i, _cert("espssl CA %d" % i)[0]) for i in range(n))
+
+
+def test_flash_ca_refuses_overwriting_a_cert_bin(boards, ca_bin, cert_bin, tmp_path, capsys):
+    port = boards["4M"]
+    rc, out, err = run(["flash-cert", "--port", port, "--sector", "0xF4",
+                        write_file(tmp_path, "cert.bin", cert_bin)], capsys)
+    assert rc == 0, err
+    before = esptool_read(port, 0xF4000, SECTOR, tmp_path)
+    whole = (boards["4M-dir"] / "flash.bin").read_bytes()
+    backups = set((tmp_path / "backups").glob("*"))
+    rc, out, err = run(["flash-ca", "--port", port, "--sector", "0xF4", write_file(tmp_path, "ca.bin", ca_bin)], capsys)
+    refused(rc, err, "sector 0xF4 holds a device certificate bin", "certificate, private_key", "--force")
+    assert esptool_read(port, 0xF4000, SECTOR, tmp_path) == before
+    assert (boards["4M-dir"] / "flash.bin").read_bytes() == whole  # nothing anywhere changed
+    assert set((tmp_path / "backups").glob("*")) == backups  # refused before any backup or write
+    # --force overwrites it, after saving it.
+    rc, out, err = run(["flash-ca", "--port", port, "--sector", "0xF4", "--force",
+                        write_file(tmp_path, "ca.bin", ca_bin)], capsys)
+    assert rc == 0, err
+    assert "--force: overwriting a device certificate bin" in out
+    assert esptool_read(port, 0xF4000, SECTOR, tmp_path)[: len(ca_bin)] == ca_bin
+    saved = sorted((tmp_path / "backups").glob("ca-0x0F4000-*.bin"))
+    assert saved and saved[-1].read_bytes() == before
+
+
+def test_flash_ca_replaces_its_own_kind(boards, ca_bin, tmp_path, capsys):
+    port = boards["4M"]
+    other = _ca_bundle(2)
+    for data in (ca_bin, other):
+        rc, out, err = run(["flash-ca", "--port", port, "--sector", "0xF5", write_file(tmp_path, "ca.bin", data)],
+                           capsys)
+        assert rc == 0, err
+    assert "Replacing a CA bin, esp_ca_cert.bin (ca.cer) at sector 0xF5" in out
+    assert esptool_read(port, 0xF5000, SECTOR, tmp_path)[: len(other)] == other
+
+
+def test_big_ca_bundle_spilling_over_a_cert_bin_refused(boards, cert_bin, tmp_path, capsys):
+    port = boards["4M"]
+    big = _ca_bundle(8)
+    assert SECTOR < len(big) <= 2 * SECTOR
+    rc, out, err = run(["flash-cert", "--port", port, "--sector", "0xF7",
+                        write_file(tmp_path, "cert.bin", cert_bin)], capsys)
+    assert rc == 0, err
+    before = esptool_read(port, 0xF6000, 2 * SECTOR, tmp_path)
+    whole = (boards["4M-dir"] / "flash.bin").read_bytes()
+    rc, out, err = run(["flash-ca", "--port", port, "--sector", "0xF6", write_file(tmp_path, "big.bin", big)], capsys)
+    refused(rc, err, "sector 0xF7 holds a device certificate bin")
+    assert esptool_read(port, 0xF6000, 2 * SECTOR, tmp_path) == before
+    assert (boards["4M-dir"] / "flash.bin").read_bytes() == whole
+    # Two free sectors take it, and it reads back whole.
+    rc, out, err = run(["flash-ca", "--port", port, "--sector", "0xF8", write_file(tmp_path, "big.bin", big)], capsys)
+    assert rc == 0, err
+    assert "Wrote 8192 bytes at 0x000F8000" in out
+    assert esptool_read(port, 0xF8000, 2 * SECTOR, tmp_path)[: len(big)] == big
+    # A small bin over the first sector of that bundle replaces it (same kind, same place).
+    rc, out, err = run(["flash-ca", "--port", port, "--sector", "0xF9", write_file(tmp_path, "ca.bin", _ca_bundle(1))],
+                       capsys)
+    assert rc == 0, err  # 0xF9 is the bundle's second half: no bin starts there
+
+
+# ---------------------------------------------------------------- ports, baud, esptool's notes
+
+
+def test_baud_and_no_pty_noise(boards, ca_bin, tmp_path, capsys):
+    port = boards["1M"]
+    rc, out, err = run(["flash-ca", "--port", port, "--baud", "460800", "--sector", "0x96",
+                        write_file(tmp_path, "ca.bin", ca_bin)], capsys)
+    assert rc == 0, err
+    assert "Changing baud rate to 460800" in out
+    assert "VID/PID" not in out + err and "Connection may fail" not in out + err
+    assert esptool_read(port, 0x96000, SECTOR, tmp_path)[: len(ca_bin)] == ca_bin
+
+
+class _FakeUsbPort:
+    """What pyserial's list_ports gives for a USB-serial bridge (none can exist on CI)."""
+
+    def __init__(self, device, description):
+        self.device, self.description, self.vid, self.pid = device, description, 0x10C4, 0xEA60
+
+
+def test_port_auto_detected_when_one_usb_device(boards, ca_bin, tmp_path, monkeypatch, capsys):
+    from serial.tools import list_ports
+
+    # The one "USB device" is the virtual board's pty, so the command really runs against it.
+    monkeypatch.setattr(list_ports, "comports", lambda: [_FakeUsbPort(boards["1M"], "CP2102 USB to UART")])
+    rc, out, err = run(["flash-ca", "--sector", "0x94", write_file(tmp_path, "ca.bin", ca_bin)], capsys)
+    assert rc == 0, err
+    assert "No --port: using %s (CP2102 USB to UART), the only USB serial device" % boards["1M"] in out
+    assert esptool_read(boards["1M"], 0x94000, SECTOR, tmp_path)[: len(ca_bin)] == ca_bin
+    two = [_FakeUsbPort("/dev/ttyUSB0", "CP2102"), _FakeUsbPort("/dev/ttyUSB1", "CH340")]
+    monkeypatch.setattr(list_ports, "comports", lambda: two)
+    rc, out, err = run(["flash-ca", write_file(tmp_path, "ca.bin", ca_bin)], capsys)
+    refused(rc, err, "2 USB serial devices are present (/dev/ttyUSB0: CP2102, /dev/ttyUSB1: CH340): pass --port")
+
+
+# ---------------------------------------------------------------- ROMFS detection
+
+
+def test_profile_for_romfs_detection():
+    from espssl import flash, layout
+
+    four = 4 << 20
+    assert flash.profile_for(four, {"flash_size": four, "segments": 1, "romfs_size": 0x50000}).name == "esp8266-4m-romfs"
+    assert flash.profile_for(four, {"flash_size": four, "segments": 0, "romfs_size": 0}).name == "esp8266-4m"
+    with pytest.raises(layout.LayoutError, match="ROMFS partition is 65536 bytes.*not the official"):
+        flash.profile_for(four, {"flash_size": four, "segments": 1, "romfs_size": 0x10000})
+    # MicroPython silent: a ROMFS image at 0xB0000 or an image too long for the variant decides.
+    assert flash.profile_for(four, None, b"\xd2\xcd\x31\x80", 0xA04C0).name == "esp8266-4m-romfs"
+    assert flash.profile_for(four, None, b"\xff" * 4, 0xB8000).name == "esp8266-4m"
+    # Neither: the partition stays reserved and there is no default sector to pick.
+    p = flash.profile_for(four, None, b"\xff" * 4, 0xA04C0)
+    assert p.name == "esp8266-4m or esp8266-4m-romfs" and p.default_ca_sector is None
+    with pytest.raises(layout.LayoutError, match=r"ROMFS partition .*pass --board esp8266-4m \(the plain build\) or "
+                       "--board esp8266-4m-romfs"):
+        layout.check_write(p, 0xA04C0, 0xF0000, 4096)
+    layout.check_write(p, 0xA04C0, 0xAE000, 4096)
+    assert flash.profile_for(1 << 20, None).name == "esp8266-1m"
+
+
+def test_silent_micropython_keeps_the_romfs_range_reserved(tmp_path_factory, ca_bin, tmp_path, capsys):
+    # A board whose main.py never gives up the REPL: esptool still gets in, but nothing says
+    # whether 0xB0000..0xFFFFF is a (still empty) ROMFS partition, so it stays refused.
+    from espssl import deploy
+
+    d = tmp_path_factory.mktemp("vboard-silent")
+    port = vboard.start(d, flash="4M")
+    try:
+        with deploy.Board(port) as b:
+            b.t.fs_writefile("/main.py", b"import time\nwhile True:\n    try:\n        time.sleep(0.2)\n"
+                             b"    except KeyboardInterrupt:\n        pass\n")
+            try:
+                b.exec("import machine\nmachine.reset()", timeout=2)
+            except Exception:  # noqa: BLE001 - the board resets under the raw REPL
+                pass
+        whole = (d / "flash.bin").read_bytes()
+        rc, out, err = run(["flash-ca", "--port", port, write_file(tmp_path, "ca.bin", ca_bin)], capsys)
+        refused(rc, err, "esp8266-4m or esp8266-4m-romfs has no default CA sector", "MicroPython did not answer")
+        rc, out, err = run(["flash-ca", "--port", port, "--sector", "0xF2", write_file(tmp_path, "ca.bin", ca_bin)],
+                           capsys)
+        refused(rc, err, "would overwrite the ROMFS partition (0xB0000..0xFFFFF, 320 KiB) if this is the "
+                "FLASH_2M_ROMFS firmware", "free sectors: 0x9B-0xAF")
+        assert (d / "flash.bin").read_bytes() == whole
+        rc, out, err = run(["flash-ca", "--port", port, "--board", "esp8266-4m", write_file(tmp_path, "ca.bin", ca_bin)],
+                           capsys)
+        assert rc == 0, err
+        assert (d / "flash.bin").read_bytes()[0xF0000 : 0xF0000 + len(ca_bin)] == ca_bin
+    finally:
+        vboard.stop(d)
+
+
+# ---------------------------------------------------------------- flash-firmware backs up
+
+
+@pytest.fixture
+def fresh_1m(tmp_path_factory):
+    d = tmp_path_factory.mktemp("vboard-fw")
+    port = vboard.start(d, flash="1M")
+    yield port, d / "flash.bin"
+    vboard.stop(d)
+
+
+def test_flash_firmware_backs_up_and_lists_what_it_erases(fresh_1m, ca_bin, cert_bin, tmp_path, capsys):
+    port, image_file = fresh_1m
+    for cmd, data in (("flash-ca", ca_bin), ("flash-cert", cert_bin)):
+        rc, out, err = run([cmd, "--port", port, write_file(tmp_path, "x.bin", data)], capsys)
+        assert rc == 0, err
+    before = image_file.read_bytes()  # the board's whole flash, filesystem included
+    firmware = _firmware_image(0x30000)
+    rc, out, err = run(["flash-firmware", "--port", port, "--backup-dir", str(tmp_path / "fwbk"),
+                        write_file(tmp_path, "fw.bin", firmware)], capsys)
+    assert rc == 0, err
+    assert "Erasing the whole flash destroys" in out
+    assert "the MicroPython firmware image (0x0..0x8E1B3)" in out
+    assert "a CA bin, esp_ca_cert.bin (ca.cer) at sector 0x98" in out
+    assert "a device certificate bin, esp_cert_private_key.bin (certificate, private_key) at sector 0x97" in out
+    assert "MicroPython's filesystem (" in out and "in use: your files" in out
+    saved = sorted((tmp_path / "fwbk").glob("flash-0x000000-*.bin"))
+    assert len(saved) == 1 and "Backup of the whole flash" in out and str(saved[0]) in out
+    assert "esptool --port %s write-flash 0 %s" % (port, saved[0]) in out
+    assert saved[0].read_bytes() == before  # the whole flash as it was, byte for byte
+    after = esptool_read(port, 0, len(firmware), tmp_path)
+    assert after[4:] == firmware[4:]
+    # The whole-flash backup is not something flash-ca --restore takes.
+    rc, out, err = run(["flash-ca", "--port", port, "--restore", str(saved[0])], capsys)
+    refused(rc, err, "whole-flash backup", "write-flash 0")
+
+
+def test_flash_firmware_accepts_the_virtual_boards_image(fresh_1m, tmp_path, capsys):
+    port, image_file = fresh_1m
+    flash_bytes = image_file.read_bytes()
+    fw_len = struct.unpack_from("<I", flash_bytes, 0x8FFC)[0]
+    own = flash_bytes[: fw_len + 16]  # the image as the virtual board made it, MD5 included
+    rc, out, err = run(["flash-firmware", "--port", port, "--no-backup", write_file(tmp_path, "own.bin", own)],
+                       capsys)
+    assert rc == 0, err
+    assert "--no-backup: nothing saved" in out and "verified" in out
+    assert esptool_read(port, 0, len(own), tmp_path)[4:] == own[4:]

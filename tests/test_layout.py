@@ -8,10 +8,13 @@ from espssl.errors import LayoutError
 # Realistic image lengths (the uint32 at 0x8FFC): a 2 MiB+ build and a 1 MiB build.
 LEN_4M = 0x9A3B8
 LEN_1M = 0x8E1A4
+LEN_HEAD = 0xA04C0  # ESP8266_GENERIC at MicroPython's HEAD (the ROMFS variant is as long)
+LEN_FROZEN = 0xA9D84  # the same with espconn frozen in (firmware/manifest.py)
+ROMFS_PROFILES = ["esp8266-2m-romfs", "esp8266-4m-romfs"]
 
 
 def test_profiles_listed_and_512k_hidden():
-    assert {"esp8266-1m", "esp8266-2m", "esp8266-4m"} <= set(layout.names())
+    assert {"esp8266-1m", "esp8266-2m", "esp8266-4m", "esp8266-2m-romfs", "esp8266-4m-romfs"} <= set(layout.names())
     assert "esp8266-512k" not in layout.names()
     assert "esp8266-512k" in layout.names(include_unsupported=True)
 
@@ -37,14 +40,57 @@ def test_4m_profile_regions():
     assert (p.default_ca_sector, p.default_cert_sector) == (0xF0, 0xF1)
 
 
-@pytest.mark.parametrize("name", ["esp8266-1m", "esp8266-2m", "esp8266-4m"])
+@pytest.mark.parametrize("name", ["esp8266-1m", "esp8266-2m", "esp8266-4m"] + ROMFS_PROFILES)
 def test_default_sectors_are_free_for_realistic_images(name):
     p = layout.load(name)
-    n = LEN_1M if p.flash_size == 0x100000 else LEN_4M
-    free = layout.free_sectors(p, n)
-    assert p.default_ca_sector in free and p.default_cert_sector in free
-    layout.check_write(p, n, p.default_ca_sector * 4096, 4096)
-    layout.check_write(p, n, p.default_cert_sector * 4096, 2000)
+    lengths = [LEN_1M] if p.flash_size == 0x100000 else [LEN_4M, LEN_HEAD, LEN_FROZEN]
+    for n in lengths:
+        free = layout.free_sectors(p, n)
+        assert p.default_ca_sector in free and p.default_cert_sector in free
+        layout.check_write(p, n, p.default_ca_sector * 4096, 4096)
+        layout.check_write(p, n, p.default_cert_sector * 4096, 2000)
+
+
+@pytest.mark.parametrize("name", ROMFS_PROFILES)
+def test_romfs_profiles(name):
+    p = layout.load(name)
+    assert p.variant == "FLASH_2M_ROMFS"
+    # esp8266_2MiB_ROMFS.ld: irom0 ends at 0xB0000, ROMFS 0xB0000..0xFFFFF, filesystem from 0x100000.
+    assert p.firmware == (0, 0xB0000) and p.romfs == (0xB0000, 0x100000)
+    assert p.filesystem == (0x100000, p.flash_size - 0x5000)
+    assert p.sdk_params == (p.flash_size - 0x5000, p.flash_size)
+    assert (p.default_ca_sector, p.default_cert_sector) == (0xAE, 0xAF)
+    assert layout.for_flash_size(p.flash_size, romfs=True) == p
+    assert layout.for_variant("FLASH_2M_ROMFS", p.flash_size) == p
+    # Every sector of the ROMFS partition is refused, naming it; the defaults are not in it.
+    free = layout.free_sectors(p, LEN_HEAD)
+    assert free == list(range(0xA1, 0xB0))
+    for sec in range(0xB0, 0x100):
+        with pytest.raises(LayoutError, match=r"ROMFS partition \(0xB0000\.\.0xFFFFF, 320 KiB\).*free sectors: 0xA1-0xAF"):
+            layout.check_write(p, LEN_HEAD, sec * 4096, 4096)
+    # A CA bundle spilling from 0xAF into the ROMFS is refused too.
+    with pytest.raises(LayoutError, match="sectors 0xAF-0xB0.*ROMFS"):
+        layout.check_write(p, LEN_HEAD, 0xAF000, 4097)
+    # The plain build's sectors on the same flash: the plain profile still allows them.
+    plain = layout.for_flash_size(p.flash_size)
+    assert plain.romfs is None and plain.default_ca_sector == 0xF0
+    layout.check_write(plain, LEN_HEAD, 0xF0000, 4096)
+
+
+def test_romfs_image_length_limit():
+    p = layout.load("esp8266-4m-romfs")
+    layout.check_firmware_len(p, 0xB0000 - 16)
+    with pytest.raises(LayoutError, match="does not fit"):
+        layout.check_firmware_len(p, 0xB0000)  # a plain 2 MiB+ image too long for this variant
+
+
+def test_for_variant_names_the_choices():
+    assert layout.for_variant("", 0x400000).name == "esp8266-4m"
+    assert layout.for_variant("FLASH_1M", 0x100000).name == "esp8266-1m"
+    with pytest.raises(LayoutError, match="no board profile for variant FLASH_2M_ROMFS with 1 MiB.*esp8266-4m-romfs"):
+        layout.for_variant("FLASH_2M_ROMFS", 0x100000)
+    with pytest.raises(LayoutError, match="with a ROMFS partition"):
+        layout.for_flash_size(0x100000, romfs=True)
 
 
 def test_512k_refused_with_reason():

@@ -12,6 +12,7 @@ the ESP8266's RAM; RSA-2048 fits from about 40 KiB there).
 import calendar
 import datetime
 import hashlib
+import pathlib
 
 import pytest
 from cryptography import x509 as cx509
@@ -21,7 +22,7 @@ from cryptography.x509.oid import ObjectIdentifier
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import pki
-from espconn import x509
+from espconn import der as espconn_der, x509
 from espconn.errors import VerifyError
 from pki import CA, NOW, chain
 
@@ -453,31 +454,31 @@ def test_malformed(w):
 
 def test_chain_too_long(w):
     cas = [w.root]
-    for i in range(6):
+    for i in range(7):
         cas.append(cas[-1].child_ca("deep %d" % i))
     leaf = cas[-1].issue("127.0.0.1")
     sent = chain(leaf, *reversed(cas[1:]))
-    assert len(sent) == 7
-    assert reason(sent, [w.root.der]) == "chain_too_long"  # more than 5 sent
-    assert reason(sent, [w.root.der], policy=x509.Policy(max_chain=8)) is None
+    assert len(sent) == 8
+    # Default max_chain 8: leaf + 6 intermediates + root fits, one more does not.
+    assert reason(sent[:7], [cas[1].der]) is None
+    assert reason(sent, [w.root.der]) == "chain_too_long"  # 8 sent, path of 9
+    assert reason(sent + [w.other_root.der], [w.root.der]) == "chain_too_long"  # 9 sent
+    assert reason(sent, [w.root.der], policy=x509.Policy(max_chain=9)) is None
     # Fewer sent than the limit, but the path needs more.
-    assert reason(sent[:3], [cas[4].der], policy=x509.Policy(max_chain=3)) == "chain_too_long"
-    assert reason(sent[:3], [cas[4].der], policy=x509.Policy(max_chain=4)) is None
+    assert reason(sent[:3], [cas[5].der], policy=x509.Policy(max_chain=3)) == "chain_too_long"
+    assert reason(sent[:3], [cas[5].der], policy=x509.Policy(max_chain=4)) is None
 
 
 def test_many_same_named_candidates_bounded(w):
-    # Four sent "intermediates" with the issuer's name but wrong keys: each
-    # costs one signature check, then the reason of the first one sticks.
+    # Three sent "intermediates" with the issuer's name but wrong keys: each
+    # costs one signature check; all fail at the same depth, the first reason sticks.
     fakes = [w.root.child_ca("espssl intermediate", fresh_key=(i == 0)) for i in range(3)]
     assert reason(chain(w.leaf, *fakes), []) == "bad_signature"
 
 
-def test_signature_checks_are_bounded(w, monkeypatch):
-    # A hostile store: 20 anchors named like the root, wrong keys, the real one
-    # last.  At most 2 * max_chain + 2 RSA operations run, then it gives up.
+def _count_rsa(monkeypatch):
     from espconn import rsa
 
-    impostors = [CA("espssl root", bits=1024).der for _ in range(20)]
     calls = []
     real = rsa.verify
 
@@ -486,11 +487,326 @@ def test_signature_checks_are_bounded(w, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(rsa, "verify", counting)
-    assert reason(chain(w.direct), impostors + [w.root.der]) == "bad_signature"
-    assert len(calls) == 2 * 5 + 2
+    return calls
+
+
+def test_signature_checks_are_bounded(w, monkeypatch):
+    # A hostile store: 20 anchors named like the root, wrong keys, the real one
+    # last.  At most 2 * max_chain + 2 RSA operations run (each impostor's own
+    # signature is good, the leaf's is not), then it gives up.
+    impostors = [CA("espssl root", bits=1024).der for _ in range(20)]
+    calls = _count_rsa(monkeypatch)
+    assert reason(chain(w.direct), impostors + [w.root.der]) == "chain_too_long"
+    assert len(calls) == 2 * 8 + 2
+    calls.clear()
+    assert reason(chain(w.direct), impostors + [w.root.der], policy=x509.Policy(max_chain=2)) == "chain_too_long"
+    assert len(calls) == 2 * 2 + 2
     calls.clear()
     assert reason(chain(w.direct), [w.root.der] + impostors) is None
-    assert len(calls) == 1
+    assert len(calls) == 2  # the root's own signature, then the leaf's
+
+
+def test_backtracking_is_bounded(w, monkeypatch):
+    # Seven sent self-issued CAs "loop", all with one key: each is a valid
+    # issuer of the leaf and of every other one, and none leads to an anchor.
+    # The search could try 7! orders; it stops at the signature budget.
+    k = pki.key(1024)
+    base = CA("loop", key=k)
+    ring = [base.child_ca("loop", key=k) for _ in range(7)]
+    leaf = base.issue("127.0.0.1", bits=1024)
+    calls = _count_rsa(monkeypatch)
+    assert reason(chain(leaf, *ring), [w.other_root.der]) == "chain_too_long"
+    assert len(calls) == 2 * 8 + 2
+
+
+# --- path building: backtracking, self-issued CAs, the deepest reason -------------
+
+
+def test_backtracks_over_same_named_intermediates(w):
+    # An old intermediate (same subject, signed by a root not in the store)
+    # sent before the good one: the first leads nowhere, the second works.
+    old = w.other_root.child_ca("espssl intermediate", key=w.inter.key)
+    assert reason(chain(w.leaf, old, w.inter), [w.root.der]) is None
+    assert reason(chain(w.leaf, w.inter, old), [w.root.der]) is None
+    # Cross-signing two levels up: leaf <- inter <- {x (dead end), y (good)}.
+    top = CA("espssl top")
+    mid_key = pki.key(2048)
+    x = w.other_root.child_ca("espssl mid", key=mid_key)
+    y = top.child_ca("espssl mid", key=mid_key)
+    inter = CA("espssl inter2", parent=x)  # signed by mid_key: x and y both verify it
+    leaf = inter.issue("127.0.0.1")
+    assert reason(chain(leaf, inter, x, y), [top.der]) is None
+    assert reason(chain(leaf, inter, y, x), [top.der]) is None
+    assert reason(chain(leaf, inter, x), [top.der]) == "unknown_issuer"
+
+
+def test_self_issued_intermediates_not_counted_for_path_len():
+    # root (pathLen 1) -> a -> a' (self-issued: subject == issuer == "sia", new key) -> leaf
+    for path_len, want in ((1, None), (0, "path_len")):
+        root = CA("si root %d" % path_len, path_len=path_len)
+        a = root.child_ca("sia")
+        a2 = CA("sia", parent=a)  # self-issued, another key
+        assert a2.cert.issuer == a2.cert.subject and a2.key is not a.key
+        leaf = a2.issue("127.0.0.1")
+        assert reason(chain(leaf, a2, a), [root.der]) == want
+        assert reason(chain(leaf, a, a2), [root.der]) == want
+    # Not self-issued: counted.
+    root = CA("nsi root", path_len=1)
+    b = root.child_ca("nsi b")
+    c = b.child_ca("nsi c")
+    assert reason(chain(c.issue("127.0.0.1"), c, b), [root.der]) == "path_len"
+
+
+@pytest.mark.parametrize("n", [3, 255, 2**31 - 1, 2**31, 2**32 - 1])
+def test_path_len_integers_up_to_32_bits(n):
+    root = CA("big pathlen root %d" % n, path_len=n)
+    inter = root.child_ca("big pathlen inter %d" % n)
+    assert reason(chain(inter.issue("127.0.0.1"), inter), [root.der]) is None
+
+
+def test_path_len_too_long_or_negative_is_malformed(w):
+    fields = pki.tbs_fields(w.inter.der)
+    exts = pki.extensions(fields)
+    bc = [e for e in exts if pki.ext_oid(e) == b"\x55\x1d\x13"][0]
+    for bad in (b"\x02\x06\x01\x00\x00\x00\x00\x00", b"\x02\x01\xff", b"\x02\x02\x00\x01"):
+        nbc = pki.ext(b"\x55\x1d\x13", pki.tlv(0x30, b"\x01\x01\xff" + bad), 0xFF)
+        der = pki.resign(pki.with_extensions(fields, [nbc if e == bc else e for e in exts]), w.root.key)
+        assert reason(chain(w.leaf, der), [w.root.der]) == "malformed", bad
+
+
+def test_reason_of_the_deepest_path(w):
+    # A forged intermediate first (bad_signature at depth 1), then the real one
+    # whose anchor refuses it (path_len at depth 2): path_len is reported.
+    root0 = CA("deep pathlen 0", path_len=0)
+    i1 = root0.child_ca("deep i1")
+    fake = root0.child_ca("deep i1", fresh_key=True)
+    leaf = i1.issue("127.0.0.1")
+    assert reason(chain(leaf, fake, i1), [root0.der]) == "path_len"
+    assert reason(chain(leaf, i1, fake), [root0.der]) == "path_len"
+    # A dead end one level deeper beats a refused issuer higher up.
+    lone = CA("deep lone")
+    li = lone.child_ca("deep li")
+    fake2 = lone.child_ca("deep li", fresh_key=True)
+    leaf2 = li.issue("127.0.0.1")
+    assert reason(chain(leaf2, fake2, li), [w.root.der]) == "unknown_issuer"
+    # At equal depth the first failure met sticks.
+    f1 = w.root.child_ca("espssl intermediate", fresh_key=True)
+    f2 = w.root.child_ca("espssl intermediate", is_ca=False)
+    assert reason(chain(w.leaf, f1, f2), []) == "bad_signature"
+
+
+# --- EKU, anchors --------------------------------------------------------------------
+
+_EKU = cx509.oid.ExtendedKeyUsageOID
+
+
+@pytest.mark.parametrize("crit", [False, True])
+def test_ext_key_usage(w, crit):
+    def leaf(*oids):
+        return w.root.issue("127.0.0.1", extensions=((cx509.ExtendedKeyUsage(list(oids)), crit),))
+
+    client = x509.Policy(purpose=2)
+    assert reason(chain(leaf(_EKU.SERVER_AUTH)), [w.root.der]) is None
+    assert reason(chain(leaf(_EKU.CLIENT_AUTH, _EKU.SERVER_AUTH)), [w.root.der]) is None
+    assert reason(chain(leaf(_EKU.ANY_EXTENDED_KEY_USAGE)), [w.root.der]) is None
+    assert reason(chain(leaf(_EKU.CLIENT_AUTH)), [w.root.der]) == "ext_key_usage"
+    assert reason(chain(leaf(_EKU.CODE_SIGNING, _EKU.EMAIL_PROTECTION)), [w.root.der]) == "ext_key_usage"
+    # id-kp-0 does not exist: it must not read as anyExtendedKeyUsage.
+    assert reason(chain(leaf(ObjectIdentifier("1.3.6.1.5.5.7.3.0"))), [w.root.der]) == "ext_key_usage"
+    assert reason(chain(leaf(_EKU.CLIENT_AUTH)), [w.root.der], policy=client) is None
+    assert reason(chain(leaf(_EKU.SERVER_AUTH)), [w.root.der], policy=client) == "ext_key_usage"
+    assert reason(chain(w.leaf, w.inter), [w.root.der], policy=client) is None  # no EKU: any purpose
+    # An EKU that is an empty SEQUENCE is not DER of ExtKeyUsageSyntax (SIZE (1..MAX)).
+    empty = cx509.UnrecognizedExtension(cx509.oid.ExtensionOID.EXTENDED_KEY_USAGE, b"\x30\x00")
+    assert reason(chain(w.root.issue("127.0.0.1", extensions=((empty, crit),))), [w.root.der]) == "malformed"
+    with pytest.raises(ValueError):
+        x509.Policy(purpose=3)
+
+
+def test_eku_of_intermediates_not_checked(w):
+    eku = cx509.ExtendedKeyUsage([_EKU.CLIENT_AUTH])
+    inter = w.root.child_ca("eku inter", extensions=((eku, False),))
+    assert reason(chain(inter.issue("127.0.0.1"), inter), [w.root.der]) is None
+
+
+def _strip_bc(ca, signer_key):
+    # ca's certificate without its basicConstraints extension, re-signed.
+    fields = pki.tbs_fields(ca.der)
+    exts = [e for e in pki.extensions(fields) if pki.ext_oid(e) != b"\x55\x1d\x13"]
+    return pki.resign(pki.with_extensions(fields, exts), signer_key)
+
+
+def test_v3_anchor_needs_basic_constraints(w, tmp_path):
+    root = CA("v3 no bc")
+    leaf = root.issue("127.0.0.1")
+    bare = _strip_bc(root, root.key)
+    assert reason(chain(leaf), [root.der]) is None
+    assert reason(chain(leaf), [bare]) == "not_a_ca"
+    # The SDK's v1 CA stays an issuer by default, never a v3 one.
+    sdk = pki.makefile_sh(tmp_path)
+    now = pki.not_before(sdk["server"]) + DAY
+    assert reason([sdk["server"]], [sdk["ca"]], now=now) is None
+    assert reason([sdk["server"]], [sdk["ca"]], now=now, policy=x509.Policy(anchor_without_ca=False)) == "not_a_ca"
+
+
+# --- DER strictness: one edited field, re-signed -------------------------------------------
+
+
+def _resigned_leaf(w, edit):
+    # w.direct (issued by the root) with its tbsCertificate fields edited, signed again by the root.
+    return pki.resign(edit(pki.tbs_fields(w.direct.der)), w.root.key)
+
+
+def test_resign_helper_round_trip(w):
+    assert reason([_resigned_leaf(w, lambda f: f)], [w.root.der]) is None
+
+
+@pytest.mark.parametrize(
+    "serial, ok",
+    [(b"\x01", True), (b"\x00", True), (b"\x7f" + b"\x11" * 19, True), (b"\x00\x80" + b"\x11" * 18, True),
+     (b"", False), (b"\x80", False), (b"\xff\x01", False), (b"\x00\x01", False), (b"\x01" * 21, False),
+     (b"\x00\x80" + b"\x11" * 19, False)],
+)  # fmt: skip
+def test_serial_number(w, serial, ok):
+    der = _resigned_leaf(w, lambda f: [f[0], pki.tlv(0x02, serial)] + f[2:])
+    assert reason([der], [w.root.der]) == (None if ok else "malformed")
+
+
+def test_explicit_v1_version_refused(w):
+    # A v3 certificate's fields minus the extensions, with version [0] INTEGER 0 written out.
+    f = pki.tbs_fields(w.direct.der)
+    v1 = [pki.tlv(0xA0, b"\x02\x01\x00")] + f[1:-1]
+    assert reason([pki.resign(f[1:-1], w.root.key)], [w.root.der]) is None  # v1, version absent
+    assert reason([pki.resign(v1, w.root.key)], [w.root.der]) == "malformed"
+
+
+def test_unique_ids_order(w):
+    f = pki.tbs_fields(w.direct.der)
+    iuid, suid = pki.tlv(0x81, b"\x00\x01"), pki.tlv(0x82, b"\x00\x02")
+    ok = [f[:-1] + [iuid, suid, f[-1]], f[:-1] + [iuid, f[-1]], f[:-1] + [suid, f[-1]]]
+    bad = [f[:-1] + [suid, iuid, f[-1]], f[:-1] + [iuid, iuid, f[-1]], f[:-1] + [f[-1], iuid],
+           f[:-1] + [pki.tlv(0x80, b"\x00"), f[-1]]]  # fmt: skip
+    for fields in ok:
+        assert reason([pki.resign(fields, w.root.key)], [w.root.der]) is None
+    for fields in bad:
+        assert reason([pki.resign(fields, w.root.key)], [w.root.der]) == "malformed"
+
+
+def test_rsa_key_encoding(w):
+    # The anchor's key: parameters NULL, INTEGERs minimal.  Re-signed by the
+    # root's key, so only the encoding differs from the good root.
+    fields = pki.tbs_fields(w.root.der)
+    spki = fields[6]
+    alg, bits = pki.parts(pki.value(spki))
+    rsakey = pki.value(bits)[1:]
+    n, e = pki.parts(pki.value(rsakey))
+
+    def with_spki(alg=alg, n=n, e=e):
+        key = pki.tlv(0x03, b"\x00" + pki.tlv(0x30, n + e))
+        return pki.resign(fields[:6] + [pki.tlv(0x30, alg + key)] + fields[7:], w.root.key)
+
+    leaf = w.direct.der
+    assert reason([leaf], [with_spki()]) is None
+    oid = pki.parts(pki.value(alg))[0]
+    for bad_alg in (oid, oid + b"\x04\x00", oid + b"\x05\x01\x00", oid + b"\x05\x00\x05\x00"):
+        assert reason([leaf], [with_spki(alg=pki.tlv(0x30, bad_alg))]) == "malformed", bad_alg
+    assert reason([leaf], [with_spki(n=pki.tlv(0x02, b"\x00" + pki.value(n)))]) == "malformed"
+    assert reason([leaf], [with_spki(e=pki.tlv(0x02, b"\x00\x01\x00\x01"))]) == "malformed"
+    assert reason([leaf], [with_spki(e=pki.tlv(0x02, b"\xff\x01"))]) == "malformed"
+
+
+def test_extension_encoding(w):
+    fields = pki.tbs_fields(w.direct.der)
+    exts = pki.extensions(fields)
+    private = pki.ext(b"\x2b\x06\x01\x04\x01\x83\xb2\x23\x01\x01", b"\x05\x00")
+
+    def leaf(new):
+        return [pki.resign(pki.with_extensions(fields, new), w.root.key)]
+
+    assert reason(leaf(exts + [private]), [w.root.der]) is None
+    assert reason(leaf(exts + [private, private]), [w.root.der]) == "malformed"  # repeated unknown OID
+    assert reason(leaf(exts + [exts[0]]), [w.root.der]) == "malformed"  # repeated basicConstraints
+    # critical FALSE written out: the DEFAULT, never in DER.
+    bc_false = pki.ext(b"\x55\x1d\x13", b"\x30\x00", 0x00)
+    assert reason(leaf([bc_false] + exts[1:]), [w.root.der]) == "malformed"
+    assert reason(leaf([pki.ext(b"\x55\x1d\x13", b"\x30\x00")] + exts[1:]), [w.root.der]) is None
+    # Key identifiers are never critical.
+    for oid in (b"\x55\x1d\x0e", b"\x55\x1d\x23"):
+        inner = pki.tlv(0x04, b"\x01" * 20) if oid[2] == 0x0E else pki.tlv(0x30, pki.tlv(0x80, b"\x01" * 20))
+        rest = [e for e in exts if pki.ext_oid(e) != oid]
+        assert reason(leaf(rest + [pki.ext(oid, inner)]), [w.root.der]) is None
+        assert reason(leaf(rest + [pki.ext(oid, inner, 0xFF)]), [w.root.der]) == "malformed"
+
+
+# --- inputs: the name's type, malformed anchors in a list --------------------------------
+
+
+def test_name_must_be_text(w):
+    for bad in (b"127.0.0.1", bytearray(b"localhost"), 127):
+        assert reason(chain(w.leaf, w.inter), [w.root.der], name=bad) == "bad_name"
+
+
+def test_malformed_anchor_in_a_list_is_skipped(w):
+    anchors = [b"", b"\x30\x03\x02\x01\x00", w.root.der[:-5], w.root.der]
+    assert reason(chain(w.leaf, w.inter), anchors) is None
+    assert reason(chain(w.leaf, w.inter), anchors[:3]) == "unknown_issuer"
+
+
+# --- anchor integrity: a self-issued anchor's own signature -------------------------------
+
+
+def _flip_path_len(root_der):
+    # pathLenConstraint 0 -> 16: one byte of the signed part changed.
+    i = root_der.index(b"\x01\x01\xff\x02\x01\x00")
+    return root_der[: i + 5] + b"\x10" + root_der[i + 6 :]
+
+
+def test_damaged_anchor_not_trusted(w):
+    root0 = CA("integrity root", path_len=0)
+    i1 = root0.child_ca("integrity i1")
+    leaf = i1.issue("127.0.0.1")
+    assert reason(chain(leaf, i1), [root0.der]) == "path_len"
+    damaged = _flip_path_len(root0.der)
+    assert reason(chain(leaf, i1), [damaged]) == "bad_anchor"
+    # A damaged root that is not the one used is never looked at.
+    assert reason(chain(w.leaf, w.inter), [damaged, w.root.der]) is None
+    # The pinned self-signed leaf too: a changed validity (signed) shows.
+    ss = CA("selfsigned integrity", is_ca=False)
+    bad = _set_time(ss.der, b"\x17\x0d360101000000Z", b"\x17\x0d350101000000Z")
+    assert reason([ss.der], [ss.der]) is None
+    assert reason([bad], [bad]) == "bad_anchor"
+    # Not self-issued: trusted as stored (documented).
+    assert reason(chain(w.leaf), [w.inter.der]) is None
+
+
+def test_anchor_self_signature_hash(w):
+    # SHA-1 self-signature: checked even with allow_sha1 off (it only detects damage).
+    r1 = CA("sha1 root", hash_name="sha1")
+    leaf = r1.issue("127.0.0.1")
+    assert reason(chain(leaf), [r1.der], policy=x509.Policy(allow_sha1=False)) is None
+    # SHA-384 self-signature: the device cannot check it -> refused.
+    r384 = CA("sha384 root", hash_name="sha384")
+    assert reason(chain(r384.issue("127.0.0.1")), [r384.der]) == "unsupported_algorithm"
+
+
+def test_anchor_check_cached_by_sha256(w, monkeypatch):
+    class Anchors(list):
+        verified = []
+
+    anchors = Anchors([w.root.der])
+    calls = _count_rsa(monkeypatch)
+    assert reason(chain(w.direct), anchors) is None
+    assert len(calls) == 2 and anchors.verified == [hashlib.sha256(w.root.der).digest()]
+    # Anchors as a plain list: no cache.
+    assert reason(chain(w.direct), [w.root.der]) is None
+    assert len(calls) == 4
+    # Given a cache with an anchor in it, only the chain's signatures run.
+    assert reason(chain(w.direct), anchors) is None
+    assert len(calls) == 5
+    # Bounded: the oldest goes.
+    anchors.verified[:] = [bytes([i]) * 32 for i in range(8)]
+    assert reason(chain(w.direct), anchors) is None
+    assert len(anchors.verified) == 8 and anchors.verified[-1] == hashlib.sha256(w.root.der).digest()
 
 
 # --- the SDK recipe and openssl-made chains --------------------------------------------
@@ -596,9 +912,16 @@ def test_mutated_signature_is_bad_signature(fuzz_chain, data):
 @given(st.data())
 def test_mutated_anchor_raises_only_verify_error(fuzz_chain, data):
     certs, root = fuzz_chain
-    # A mutated trusted certificate may still verify (its own signature is
-    # not checked), but it must never raise anything but VerifyError.
-    reason(certs, [_mutate(data, root)], name="127.0.0.1")
+    # A changed byte anywhere in a self-signed anchor shows (structure, name
+    # or its own signature), and nothing but VerifyError is ever raised.
+    # Only a change inside its issuer Name goes unseen: the anchor is then no
+    # longer self-issued and is trusted as stored, like an intermediate
+    # (documented); its subject, key and extensions are intact then.
+    mutated = _mutate(data, root)
+    if mutated != root and reason(certs, [mutated], name="127.0.0.1") is None:
+        i0, i1 = espconn_der.cert_names(root)[:2]
+        assert len(mutated) == len(root)
+        assert [k for k in range(len(root)) if mutated[k] != root[k]][0] in range(i0, i1)
     reason([_mutate(data, root)], [_mutate(data, root)])
 
 
@@ -637,7 +960,10 @@ def policy(text):
     for item in text.split(","):
         if item:
             k, v = item.split("=")
-            kw[k] = int(v)
+            try:
+                kw[k] = int(v)
+            except ValueError:
+                kw[k] = v
     if "clock" in kw:
         t = kw["clock"]
         kw["clock"] = lambda: t
@@ -660,6 +986,8 @@ from espconn.errors import VerifyError
 pol = policy(pol)
 now = int(now) if now else None
 name = name or None
+if name and name.startswith("b:"):
+    name = name[2:].encode()  # a bytes name: refused as bad_name
 gc.collect()
 free = gc.mem_free()
 try:
@@ -691,6 +1019,31 @@ def _mp_cases(w, dated, tmp_path):
     root0 = CA("mp pathlen 0", path_len=0, bits=b)
     i1 = root0.child_ca("mp pathlen i1", bits=b)
     ext = cx509.UnrecognizedExtension(_PRIVATE_OID, b"\x05\x00")
+    # Issue 11: EKU, anchors, backtracking, self-issued CAs, deepest reason,
+    # DER strictness, anchor integrity, input types.
+    eku_client = w.root.issue("127.0.0.1", bits=b, extensions=((cx509.ExtendedKeyUsage([_EKU.CLIENT_AUTH]), False),))
+    eku_server = w.root.issue("127.0.0.1", bits=b, extensions=((cx509.ExtendedKeyUsage([_EKU.SERVER_AUTH]), True),))
+    nobc_root = CA("mp v3 no bc", bits=b)
+    nobc_leaf = nobc_root.issue("127.0.0.1", bits=b)
+    old_inter = w.other_root.child_ca("espssl intermediate", key=w.inter.key)
+    si_root = CA("mp si root", path_len=1, bits=b)
+    si_a = si_root.child_ca("mp sia", bits=b)
+    si_a2 = CA("mp sia", parent=si_a, bits=b)
+    si_leaf = si_a2.issue("127.0.0.1", bits=b)
+    fake_i1 = root0.child_ca("mp pathlen i1", fresh_key=True, bits=b)
+    big_root = CA("mp big pathlen", path_len=2**31, bits=b)
+    big_inter = big_root.child_ca("mp big inter", bits=b)
+    int_root = CA("mp integrity", path_len=0, bits=b)
+    int_i1 = int_root.child_ca("mp integrity i1", bits=b)
+    int_leaf = int_i1.issue("127.0.0.1", bits=b)
+    fields = pki.tbs_fields(w.direct.der)
+    exts = pki.extensions(fields)
+    aki = [e for e in exts if pki.ext_oid(e) == b"\x55\x1d\x23"]
+    aki_inner = pki.value(pki.parts(pki.value(aki[0]))[1])
+    crit_aki = [e for e in exts if e not in aki] + [pki.ext(b"\x55\x1d\x23", aki_inner, 0xFF)]
+    bad_serial = pki.resign([fields[0], pki.tlv(0x02, b"\xff\x01")] + fields[2:], w.root.key)
+    dup_ext = pki.resign(pki.with_extensions(fields, exts + [exts[-1]]), w.root.key)
+    crit_aki_der = pki.resign(pki.with_extensions(fields, crit_aki), w.root.key)
     cases = [
         # label, certs, anchors, now, name, policy, expected
         ("chain", [w.leaf, w.inter], [w.root], NOW, "127.0.0.1", "", None),
@@ -720,6 +1073,23 @@ def _mp_cases(w, dated, tmp_path):
         ("sdk", [sdk["server"]], [sdk["ca"]], sdk_now, "127.0.0.1", fb, None),
         ("sdk_nofb", [sdk["server"]], [sdk["ca"]], sdk_now, "127.0.0.1", "", "name_mismatch"),
         ("sdk_nosha1", [sdk["server"]], [sdk["ca"]], sdk_now, "", "allow_sha1=0", "weak_hash"),
+        ("sdk_strict", [sdk["server"]], [sdk["ca"]], sdk_now, "", "anchor_without_ca=0", "not_a_ca"),
+        ("eku_client", [eku_client], [w.root], NOW, "", "", "ext_key_usage"),
+        ("eku_server", [eku_server], [w.root], NOW, "", "", None),
+        ("eku_purpose", [eku_client], [w.root], NOW, "", "purpose=2", None),
+        ("v3_no_bc", [nobc_leaf], [_strip_bc(nobc_root, nobc_root.key)], NOW, "", "", "not_a_ca"),
+        ("backtrack", [w.leaf, old_inter, w.inter], [w.root], NOW, "127.0.0.1", "", None),
+        ("self_issued", [si_leaf, si_a2, si_a], [si_root], NOW, "", "", None),
+        ("deepest", [i1.issue("127.0.0.1", bits=b), fake_i1, i1], [root0], NOW, "", "", "path_len"),
+        ("big_pathlen", [big_inter.issue("127.0.0.1", bits=b), big_inter], [big_root], NOW, "", "", None),
+        ("anchor_ok", [int_leaf, int_i1], [int_root], NOW, "", "", "path_len"),
+        ("bad_anchor", [int_leaf, int_i1], [_flip_path_len(int_root.der)], NOW, "", "", "bad_anchor"),
+        ("bad_serial", [bad_serial], [w.root], NOW, "", "", "malformed"),
+        ("dup_ext", [dup_ext], [w.root], NOW, "", "", "malformed"),
+        ("crit_aki", [crit_aki_der], [w.root], NOW, "", "", "malformed"),
+        ("skip_bad_anchor", [w.leaf, w.inter], [w.root.der[:-9], w.root], NOW, "", "", None),
+        ("bad_name", [w.leaf, w.inter], [w.root], NOW, "b:127.0.0.1", "", "bad_name"),
+        ("clock_unset", [w.leaf, w.inter], [w.root], "", "", "clock=1000,unset_clock=refuse", "clock_unset"),
     ]
     lines = []
     for label, certs, anchors, now, name, pol, want in cases:
@@ -730,14 +1100,15 @@ def _mp_cases(w, dated, tmp_path):
         kw = {}
         for item in filter(None, pol.split(",")):
             k, v = item.split("=")
-            kw[k] = int(v)
+            kw[k] = int(v) if v.isdigit() else v
         if "clock" in kw:
             c = kw.pop("clock")
             kw["clock"] = lambda c=c: c
         policy = x509.Policy(**kw) if kw else None
         got = reason([c if isinstance(c, bytes) else c.der for c in certs],
                      [a if isinstance(a, bytes) else a.der for a in anchors],
-                     now=int(now) if now != "" else None, name=name or None, policy=policy)  # fmt: skip
+                     now=int(now) if now != "" else None, policy=policy,
+                     name=name[2:].encode() if name.startswith("b:") else name or None)  # fmt: skip
         assert got == want, label
     (tmp_path / "cases.txt").write_text("\n".join(lines) + "\n")
     return [(c[0], c[6] or "ok") for c in cases]
@@ -762,9 +1133,30 @@ def w1024():
     return _world(1024)
 
 
+def _reasons_in_source():
+    # Every reason string the verifier's modules can raise.
+    import re
+
+    root = pathlib.Path(x509.__file__).parent
+    text = "".join((root / m).read_text() for m in ("x509.py", "rsa.py", "der.py"))
+    return set(re.findall(r'(?:_fail|VerifyError)\(\s*"([a-z_]+)"', text)) | {"malformed"}
+
+
+def test_readme_lists_every_reason():
+    import re
+
+    readme = (pathlib.Path(x509.__file__).parents[2] / "README.md").read_text()
+    para = readme[readme.index("The chain's\nown reasons") :]
+    para = para[: para.index("\n\n")]
+    assert set(re.findall(r"`([a-z_]+)`", para)) == _reasons_in_source()
+
+
 def test_micropython_same_outcomes(w1024, micropython, firmware_mpy, tmp_path):
     # RSA-1024 (the SDK's size) under the ESP8266's 38 KiB heap.
-    _run_mp(micropython, firmware_mpy, tmp_path, _mp_cases(w1024, _dated(w1024), tmp_path), "38K")
+    cases = _mp_cases(w1024, _dated(w1024), tmp_path)
+    # Every reason code has a case here (so on both interpreters).
+    assert {r for _label, r in cases} - {"ok"} == _reasons_in_source()
+    _run_mp(micropython, firmware_mpy, tmp_path, cases, "38K")
 
 
 def test_micropython_rsa2048(w, dated, micropython, firmware_mpy, tmp_path):

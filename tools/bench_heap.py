@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import test_espconn as T  # noqa: E402  (the test harness: PKI, peers, device runner, compile_mpy)
 from espssl import deploy  # noqa: E402
 
-MODULES = ("errors", "codes", "dispatch", "tap", "conn", "server", "binfmt", "der", "rsa", "names", "x509", "castore")
+MODULES = ("errors", "texts", "dispatch", "tap", "conn", "server", "check", "binfmt", "der", "rsa", "names", "x509", "castore")
 
 IMPORTS = r"""
 import sys, gc
@@ -57,12 +57,12 @@ c.proto.tcp = esp_tcp()
 gc.collect()
 out("idle espconn object", base - gc.mem_free())
 at_check = []
-orig = C.Conn.check
-def check(self, certs):
+orig = C.Conn.verify
+def verify(self):
     gc.collect()
     at_check.append(gc.mem_free())
-    return orig(self, certs)
-C.Conn.check = check
+    return orig(self)
+C.Conn.verify = verify
 del c
 gc.collect()
 base = gc.mem_free()
@@ -74,7 +74,7 @@ while "connect" not in cl.ev and D.items and time.ticks_diff(time.ticks_ms(), t0
     gc.collect()
     low = min(low, gc.mem_free())
 gc.collect()
-out("when the check starts (TLS + verifier loaded)", base - at_check[0] if at_check else -1)
+out("when the check starts (TLS still up, dropped next)", base - at_check[0] if at_check else -1)
 out("lowest between steps of the verified handshake", base - low)
 out("steady state after connect (held by the connection)", base - gc.mem_free())
 out("verifier modules still loaded", [m for m in ("x509", "castore", "rsa", "der") if "espconn." + m in sys.modules])

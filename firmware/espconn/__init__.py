@@ -1,23 +1,53 @@
 """espconn: Espressif's ESP8266 SDK SSL API (espconn_secure_*) for MicroPython.
 
-Nothing heavy runs at import: submodules (x509, castore, ...) load when first
-used, so the host tools can import the shared codecs (``espconn.binfmt``)
-without pulling in the device API.
+Only this module loads at import: the connection path (conn, tap, dispatch)
+loads at the first connect, the server role at the first accept, the
+verifier for each check and leaves right after.  On an ESP8266 every loaded
+function, name and constant costs heap, so the API is kept to few functions.
+Every call checks its arguments and answers ESPCONN_ARG (or False) for a bad
+one: none raises.
 """
 
-from .codes import *  # noqa: F401,F403  ESPCONN_* codes, states, types, levels
-from .codes import (
-    ESPCONN_ARG,
-    ESPCONN_CONN,
-    ESPCONN_INPROGRESS,
-    ESPCONN_ISCONN,
-    ESPCONN_NONE,
-    ESPCONN_OK,
-    ESPCONN_TCP,
-)
+try:
+    from micropython import const
+except ImportError:  # CPython
 
-_SIZE_MIN = 2048  # espconn_secure_set_size bounds (SDK)
-_SIZE_MAX = 8192
+    def const(x):  # type: ignore[misc]
+        return x
+
+
+# The SDK's numbers (espconn.h of the ESP8266 NONOS SDK), public for `from espconn import *`.
+ESPCONN_OK = const(0)  # no error
+ESPCONN_MEM = const(-1)  # out of memory
+ESPCONN_TIMEOUT = const(-3)  # timeout
+ESPCONN_RTE = const(-4)  # routing problem (no network)
+ESPCONN_INPROGRESS = const(-5)  # operation in progress
+ESPCONN_MAXNUM = const(-7)  # total number exceeds the maximum
+ESPCONN_ABRT = const(-8)  # connection aborted
+ESPCONN_RST = const(-9)  # connection reset
+ESPCONN_CLSD = const(-10)  # connection closed
+ESPCONN_CONN = const(-11)  # not connected
+ESPCONN_ARG = const(-12)  # illegal argument
+ESPCONN_IF = const(-14)  # low-level error
+ESPCONN_ISCONN = const(-15)  # already connected
+ESPCONN_HANDSHAKE = const(-28)  # SSL handshake failed
+ESPCONN_SSL_INVALID_DATA = const(-61)  # SSL application data invalid
+ESPCONN_INVALID = const(0)  # enum espconn_type
+ESPCONN_TCP = const(0x10)
+ESPCONN_UDP = const(0x20)
+ESPCONN_NONE = const(0)  # enum espconn_state
+ESPCONN_WAIT = const(1)
+ESPCONN_LISTEN = const(2)
+ESPCONN_CONNECT = const(3)
+ESPCONN_WRITE = const(4)
+ESPCONN_READ = const(5)
+ESPCONN_CLOSE = const(6)
+ESPCONN_IDLE = const(0)  # espconn_level
+ESPCONN_CLIENT = const(1)
+ESPCONN_SERVER = const(2)
+ESPCONN_BOTH = const(3)
+
+_SECTOR = const(4096)  # SPI_FLASH_SEC_SIZE
 _last = None  # (reason, text) of the last refused call with no espconn to hold it
 
 
@@ -25,35 +55,25 @@ class esp_tcp:
     """The SDK's ``esp_tcp``: ports, addresses (4 bytes each) and the TCP callbacks."""
 
     def __init__(self):
-        self.remote_port = 0
-        self.local_port = 0
-        self.local_ip = b"\0\0\0\0"
-        self.remote_ip = b"\0\0\0\0"
-        self.connect_callback = None
-        self.reconnect_callback = None
-        self.disconnect_callback = None
-        self.write_finish_fn = None
-
-
-class _proto:
-    # the SDK's union { esp_tcp *tcp; esp_udp *udp; } proto
-    def __init__(self):
-        self.tcp = esp_tcp()
-        self.udp = None
+        self.remote_port = self.local_port = 0
+        self.local_ip = self.remote_ip = b"\0\0\0\0"
+        self.connect_callback = self.reconnect_callback = self.disconnect_callback = self.write_finish_fn = None
 
 
 class espconn:
-    """The SDK's ``struct espconn``: type, state, proto.tcp, callbacks, link_cnt, reverse."""
+    """The SDK's ``struct espconn``: type, state, proto.tcp, callbacks, link_cnt, reverse.
+
+    ``proto`` is the object itself (the SDK's union { esp_tcp *tcp; esp_udp *udp; }):
+    ``conn.proto.tcp`` works as in C, without one more class."""
 
     def __init__(self, type=ESPCONN_TCP):
         self.type = type
         self.state = ESPCONN_NONE
-        self.proto = _proto()
-        self.recv_callback = None
-        self.sent_callback = None
+        self.proto = self
+        self.tcp = esp_tcp()
+        self.udp = self.recv_callback = self.sent_callback = self.reverse = None
         self.link_cnt = 0
-        self.reverse = None  # user data
-        self._conn = None  # conn.Conn / conn.Listener while open
+        self._conn = None  # conn.Conn / server.Listener while open
         self._err = None  # (reason, text) of the last failure
         self._errcode = 0  # ESPCONN_* code that went with it
         self._pin = None  # SHA-256 of the accepted certificate or public key
@@ -64,24 +84,19 @@ class espconn:
 
 def _ok(e):
     # A usable espconn for a TCP call: the SDK answers ESPCONN_ARG otherwise.
-    if not isinstance(e, espconn) or e.type != ESPCONN_TCP:
-        return False
-    t = e.proto.tcp
-    return t is not None and not isinstance(t, (int, str, bytes))
+    return isinstance(e, espconn) and e.type == ESPCONN_TCP and isinstance(getattr(e.proto, "tcp", None), esp_tcp)
 
 
-def _refuse(e, reason, text):
+def _no(reason, text, e=None):
     global _last
     _last = (reason, text)
-    if isinstance(e, espconn):
+    if e is not None:
         e._err = _last
     return False
 
 
-# -- callbacks (return ESPCONN_OK, or ESPCONN_ARG for a bad espconn) -----------
 def _regist(e, on_tcp, field, cb):
-    # The SDK keeps connect/reconnect/disconnect/write-finish callbacks in
-    # esp_tcp and recv/sent in espconn itself: so do we.
+    # connect/reconnect/disconnect/write-finish callbacks live in esp_tcp, recv/sent in espconn (as in the SDK)
     if not _ok(e):
         return ESPCONN_ARG
     setattr(e.proto.tcp if on_tcp else e, field, cb)
@@ -120,30 +135,35 @@ def espconn_port():
 
 
 # -- settings: levels 1 (client), 2 (server), 3 (both); before connect/accept --
-def _settable(level):
+def _set(level, table, value, sector=False):
+    # table: the name of a per-level list in conn; value stored at the level's indexes.
     from . import conn
 
     if level not in (1, 2, 3):
-        _refuse(None, "bad_level", "level must be ESPCONN_CLIENT (1), ESPCONN_SERVER (2) or ESPCONN_BOTH (3)")
-        return None
-    if conn.busy(level):
-        _refuse(None, "busy", "settings are made before espconn_secure_connect/accept")
-        return None
-    return conn
+        return _no("bad_level", ("level",))
+    if level & 1 and conn.client is not None or level & 2 and conn.server is not None:
+        return _no("busy", ("busy",))
+    if sector and value >= 0:
+        import esp  # type: ignore[import-not-found]
+
+        if not isinstance(value, int) or (value + 1) * _SECTOR > esp.flash_size():
+            return _no("bad_sector", ("past_flash", value, esp.flash_size()))
+    t = getattr(conn, table)
+    if level & 1:
+        t[1] = value
+    if level & 2:
+        t[2] = value
+    return True
 
 
 def espconn_secure_set_size(level, size):
-    """SSL buffer size, 2048..8192 bytes: True, or False (bad level/size, or too late)."""
-    c = _settable(level)
-    if c is None:
-        return False
-    if not isinstance(size, int) or not _SIZE_MIN <= size <= _SIZE_MAX:
-        return _refuse(None, "bad_size", "size must be 2048..8192")
-    if level & 1:
-        c.size[1] = size
-    if level & 2:
-        c.size[2] = size
-    return True
+    """SSL buffer size, 1..8192 bytes (default 2048): True, or False (bad level or size, or too late).
+
+    axTLS takes incoming records up to 5115 bytes whatever the size: a larger
+    record ends the connection (reconcb ESPCONN_SSL_INVALID_DATA)."""
+    if not isinstance(size, int) or not 1 <= size <= 8192:
+        return _no("bad_size", ("size",))
+    return _set(level, "size", size)
 
 
 def espconn_secure_get_size(level):
@@ -152,84 +172,58 @@ def espconn_secure_get_size(level):
         return False
     from . import conn
 
-    return conn.size[1 if level & 1 else 2]
+    return conn.size[2 - (level & 1)]
 
 
 def espconn_secure_ca_enable(level, flash_sector):
-    """Check the peer's certificate chain against the CA store at ``flash_sector``.
-
-    Only ESPCONN_CLIENT: axTLS cannot request a client certificate, so a server
-    cannot check one; levels 2 and 3 return False (the reason says so)."""
-    c = _settable(level)
-    if c is None:
-        return False
-    if level & 2:
-        return _refuse(None, "unsupported", "axTLS cannot request a client certificate: a server cannot check one")
-    if not isinstance(flash_sector, int) or flash_sector < 0 or flash_sector > 0xFFF:
-        return _refuse(None, "bad_sector", "flash_sector must be a sector number")
-    c.ca_sector[1] = flash_sector
-    return True
+    """Check the peer's chain against the CA store at ``flash_sector`` (ESPCONN_CLIENT only:
+    axTLS cannot request a client certificate, so a server cannot check one)."""
+    if level in (2, 3):
+        return _no("unsupported", ("server_ca",))
+    if not isinstance(flash_sector, int) or flash_sector < 0:
+        return _no("bad_sector", ("sector",))
+    return _set(level, "ca_sector", flash_sector, True)
 
 
 def espconn_secure_ca_disable(level):
-    c = _settable(level)
-    if c is None:
-        return False
-    if level & 1:
-        c.ca_sector[1] = -1
-    if level & 2:
-        c.ca_sector[2] = -1
-    return True
+    return _set(level, "ca_sector", -1)
 
 
 def espconn_secure_cert_req_enable(level, flash_sector):
-    """Take this device's own certificate and key from an esp_cert_private_key.bin
-    sector (client: sent when the server asks; server: its certificate)."""
-    c = _settable(level)
-    if c is None:
-        return False
-    if not isinstance(flash_sector, int) or flash_sector < 0 or flash_sector > 0xFFF:
-        return _refuse(None, "bad_sector", "flash_sector must be a sector number")
-    if level & 1:
-        c.cert_sector[1] = flash_sector
-    if level & 2:
-        c.cert_sector[2] = flash_sector
-    return True
+    """This device's certificate and key from an esp_cert_private_key.bin sector
+    (client: sent when the server asks; server: its certificate)."""
+    if not isinstance(flash_sector, int) or flash_sector < 0:
+        return _no("bad_sector", ("sector",))
+    return _set(level, "cert_sector", flash_sector, True)
 
 
 def espconn_secure_cert_req_disable(level):
-    c = _settable(level)
-    if c is None:
-        return False
-    if level & 1:
-        c.cert_sector[1] = -1
-    if level & 2:
-        c.cert_sector[2] = -1
+    return _set(level, "cert_sector", -1)
+
+
+def _server_der(name, data):
+    from . import conn
+
+    if conn.server is not None or not isinstance(data, (bytes, bytearray)) or not data:
+        return _no("bad_arg", ("der",))
+    setattr(conn, name, bytes(data))
     return True
 
 
 def espconn_secure_set_default_certificate(data):
     """The server's certificate (DER) for espconn_secure_accept."""
-    c = _settable(2)
-    if c is None or not isinstance(data, (bytes, bytearray)) or not data:
-        return False
-    c.default_cert = bytes(data)
-    return True
+    return _server_der("default_cert", data)
 
 
 def espconn_secure_set_private_key(data):
     """The server's private key (PKCS#1 RSAPrivateKey DER) for espconn_secure_accept."""
-    c = _settable(2)
-    if c is None or not isinstance(data, (bytes, bytearray)) or not data:
-        return False
-    c.default_key = bytes(data)
-    return True
+    return _server_der("default_key", data)
 
 
 # -- beyond the SDK, same style --------------------------------------------------
 def espconn_secure_set_hostname(e, name):
     """Server name for SNI and for the certificate name check (default: the IP)."""
-    if not _ok(e) or e._conn is not None:
+    if not _ok(e) or e._conn is not None or not (name is None or isinstance(name, str)):
         return False
     e._host = name
     return True
@@ -248,13 +242,24 @@ def espconn_secure_set_pin(e, sha256):
 
 def espconn_secure_last_error(e=None):
     """(reason, text) of the last failure on ``e`` (or of the last refused setting), or None."""
-    if isinstance(e, espconn):
-        return e._err
-    return _last
+    r = e._err if isinstance(e, espconn) else _last
+    if r is None or isinstance(r[1], str):
+        return r
+    try:
+        from . import texts  # the texts load only when asked for, and go again
+
+        t = texts.text(r[1])
+    except MemoryError:  # no heap even for the texts: the reason code alone
+        t = r[0]
+    import sys
+
+    sys.modules.pop(__name__ + ".texts", None)
+    globals().pop("texts", None)
+    return (r[0], t)
 
 
 def espconn_secure_get_heap(e):
-    """Bytes of heap the connection holds (buffers + TLS), measured when it came up."""
+    """Bytes of heap the open connection holds (buffers + TLS, measured when it came up), never < 0."""
     c = e._conn if isinstance(e, espconn) else None
     return getattr(c, "heap", 0) if c is not None else 0
 
@@ -267,21 +272,19 @@ def espconn_secure_connect(e):
     from . import conn
 
     if conn.client is not None or e._conn is not None:
-        _refuse(e, "is_connected", "one secure client connection at a time")
+        _no("is_connected", ("one_client",), e)
         return ESPCONN_ISCONN
     t = e.proto.tcp
-    ip = t.remote_ip
-    if not isinstance(ip, (bytes, bytearray)) or len(ip) != 4 or not isinstance(t.remote_port, int) or not 0 < t.remote_port < 65536:
-        _refuse(e, "bad_address", "proto.tcp.remote_ip must be 4 bytes and remote_port 1..65535")
+    ip, port = t.remote_ip, t.remote_port
+    if not isinstance(ip, (bytes, bytearray)) or len(ip) != 4 or not isinstance(port, int) or not 0 < port < 65536:
+        _no("bad_address", ("address",), e)
         return ESPCONN_ARG
     c = conn.Conn(e)
     # Registered before it starts: a timer tick may step (and even close) it at once.
-    e._conn = c
-    conn.client = c
+    e._conn = conn.client = c
     r = c.connect(e._host)
     if r != ESPCONN_OK and conn.client is c:
-        e._conn = None
-        conn.client = None
+        e._conn = conn.client = None
     return r
 
 
@@ -289,48 +292,31 @@ def espconn_secure_accept(e):
     """Listen on proto.tcp.local_port as the one secure server (ESPCONN_OK or a code)."""
     if not _ok(e):
         return ESPCONN_ARG
-    from . import conn
-
-    if conn.server is not None:
-        _refuse(e, "in_progress", "a secure server is already listening")
-        return ESPCONN_INPROGRESS
     from . import server
 
-    if not isinstance(e.proto.tcp.local_port, int) or not 0 < e.proto.tcp.local_port < 65536:
-        _refuse(e, "bad_port", "proto.tcp.local_port must be 1..65535")
-        return ESPCONN_ARG
-    cert, key = conn.default_cert, conn.default_key
-    if conn.cert_sector[2] >= 0:
-        try:
-            cert, key = server.read_cert_bin(conn.cert_sector[2])
-        except Exception as ex:
-            _refuse(e, getattr(ex, "reason", "no_cert_key"), str(ex))
-            return ESPCONN_ARG
-    if cert is None or key is None:
-        _refuse(e, "no_cert_key", "set the server certificate and key first (set_default_certificate/private_key or cert_req_enable)")
-        return ESPCONN_ARG
-    lst = server.Listener(e, cert, key)
-    e._conn = lst
-    conn.server = lst
-    r = lst.listen()
-    if r != ESPCONN_OK:
-        e._conn = None
-        conn.server = None
-    return r
+    return server.accept(e)
 
 
 def espconn_secure_send(e, data, length=None):
-    """Send ``length`` bytes (default: all) of data; sentcb fires once all is out."""
+    """Send ``length`` bytes (default: all) of ``data``; sentcb fires once all is out.
+
+    Empty data, a non-bytes object or a bad length is ESPCONN_ARG (the SDK's
+    sentcb would never come for nothing sent)."""
     if not _ok(e):
+        return ESPCONN_ARG
+    try:
+        n = 0 if isinstance(data, str) else len(memoryview(data))
+    except TypeError:
+        n = 0
+    if length is None:
+        length = n
+    if not isinstance(length, int) or not 0 < length <= n:
+        _no("bad_arg", ("data",), e)
         return ESPCONN_ARG
     c = e._conn
     if c is None or not hasattr(c, "send"):
-        _refuse(e, "not_connected", "no open secure connection on this espconn")
+        _no("not_connected", ("not_open",), e)
         return ESPCONN_CONN
-    if length is None:
-        length = len(data)
-    if not isinstance(length, int) or length < 0 or length > len(data):
-        return ESPCONN_ARG
     return c.send(data, length)
 
 
@@ -338,33 +324,31 @@ espconn_secure_sent = espconn_secure_send  # the SDK's older name
 
 
 def espconn_secure_disconnect(e):
-    """Close the connection; disconcb fires afterwards."""
+    """Close the connection; disconcb fires afterwards.  ESPCONN_ARG if none is open (the SDK's answer)."""
     if not _ok(e):
         return ESPCONN_ARG
     c = e._conn
     if c is not None and hasattr(c, "child"):  # a server: drop its client
         c = c.child
     if c is None or c.closed:
-        return ESPCONN_CONN
+        _no("not_connected", ("not_open",), e)
+        return ESPCONN_ARG
     c.close(("disconnect", 0))
     return ESPCONN_OK
 
 
 def espconn_secure_delete(e):
     """Release a connection, or stop the secure server (no callback)."""
-    if not _ok(e):
+    if not _ok(e) or e._conn is None:
         return ESPCONN_ARG
-    c = e._conn
-    if c is None:
-        return ESPCONN_ARG
-    c.close()
+    e._conn.close()
     e.state = ESPCONN_NONE
     return ESPCONN_OK
 
 
 def espconn_send(e, data, length=None):
     """Plain espconn_send is refused on a secure connection (never mixed in)."""
-    _refuse(e, "not_secure_send", "use espconn_secure_send on a secure connection")
+    _no("not_secure_send", ("plain_send",), e if isinstance(e, espconn) else None)
     return ESPCONN_ARG
 
 
@@ -392,6 +376,3 @@ def espconn_wait(e=None, timeout_ms=-1):
 
     return dispatch.wait(e, timeout_ms)
 
-
-poll = espconn_poll
-run = espconn_run

@@ -13,6 +13,9 @@ Layout, as the NONOS SDK's make_cacert.py writes it and the SDK reads it:
 
 Entries follow each other with no padding.  The list ends where the length
 reads 0xFFFF (erased flash) or where the data runs out.
+
+The streaming reader, ``walk``, lives in espconn.castore (walk() here calls
+it): the device loads castore alone to read its store, not these writers.
 """
 
 import struct
@@ -27,8 +30,8 @@ except ImportError:  # CPython
 
 from .errors import FormatError
 
-NAME_LEN = const(32)  # name field, NUL-padded
-HEADER_LEN = const(34)  # name + uint16 length
+NAME_LEN = const(32)  # name field, NUL-padded (castore.NAME_LEN: the reader's)
+HEADER_LEN = const(34)  # name + uint16 length (castore.HEADER_LEN)
 END_MARK = const(0xFFFF)  # length of erased flash: end of list
 MAX_DATA = const(0xFFFE)  # largest length that is not END_MARK
 _HDR_FMT = "<H"  # the length field, at offset NAME_LEN
@@ -101,69 +104,18 @@ def image(entries, max_bytes=0):
     return bytes(out)
 
 
-def _show(name):
-    # A name for an error message: printable ASCII as is, other bytes as \\xNN
-    # (names come from flash and may be anything; decode() could raise).
-    return "".join([chr(b) if 32 <= b < 127 else "\\x%02x" % b for b in name])
-
-
-def _name(hdr):
-    # The name is NUL-padded: bytes up to the first NUL, nothing but NULs after.
-    end = -1
-    for i in range(NAME_LEN):
-        if hdr[i] == 0:
-            end = i
-            break
-    if end <= 0:
-        return None
-    for i in range(end, NAME_LEN):
-        if hdr[i]:
-            return None
-    return bytes(hdr[:end])
-
-
 def walk(read, size, hdr=None):
-    """Yield ``(name, data_offset, data_length)`` for each entry, streaming.
+    """espconn.castore.walk, the one reader of the format (see there); imported
+    on first use, so importing this module loads nothing more."""
+    from . import castore
 
-    ``read(offset, buf)`` fills ``buf`` (a bytearray of HEADER_LEN bytes) with
-    the image's bytes at ``offset``; ``size`` is how many bytes the image may
-    span (file length, or the flash budget).  Only one header is in RAM at a
-    time, so a store of any length costs the same.  Raises FormatError for
-    anything that is neither a well-formed entry nor the end of the list.
-    """
-    if hdr is None:
-        hdr = bytearray(HEADER_LEN)
-    off = 0
-    index = 0
-    while off < size:
-        left = size - off
-        if left < HEADER_LEN:
-            tail = memoryview(hdr)[:left]
-            read(off, tail)
-            for b in tail:
-                if b != 0xFF:
-                    raise FormatError(
-                        "truncated", "%d stray bytes at offset 0x%x after the last entry" % (left, off)
-                    )
-            return
-        read(off, hdr)
-        length = struct.unpack_from(_HDR_FMT, hdr, NAME_LEN)[0]
-        if length == END_MARK:
-            return
-        name = _name(hdr)
-        if name is None:
-            raise FormatError("bad_name", "entry %d at offset 0x%x has no valid NUL-padded name" % (index, off))
-        if length == 0:
-            raise FormatError("empty", "entry %d (%s) at offset 0x%x is empty" % (index, _show(name), off))
-        off += HEADER_LEN
-        if length > size - off:
-            raise FormatError(
-                "truncated",
-                "entry %d (%s) claims %d bytes but only %d remain" % (index, _show(name), length, size - off),
-            )
-        yield name, off, length
-        off += length
-        index += 1
+    return castore.walk(read, size, hdr)
+
+
+def _show(name):
+    from . import castore
+
+    return castore._show(name)
 
 
 def walk_bytes(buf):

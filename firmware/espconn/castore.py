@@ -6,20 +6,25 @@
     for der in store: ...                 # each trusted certificate, DER bytes
     store.issuers(name_buf, off, end)     # those whose subject is that Name
 
-The format is binfmt's (the one codec of it): entries of a NUL-padded name, a
-uint16 length and the data, ending at a length of 0xFFFF.  An entry holds one
+The format is espconn.binfmt's: entries of a NUL-padded name, a uint16 length
+and the data, ending at a length of 0xFFFF.  Its reader, ``walk``, is here
+(binfmt re-exports it), so the device loads this module and not binfmt's
+writers.  An entry holds one
 DER certificate, or PEM text with one or more CERTIFICATE blocks (text around
 the blocks, such as ``openssl x509 -text`` output, is ignored).
 
 Streaming, so RAM does not grow with the number of certificates: entry
-headers are read one at a time by binfmt.walk, a DER entry is read into one
+headers are read one at a time by walk, a DER entry is read into one
 certificate buffer reused for every entry, and PEM text is read in 64-byte
 chunks and decoded block by block, 48 bytes at a time, into that same buffer.
 The buffer is as large as the largest certificate seen (at most 4 KiB) and
 lives only while a scan runs.  Subjects are compared in place (der.cert_names
 and der.equal); only a match is copied out as ``bytes``.
 
-Fail closed.  The first use of a store checks every entry; anything but a
+Fail closed.  The first use of a store checks every entry end to end: each
+certificate is parsed as espconn.x509 parses it (dates, key, extensions), and
+after the last entry the rest of the store must be erased (0xFF), so a length
+damaged into the end mark cannot silently drop certificates.  Anything but a
 store of well-formed certificates raises StoreError, whose ``.reason`` is:
     erased           nothing but 0xFF where the store should be
     empty            no certificate at all
@@ -30,6 +35,12 @@ store of well-formed certificates raises StoreError, whose ``.reason`` is:
     too_big          a certificate larger than MAX_CERT bytes
     read_failed      the flash read itself failed
 An empty or unreadable store never means "no CAs, so accept anything".
+
+Integrity of each anchor: espconn.x509 checks a self-issued anchor's own
+signature before trusting it, and remembers the SHA-256 of the anchors it
+checked in ``store.verified``: pass the same list (``open(sector,
+verified=lst)``) for every connection to pay that RSA check once per anchor
+per boot.
 """
 
 try:
@@ -40,8 +51,12 @@ except ImportError:  # CPython
         return x
 
 
-from . import binfmt, der
+from . import der
 from .errors import FormatError, StoreError, VerifyError
+
+NAME_LEN = const(32)  # entry header: NUL-padded name, then a uint16 LE length
+HEADER_LEN = const(34)
+_END_MARK = const(0xFFFF)  # length of erased flash: end of list
 
 SECTOR = const(4096)  # flash sector size: store offsets are sector * SECTOR
 MAX_CERT = const(4096)  # largest certificate accepted, bytes of DER
@@ -74,7 +89,7 @@ def _err(reason, msg):
 def _ent(reason, name, msg):
     # An error in one entry: the message names it.  Texts stay short: on the
     # board every string of a loaded .mpy sits in RAM.
-    return StoreError(reason, "CA store: entry %s: %s (%s)" % (_txt(name), msg, reason))
+    return StoreError(reason, "CA store: entry %s: %s (%s)" % (_show(name), msg, reason))
 
 
 class CAStore:
@@ -84,16 +99,18 @@ class CAStore:
     (esp.flash_read's signature).  Holds no certificate between calls.
     """
 
-    def __init__(self, read, base, size=SECTOR):
+    def __init__(self, read, base, size=SECTOR, verified=None):
         self._read = read
         self.base = base
         self.size = size
         self._count = -1  # certificates found by check(); -1: not checked yet
-        self._hdr = bytearray(binfmt.HEADER_LEN)  # binfmt.walk's header buffer
+        self._hdr = bytearray(HEADER_LEN)  # walk's header buffer
+        # SHA-256 of anchors whose own signature espconn.x509 checked (see above)
+        self.verified = [] if verified is None else verified
 
     # -- reading -----------------------------------------------------------------
     def _rd(self, off, buf):
-        # binfmt.walk's read(): offsets relative to the store
+        # walk's read(): offsets relative to the store
         try:
             self._read(self.base + off, buf)
         except OSError as e:
@@ -101,7 +118,8 @@ class CAStore:
 
     def _entries(self):
         try:
-            for e in binfmt.walk(self._rd, self.size, self._hdr):
+            for e in walk(self._rd, self.size, self._hdr):
+                self._last = e[1] + e[2]  # just past this entry
                 yield e
         except FormatError as e:
             raise _err("truncated" if e.reason == "truncated" else "corrupt", e.msg)
@@ -124,7 +142,7 @@ class CAStore:
             if buf[0] == 0x30:
                 buf = _room(sc, n, 0)
                 self._rd(off, memoryview(buf)[:n])
-                _cert(name, buf, n)
+                _cert(name, buf, n, self._count < 0)
                 buf = None
                 yield name, sc, n
             else:
@@ -233,7 +251,7 @@ class CAStore:
                     state = _S_TEXT
                     if out == 0:
                         raise _ent("not_certificate", name, "empty PEM block")
-                    _cert(name, sc[0], out)
+                    _cert(name, sc[0], out, self._count < 0)
                     yield out
                     out = 0
                     continue
@@ -244,8 +262,8 @@ class CAStore:
                 label = bytes(text[11 : n - 5])
                 if label != _LABEL_CERT:
                     if label.find(b"PRIVATE KEY") >= 0:
-                        raise _ent("private_key", name, "PEM " + _txt(label))
-                    raise _ent("not_certificate", name, "PEM " + _txt(label))
+                        raise _ent("private_key", name, "PEM " + _show(label))
+                    raise _ent("not_certificate", name, "PEM " + _show(label))
                 state = _S_BODY
                 pad = 0
                 out = 0
@@ -257,18 +275,21 @@ class CAStore:
     def check(self):
         """Check every entry; return the number of certificates or raise StoreError."""
         count = 0
+        self._last = 0
         for _c in self._certs():
             count += 1
-        if count == 0:
-            head = memoryview(self._hdr)[: min(binfmt.HEADER_LEN, self.size)]
-            self._rd(0, head)
-            erased = len(head) > 0
-            for b in head:
+        # After the last entry: erased flash only (the end mark and beyond).
+        off = self._last
+        hdr = self._hdr
+        while off < self.size:
+            k = min(HEADER_LEN, self.size - off)
+            mv = memoryview(hdr)[:k]
+            self._rd(off, mv)
+            for b in mv:
                 if b != 0xFF:
-                    erased = False
-                    break
-            if not erased:
-                raise _err("empty", "no certificate at 0x%x" % self.base)
+                    raise _err("empty" if count == 0 else "corrupt", "data after the end of the list at 0x%x" % (self.base + off))
+            off += k
+        if count == 0:
             raise _err("erased", "flash at 0x%x is erased (all 0xFF)" % self.base)
         self._count = count
         return count
@@ -296,12 +317,69 @@ class CAStore:
                 yield c
 
 
-def _txt(b):
-    # bytes -> text for a message, whatever the bytes are
-    try:
-        return bytes(b).decode()
-    except ValueError:
-        return repr(bytes(b))
+def _show(name):
+    # A name for an error message: printable ASCII as is, other bytes as \\xNN
+    # (names come from flash and may be anything; decode() could raise).
+    return "".join([chr(b) if 32 <= b < 127 else "\\x%02x" % b for b in name])
+
+
+def _name(hdr):
+    # The name is NUL-padded: bytes up to the first NUL, nothing but NULs after.
+    end = -1
+    for i in range(NAME_LEN):
+        if hdr[i] == 0:
+            end = i
+            break
+    if end <= 0:
+        return None
+    for i in range(end, NAME_LEN):
+        if hdr[i]:
+            return None
+    return bytes(hdr[:end])
+
+
+def walk(read, size, hdr=None):
+    """Yield ``(name, data_offset, data_length)`` for each entry, streaming.
+
+    ``read(offset, buf)`` fills ``buf`` (a bytearray of HEADER_LEN bytes) with
+    the image's bytes at ``offset``; ``size`` is how many bytes the image may
+    span (file length, or the flash budget).  Only one header is in RAM at a
+    time, so a store of any length costs the same.  Raises FormatError for
+    anything that is neither a well-formed entry nor the end of the list.
+    """
+    if hdr is None:
+        hdr = bytearray(HEADER_LEN)
+    off = 0
+    index = 0
+    while off < size:
+        left = size - off
+        if left < HEADER_LEN:
+            tail = memoryview(hdr)[:left]
+            read(off, tail)
+            for b in tail:
+                if b != 0xFF:
+                    raise FormatError(
+                        "truncated", "%d stray bytes at offset 0x%x after the last entry" % (left, off)
+                    )
+            return
+        read(off, hdr)
+        length = hdr[NAME_LEN] | hdr[NAME_LEN + 1] << 8
+        if length == _END_MARK:
+            return
+        name = _name(hdr)
+        if name is None:
+            raise FormatError("bad_name", "entry %d at offset 0x%x has no valid NUL-padded name" % (index, off))
+        if length == 0:
+            raise FormatError("empty", "entry %d (%s) at offset 0x%x is empty" % (index, _show(name), off))
+        off += HEADER_LEN
+        if length > size - off:
+            raise FormatError(
+                "truncated",
+                "entry %d (%s) claims %d bytes but only %d remain" % (index, _show(name), length, size - off),
+            )
+        yield name, off, length
+        off += length
+        index += 1
 
 
 def _room(sc, n, keep):
@@ -318,8 +396,9 @@ def _room(sc, n, keep):
     return buf
 
 
-def _cert(name, buf, n):
-    # Is buf[:n] exactly one DER certificate?  StoreError if not.
+def _cert(name, buf, n, deep):
+    # Is buf[:n] exactly one DER certificate?  StoreError if not.  ``deep``
+    # (check(), the store's first use): every TLV, and parsed as x509 does.
     mv = memoryview(buf)[:n]
     try:
         tag, v, e = der.read(mv, 0, n)
@@ -335,7 +414,15 @@ def _cert(name, buf, n):
         if t != 0x30:
             raise _ent("not_certificate", name, "not a certificate")
         der.cert_names(mv)
-        der.check(mv, 0, n, _DEPTH)
+        if deep:
+            der.check(mv, 0, n, _DEPTH)
+            try:
+                from . import x509
+
+                x509._parse(mv)  # what the verifier will read of it: dates, key, extensions
+            except VerifyError as ex:
+                if ex.reason == "malformed":
+                    raise
     except VerifyError as ex:
         reason = "truncated" if ex.msg.find("beyond") >= 0 else "corrupt"
         raise _ent(reason, name, ex.msg)
@@ -376,12 +463,12 @@ def _put(sc, data, out, name):
     return out + n
 
 
-def open(sector, size=SECTOR):
+def open(sector, size=SECTOR, verified=None):
     """The store flashed at ``sector`` (esp_ca_cert.bin written at sector * 4096).
 
     Reads go through esp.flash_read with 4-byte aligned offsets and lengths,
     into a small aligned scratch buffer: the SDK's spi_flash_read works on
-    whole words, while binfmt reads 34-byte headers at any offset.
+    whole words, while walk reads 34-byte headers at any offset.
     """
     import esp
 
@@ -403,4 +490,4 @@ def open(sector, size=SECTOR):
             mv[done : done + k] = tmv[skip : skip + k]
             done += k
 
-    return CAStore(read, sector * SECTOR, size)
+    return CAStore(read, sector * SECTOR, size, verified)

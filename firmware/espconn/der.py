@@ -7,6 +7,7 @@ any byte sequence either yields spans inside ``[off, end)`` or raises
 
     read(buf, off, end)   -> (tag, voff, vend)   one TLV at off
     expect(buf, off, end, tag) -> (voff, vend)   read() and check the tag
+    natural(buf, voff, vend)                     INTEGER content minimal, >= 0?
     uint(buf, voff, vend) -> int                 non-negative INTEGER value
     equal(a, ao, ae, b, bo, be) -> bool          byte compare of two spans
     cert_names(cert) -> (issuer_off, issuer_end, subject_off, subject_end)
@@ -30,31 +31,7 @@ except ImportError:  # CPython
 
 from .errors import VerifyError
 
-# Universal tags (X.690 8.x), as the identifier octet of a DER TLV.  The
-# underscored copies are what this module uses (inlined by mpy-cross); the
-# public ones are for callers.
-BOOLEAN = const(0x01)
-INTEGER = const(0x02)
-BIT_STRING = const(0x03)
-OCTET_STRING = const(0x04)
-NULL = const(0x05)
-OID = const(0x06)
-UTF8 = const(0x0C)
-PRINTABLE = const(0x13)
-T61 = const(0x14)
-IA5 = const(0x16)
-UTCTIME = const(0x17)
-GENTIME = const(0x18)
-BMP = const(0x1E)
-SEQUENCE = const(0x30)
-SET = const(0x31)
-# Context-specific tags used in certificates (RFC 5280 4.1, 4.2.1.6).
-CTX0 = const(0xA0)  # [0] EXPLICIT: TBSCertificate version
-CTX1 = const(0x81)  # [1] IMPLICIT: issuerUniqueID
-CTX2 = const(0x82)  # [2] IMPLICIT: subjectUniqueID; GeneralName dNSName
-CTX3 = const(0xA3)  # [3] EXPLICIT: TBSCertificate extensions
-CTX7 = const(0x87)  # [7] IMPLICIT: GeneralName iPAddress
-
+# Tags this module needs (X.690 8.x; RFC 5280 4.1 for [0]).
 _INT = const(0x02)
 _SEQ = const(0x30)
 _CTX0 = const(0xA0)
@@ -110,8 +87,9 @@ def expect(buf, off, end, tag):
     return v, e
 
 
-def uint(buf, voff, vend):
-    """The value of a non-negative, minimally encoded INTEGER's content bytes."""
+def natural(buf, voff, vend):
+    """Check that ``buf[voff:vend]`` is the content of a non-negative, minimally
+    encoded INTEGER (not empty, no sign bit, no needless leading zero)."""
     if voff < 0 or vend > len(buf) or vend <= voff:
         raise _bad("empty INTEGER")
     b = buf[voff]
@@ -119,6 +97,11 @@ def uint(buf, voff, vend):
         raise _bad("negative INTEGER")
     if b == 0 and vend - voff > 1 and not buf[voff + 1] & 0x80:
         raise _bad("non-minimal INTEGER")
+
+
+def uint(buf, voff, vend):
+    """The value of a non-negative, minimally encoded INTEGER's content bytes."""
+    natural(buf, voff, vend)
     n = 0
     for i in range(voff, vend):
         n = (n << 8) | buf[i]

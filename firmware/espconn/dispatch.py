@@ -13,12 +13,7 @@ Scripts and tests can drive the same engine explicitly:
 Re-entry is guarded: a timer tick arriving while a pass runs is dropped.
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):  # type: ignore[misc]
-        return x
+from micropython import const  # device only: the unix port or a board
 
 
 import sys
@@ -38,30 +33,23 @@ _timer = None  # machine.Timer(-1) while anything is open
 _kicked = False  # something asked for a pass soon (send, close)
 
 
-def ticks():
-    f = getattr(time, "ticks_ms", None)
-    if f is not None:
-        return f()
-    return int(time.monotonic() * 1000)  # type: ignore[attr-defined]
-
-
-def ticks_diff(a, b):
-    f = getattr(time, "ticks_diff", None)
-    if f is not None:
-        return f(a, b)
-    return a - b
+_pl = [None, []]  # type: list  # run(): a select.poll and the sockets registered in it, kept between waits
 
 
 def _idle(ms):
     # Sleep until a socket is readable (or ms pass): no fixed latency per round trip.
     import select
 
-    p = select.poll()
-    for it in items:
-        s = it.sock
-        if s is not None and not it.closed:
+    socks = [it.sock for it in items if it.sock is not None and not it.closed]
+    if socks != _pl[1]:  # a connection opened, closed or changed its socket: a new poll
+        p = _pl[0] = select.poll()
+        _pl[1] = socks
+        for s in socks:
             p.register(s, select.POLLIN)
-    p.poll(ms)
+    if socks:
+        _pl[0].poll(ms)  # type: ignore[attr-defined]
+    else:
+        time.sleep_ms(ms)  # type: ignore[attr-defined]
 
 
 def add(item):
@@ -113,10 +101,10 @@ def poll():
 
 def run(ms=-1):
     """Drive the engine for ``ms`` milliseconds (ms < 0: until nothing is open)."""
-    t0 = ticks()
+    t0 = time.ticks_ms()
     while True:
         n = poll()
-        if ms >= 0 and ticks_diff(ticks(), t0) >= ms:
+        if ms >= 0 and time.ticks_diff(time.ticks_ms(), t0) >= ms:
             return n
         if ms < 0 and n == 0:
             return 0
@@ -130,13 +118,13 @@ async def wait(esp=None, timeout_ms=-1):
     import asyncio
 
     mark = esp._events if esp is not None else events
-    t0 = ticks()
+    t0 = time.ticks_ms()
     while True:
         poll()
         now = esp._events if esp is not None else events
         if now != mark:
             return esp._last if esp is not None else last
-        if timeout_ms >= 0 and ticks_diff(ticks(), t0) >= timeout_ms:
+        if timeout_ms >= 0 and time.ticks_diff(time.ticks_ms(), t0) >= timeout_ms:
             return None
         await asyncio.sleep_ms(_WAIT_MS)
 

@@ -27,3 +27,4 @@ class StoreError(EspError):
 
 class VerifyError(EspError):
     """The peer's certificate chain was rejected (see ``.reason``)."""
+

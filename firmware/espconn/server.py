@@ -5,12 +5,7 @@ Kept out of conn.py so that a client-only program never loads it: on the
 ESP8266 every loaded module's bytecode takes heap.
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):  # type: ignore[misc]
-        return x
+from micropython import const  # device only: the unix port or a board
 
 
 from . import conn as _c
@@ -42,7 +37,9 @@ def _accepted(c, s):
     s.setblocking(False)
     c.esp.state = _ESPCONN_WAIT
     try:
-        c.start_tls()
+        if not c.start_tls():
+            c.release()
+            return False
     except MemoryError:
         c.release()
         _c.set_error(c.esp, "no_memory", "no heap for TLS", _ESPCONN_MEM)
@@ -55,6 +52,37 @@ def _accepted(c, s):
     return True
 
 
+def accept(e):
+    """espconn_secure_accept: ESPCONN_OK, or a code with the reason on ``e``."""
+    c = _c
+    if c.server is not None:
+        c.set_error(e, "is_listening", "a secure server is already listening (one per device, as on the SDK)", _ESPCONN_ISCONN)
+        return _ESPCONN_ISCONN
+    port = e.proto.tcp.local_port
+    if not isinstance(port, int) or not 0 < port < 65536:
+        c.set_error(e, "bad_port", "proto.tcp.local_port must be 1..65535", _ESPCONN_ARG)
+        return _ESPCONN_ARG
+    cert, key = c.default_cert, c.default_key
+    if c.cert_sector[2] >= 0:
+        try:
+            cert, key = read_cert_bin(c.cert_sector[2])
+        except MemoryError:
+            c.set_error(e, "no_memory", "no heap to read the certificate and key from flash", _ESPCONN_MEM)
+            return _ESPCONN_MEM
+        except Exception as ex:
+            c.set_error(e, getattr(ex, "reason", "no_cert_key"), str(ex), _ESPCONN_ARG)
+            return _ESPCONN_ARG
+    if cert is None or key is None:
+        c.set_error(e, "no_cert_key", "set the server certificate and key first (set_default_certificate/private_key or cert_req_enable)", _ESPCONN_ARG)
+        return _ESPCONN_ARG
+    lst = Listener(e, cert, key)
+    e._conn = c.server = lst
+    r = lst.listen()
+    if r != _ESPCONN_OK:
+        e._conn = c.server = None
+    return r
+
+
 def _peer(addr):
     # accept()/getpeername() address -> (ip bytes, port).  ESP8266: ("a.b.c.d", port);
     # unix port: a raw struct sockaddr_in (family 2, port big-endian, address).
@@ -64,7 +92,15 @@ def _peer(addr):
 
 
 def read_cert_bin(sector):
-    """(certificate DER, key DER) from an esp_cert_private_key.bin sector."""
+    """(certificate DER, key DER) from an esp_cert_private_key.bin sector;
+    the bin reader (binfmt) is unloaded again afterwards."""
+    try:
+        return _read_cert_bin(sector)
+    finally:
+        _c.drop_verifier()
+
+
+def _read_cert_bin(sector):
     import esp  # type: ignore[import-not-found]
 
     from . import binfmt
@@ -112,7 +148,7 @@ class Listener:
 
         tcp = self.esp.proto.tcp
         ip = tcp.local_ip
-        host = _c._ip_text(ip) if ip and any(ip) else "0.0.0.0"
+        host = _c.ip_text(ip) if ip and any(ip) else "0.0.0.0"
         try:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self.sock = s
@@ -122,7 +158,7 @@ class Listener:
             s.setblocking(False)
         except OSError as e:
             self.release()
-            code = _c._errno(e)
+            code = _c.errno(e)
             _c.set_error(self.esp, "listen_failed", "cannot listen on %s:%d: errno %d" % (host, tcp.local_port, code), _ESPCONN_ARG)
             return _ESPCONN_ARG if code != _EADDRINUSE else _ESPCONN_ISCONN
         self.esp.state = _ESPCONN_LISTEN
@@ -180,7 +216,7 @@ class Listener:
             srv.link_cnt = 0
             e._conn = None
             srv._err = e._err
-            _c._fire(srv, "reconnect", st.reconnect_callback, srv, e._errcode)
+            _c.fire(srv, "reconnect", st.reconnect_callback, srv, e._errcode)
         return True
 
     def release(self):

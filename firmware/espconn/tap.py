@@ -1,31 +1,33 @@
 """Transport tap: an io.IOBase stream between the TCP socket and ``tls``.
 
-``tls.wrap_socket`` (axTLS on the ESP8266, mbedTLS on the unix port) accepts
-any object whose class has ``io.IOBase`` as its FIRST base and implements
-``readinto``/``write``/``ioctl``.  Everything the TLS library reads passes
-through :meth:`Tap.readinto`, so the tap sees the TLS 1.2 records in transit:
+``tls.wrap_socket`` (axTLS on the ESP8266) takes any object whose class has
+``io.IOBase`` as its FIRST base and implements ``readinto``/``write``/``ioctl``.
+Every byte the TLS library reads passes through ``readinto``, so the tap sees
+the TLS 1.2 records in transit and, in plaintext, the peer's handshake:
 
     record    := type(1) version(2) length(2, big-endian) fragment[length]
     handshake := msg_type(1) length(3) body[length]    (may span records)
-    Certificate (msg_type 11) body := certificate_list length(3)
-                                      { cert length(3) DER }*
 
-The tap follows the record layer with a few counters (no per-byte Python work
-for record bodies it does not need), reassembles the peer's Certificate
-message into one buffer sized by its header (bounded by _MAX_CERT_MSG), cuts
-it into DER memoryviews and hands them to ``check(certs)`` -- the connection's
-verifier -- while the TLS library has not yet seen the end of the peer's
-flight: nothing has been keyed, nothing written with the session keys.
+It follows records with a few counters and acts on the Certificate message
+(msg_type 11) in one of three modes, chosen by the connection:
+  pass    (buf and want None): CA check off, as on the SDK;
+  capture (buf): copy the Certificate body into ``buf`` (the connection's own
+           send buffer, espconn_secure_set_size bytes) and stop the stream
+           there: ``got`` is its length; the connection verifies it with the
+           TLS library gone (see conn.py);
+  match   (want): SHA-256 the Certificate body as it passes and refuse the
+           stream, before the TLS library sees its last byte, unless it is the
+           one just verified.
+Fail closed: once ``err`` is set (reason, text) every read returns
+-ECONNABORTED.  A record the tap does not understand, one longer than axTLS
+takes (5115 bytes), encrypted records from the peer before its certificate
+was seen (TLS 1.3, resumption) in capture/match mode: all refused.  A socket
+error is kept in ``sock_err`` (ECONNRESET -> ESPCONN_RST): whatever the TLS
+layer later reports (axTLS turns every stream error into EOF), the
+connection asks the tap first.
 
-Fail closed: a record the tap does not understand (unknown type, version not
-3.x, length beyond the TLS limit), a change-cipher-spec or application-data
-record from the peer before its certificates were checked (TLS 1.3, session
-resumption, anything that hides the certificate) or a verification failure
-makes every later read return -ECONNABORTED, which the TLS library turns
-into an OSError; ``err`` then says why (reason code, text).
-
-Reading a ``-errno`` return from ``readinto`` is how MicroPython's io.IOBase
-stream glue reports an error without raising through the C TLS code.
+A ``-errno`` return from ``readinto`` is how MicroPython's stream glue lets
+a Python stream report an error through the C TLS code.
 """
 
 try:
@@ -36,89 +38,107 @@ except ImportError:  # CPython
         return x
 
 
+import gc
 import io
 
-# TLS record content types (RFC 5246 6.2.1)
-_CT_CCS = const(20)  # change_cipher_spec
-_CT_ALERT = const(21)
+_CT_CCS = const(20)  # TLS ContentType change_cipher_spec (RFC 5246 6.2.1)
 _CT_HANDSHAKE = const(22)
 _CT_APPDATA = const(23)
 _HS_CERTIFICATE = const(11)  # HandshakeType certificate (RFC 5246 7.4)
-
-_MAX_FRAGMENT = const(18432)  # 2^14 + 2048: TLSCiphertext limit (RFC 5246 6.2.3)
-_MAX_CERT_MSG = const(8192)  # largest Certificate message the device takes in
-_MAX_CERTS = const(6)  # certificates kept from one chain
-_ECONNABORTED = const(103)  # errno returned (negated) once failed
+_AXTLS_MAX = const(5115)  # RT_MAX_PLAIN_LENGTH 1024 + RT_EXTRA 4096 - 5: axTLS's record limit
+_ECONNABORTED = const(103)  # errno returned (negated) once stopped
 _CBC_OVERHEAD = const(64)  # IV 16 + HMAC-SHA256 32 + padding 16: ciphertext beyond plaintext
+# Heap axTLS takes after the peer's Certificate message header (parsing the
+# chain, the RSA key exchange), measured on real axTLS: a base and a part
+# growing with the message (the key sizes in it).
+_KX_HEAP = const(2560)  # free heap needed at the Certificate message: 2560 + 16 per modulus byte
+_KX_PER_BYTE = const(16)  # + the message (RSA-1024 6.2 KB, RSA-2048 8.2 KB, RSA-4096 12.3 KB)
+_MAX_MODULUS = const(512)  # assumed when the leaf's RSA key cannot be found: RSA-4096
 
-# Reason codes (stable strings, like errors.EspError.reason) and their texts.
-TLS13 = "tls13_or_resumed"
-BAD_RECORD = "bad_record"
-OVERSIZE = "oversize_record"
-CERT_TOO_BIG = "cert_too_big"
-BAD_CERT_MSG = "bad_certificate_message"
-NO_CERT = "no_certificate"
-TRUNCATED = "truncated_record"
+
+def _modulus(b, n):
+    # Bytes of the leaf's RSA modulus, found after the rsaEncryption OID in b[:n]
+    # (SubjectPublicKeyInfo: OID, NULL, BIT STRING { 0, SEQUENCE { INTEGER n, ... } }).
+    i = b.find(b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01", 0, n)
+    if i < 0:
+        return _MAX_MODULUS
+    i += 9
+    try:
+        if b[i] == 5:  # NULL parameters
+            i += 2
+        for tag in (3, 0x30, 2):
+            if b[i] != tag:
+                return _MAX_MODULUS
+            ln = b[i + 1]
+            i += 2
+            if ln & 0x80:
+                k = ln & 0x7F
+                ln = 0
+                for _ in range(k):
+                    ln = ln << 8 | b[i]
+                    i += 1
+            if tag == 3:
+                i += 1  # unused-bits byte
+        return ln - 1 if b[i] == 0 else ln
+    except IndexError:
+        return _MAX_MODULUS
+
+
+def room(need):
+    # gc.mem_free() exists on MicroPython only (the tap also runs on CPython in tests)
+    f = getattr(gc, "mem_free", None)
+    if f is None or need <= 0:
+        return True
+    gc.collect()
+    return f() >= need
 
 
 class Tap(io.IOBase):
-    """One connection's tap.  ``check``: None (pass everything, the SDK's
-    behaviour with the CA check off) or a function(certs) raising EspError.
-    ``limit``: largest application-data plaintext accepted in one record."""
-
-    def __init__(self, sock, check, limit):
+    def __init__(self, sock, buf, want, limit, capture=False):
         self.sock = sock
-        self.check = check
-        self.limit = limit + _CBC_OVERHEAD  # compared with ciphertext lengths
-        self.hdr = bytearray(5)  # record header being collected
-        self.hn = 0  # header bytes so far
+        self.buf = buf  # the Certificate body (capture), or as much of its start as fits
+        self.capture = capture
+        self.want = want  # match mode: SHA-256 the Certificate body must have
+        self.limit = limit + _CBC_OVERHEAD  # largest application record (ciphertext)
+        self.hdr = bytearray(9)  # [0:5] record header, [5:9] handshake header
+        self.hn = 0  # record header bytes collected
         self.ctype = 0  # type of the record whose body is passing
         self.left = 0  # body bytes of that record still to come
-        self.hsh = bytearray(4)  # handshake message header being collected
-        self.hshn = 0
+        self.hshn = 0  # handshake header bytes collected
         self.hsleft = 0  # handshake body bytes still to come
-        self.cert = None  # Certificate message being reassembled
-        self.certn = 0
-        self.peer_ccs = False  # peer switched to encryption
-        self.verified = check is None  # chain accepted (or no check asked)
+        self.cert = 0  # 1 while the (first) Certificate body passes
+        self.kx = False  # that message has passed
+        self.certn = 0  # its bytes so far
+        self.h = None  # match mode: running SHA-256
+        self.seen = not capture and want is None  # certificate checked (or no check asked)
+        self.ccs = False  # peer switched to encryption
         self.finished = False  # peer's Finished has passed: handshake over
+        self.got = 0  # capture mode: Certificate body length, once whole
         self.err = None  # (reason, text) once failed
-        self.sock_err = 0  # errno the socket raised (ECONNRESET...), 0 if none
+        self.sock_err = 0  # errno the socket raised, 0 if none
         self.shut = False  # ("closed" is a read-only property of CPython's io.IOBase)
-        self.rx = 0  # bytes read from the socket, for statistics
-        self.tx = 0
 
-    # -- failure -------------------------------------------------------------
     def fail(self, reason, text):
         if self.err is None:
             self.err = (reason, text)
-        self.cert = None
+        self.h = None
         return -_ECONNABORTED
 
-    def mid_record(self):
-        """True while a record (or its header) is only partly through."""
-        return self.hn != 0 or self.left != 0
-
-    # -- stream protocol ---------------------------------------------------------
     def readinto(self, buf):
-        if self.err is not None:
+        if self.err is not None or self.got:
             return -_ECONNABORTED
         try:
             n = self.sock.readinto(buf)
         except OSError as e:
-            # ECONNRESET and friends: keep the errno for the connection layer.
-            if self.mid_record() and self.err is None:
-                self.err = (TRUNCATED, "connection reset inside a TLS record")
             code = e.args[0] if e.args else 5
-            if not isinstance(code, int) or code <= 0:
-                code = 5  # EIO
-            self.sock_err = code
-            return -code
+            self.sock_err = code if isinstance(code, int) and code > 0 else 5
+            if self.hn or self.left:
+                self.fail("truncated_record", ("cut_reset",))
+            return -self.sock_err
         if not n:
-            if n == 0 and self.mid_record() and self.err is None:
-                self.err = (TRUNCATED, "peer closed inside a TLS record")
-            return n  # None: would block (EAGAIN); 0: end of stream
-        self.rx += n
+            if n == 0 and (self.hn or self.left):
+                self.fail("truncated_record", ("cut_close",))
+            return n  # None: would block; 0: end of stream
         r = self._scan(buf, n)
         return n if r is None else r
 
@@ -126,13 +146,11 @@ class Tap(io.IOBase):
         if self.err is not None:
             return -_ECONNABORTED
         try:
-            n = self.sock.write(buf)
+            return self.sock.write(buf)
         except OSError as e:
             code = e.args[0] if e.args else 5
-            return -code if isinstance(code, int) and code > 0 else -5
-        if n:
-            self.tx += n
-        return n
+            self.sock_err = code if isinstance(code, int) and code > 0 else 5
+            return -self.sock_err
 
     def ioctl(self, req, arg):
         if req == 4:  # MP_STREAM_CLOSE: the TLS library closes its stream
@@ -146,13 +164,12 @@ class Tap(io.IOBase):
     def close(self):
         if not self.shut:
             self.shut = True
-            self.cert = None
+            self.buf = self.h = None
             try:
                 self.sock.close()
             except OSError:
                 pass
 
-    # -- record layer --------------------------------------------------------
     def _scan(self, buf, n):
         # Follow the records in buf[0:n]; None if all is well, else -errno.
         i = 0
@@ -160,112 +177,90 @@ class Tap(io.IOBase):
         while i < n:
             if self.left:
                 take = self.left if self.left < n - i else n - i
-                if self.ctype == _CT_HANDSHAKE and not self.peer_ccs:
+                if self.ctype == _CT_HANDSHAKE and not self.ccs:
                     r = self._handshake(buf, i, i + take)
                     if r is not None:
                         return r
                 self.left -= take
                 i += take
-                if not self.left and self.ctype == _CT_HANDSHAKE and self.peer_ccs:
+                if not self.left and self.ctype == _CT_HANDSHAKE and self.ccs:
                     self.finished = True  # the encrypted Finished has passed
                 continue
-            # collect a header, possibly across reads
-            take = 5 - self.hn
-            if take > n - i:
-                take = n - i
-            hdr[self.hn : self.hn + take] = buf[i : i + take]
-            self.hn += take
-            i += take
+            hdr[self.hn] = buf[i]
+            self.hn += 1
+            i += 1
             if self.hn < 5:
-                break
+                continue
             self.hn = 0
             ct = hdr[0]
             ln = hdr[3] << 8 | hdr[4]
-            if hdr[1] != 3 or ln == 0 or ln > _MAX_FRAGMENT or ct < _CT_CCS or ct > _CT_APPDATA:
-                return self.fail(BAD_RECORD, "not a TLS 1.x record (type %d, version %d.%d, length %d)" % (ct, hdr[1], hdr[2], ln))
-            if ct == _CT_CCS or ct == _CT_APPDATA:
-                if not self.verified:
-                    return self.fail(TLS13, "peer went encrypted before its certificate was seen (TLS 1.3 or resumption)")
+            if hdr[1] != 3 or ln == 0 or ct < _CT_CCS or ct > _CT_APPDATA:
+                return self.fail("bad_record", ("not_tls", ct, hdr[1], hdr[2]))
+            if ln > _AXTLS_MAX:
+                return self.fail("oversize_record", ("axtls_max", ln))
+            if ct != _CT_HANDSHAKE and ct != 21:
+                if not self.seen:
+                    return self.fail("tls13_or_resumed", ("early",))
                 if ct == _CT_CCS:
-                    self.peer_ccs = True
+                    self.ccs = True
                 elif not self.finished:
-                    return self.fail(BAD_RECORD, "application data before the handshake finished")
+                    return self.fail("bad_record", ("early_data",))
                 elif ln > self.limit:
-                    return self.fail(OVERSIZE, "record of %d bytes exceeds the buffer size %d" % (ln, self.limit - _CBC_OVERHEAD))
+                    return self.fail("oversize_record", ("record", ln))
             self.ctype = ct
             self.left = ln
         return None
 
-    # -- handshake layer (plaintext part of the peer's flight) ------------------
     def _handshake(self, buf, i, end):
+        # The plaintext handshake messages of the peer's flight, across records.
+        hdr = self.hdr
         while i < end:
-            if self.hsleft == 0 and self.cert is None:
-                take = 4 - self.hshn
-                if take > end - i:
-                    take = end - i
-                self.hsh[self.hshn : self.hshn + take] = buf[i : i + take]
-                self.hshn += take
-                i += take
+            if self.hsleft == 0:
+                hdr[5 + self.hshn] = buf[i]
+                self.hshn += 1
+                i += 1
                 if self.hshn < 4:
-                    return None
-                self.hshn = 0
-                h = self.hsh
-                ln = h[1] << 16 | h[2] << 8 | h[3]
-                if h[0] == _HS_CERTIFICATE and self.check is not None and not self.verified:
-                    if ln > _MAX_CERT_MSG:
-                        return self.fail(CERT_TOO_BIG, "certificate message of %d bytes (limit %d)" % (ln, _MAX_CERT_MSG))
-                    if ln < 3:
-                        return self.fail(NO_CERT, "peer sent no certificate")
-                    try:
-                        self.cert = bytearray(ln)
-                    except MemoryError:
-                        return self.fail("no_memory", "no heap for a %d-byte certificate message" % ln)
-                    self.certn = 0
-                self.hsleft = ln
-                if ln == 0 and self.cert is None:
                     continue
+                self.hshn = 0
+                ln = hdr[6] << 16 | hdr[7] << 8 | hdr[8]
+                self.hsleft = ln
+                if hdr[5] == _HS_CERTIFICATE and not self.kx:
+                    if ln < 4:
+                        return self.fail("no_certificate", ("no_cert",))
+                    if self.capture and ln > len(self.buf):
+                        return self.fail("cert_too_big", ("cert_big", ln, len(self.buf), ln))
+                    if self.want is not None:
+                        import hashlib
+
+                        self.h = hashlib.sha256()
+                    self.cert = 1
+                    self.certn = 0
+                continue
             take = self.hsleft if self.hsleft < end - i else end - i
-            cert = self.cert
-            if cert is not None:
-                cert[self.certn : self.certn + take] = memoryview(buf)[i : i + take]  # no temporary copy
+            if self.cert:
+                part = memoryview(buf)[i : i + take]
+                if self.h is not None:
+                    self.h.update(part)
+                k = len(self.buf) - self.certn  # type: ignore[arg-type]
+                if k > 0:  # (all of it in capture mode; the leaf comes first)
+                    self.buf[self.certn : self.certn + (take if take < k else k)] = part[:k]  # type: ignore[index]
                 self.certn += take
             self.hsleft -= take
             i += take
-            if self.hsleft == 0 and cert is not None:
-                r = self._verify(cert)
-                self.cert = None
-                if r is not None:
-                    return r
-        return None
-
-    def _verify(self, msg):
-        # Certificate := certificate_list<0..2^24-1> of ASN.1Cert<1..2^24-1>
-        mv = memoryview(msg)
-        total = len(msg)
-        lst = msg[0] << 16 | msg[1] << 8 | msg[2]
-        if lst != total - 3:
-            return self.fail(BAD_CERT_MSG, "certificate list length %d in a %d-byte message" % (lst, total))
-        certs = []  # type: list
-        off = 3
-        while off < total:
-            if off + 3 > total or len(certs) >= _MAX_CERTS:
-                return self.fail(BAD_CERT_MSG, "certificate list malformed or longer than %d" % _MAX_CERTS)
-            ln = msg[off] << 16 | msg[off + 1] << 8 | msg[off + 2]
-            off += 3
-            if ln == 0 or off + ln > total:
-                return self.fail(BAD_CERT_MSG, "certificate entry of %d bytes overruns the message" % ln)
-            certs.append(mv[off : off + ln])
-            off += ln
-        if not certs:
-            return self.fail(NO_CERT, "peer sent an empty certificate list")
-        try:
-            self.check(certs)  # type: ignore[misc]
-        except MemoryError:
-            return self.fail("no_memory", "out of heap while verifying the certificate chain")
-        except Exception as e:
-            reason = getattr(e, "reason", None)
-            if reason is None:
-                reason = "verify_failed"
-            return self.fail(reason, str(e))
-        self.verified = True
+            if self.hsleft == 0 and self.cert:
+                self.cert = 0
+                self.kx = True
+                if self.capture:
+                    self.got = self.certn  # captured: the TLS library goes no further
+                    return -_ECONNABORTED
+                # axTLS parses the chain and does the RSA key exchange with the leaf's key
+                # next: refused here if the heap cannot hold that (axTLS would crash the board)
+                need = _KX_HEAP + _KX_PER_BYTE * _modulus(self.buf, self.certn) + self.certn
+                if not room(need):
+                    return self.fail("no_memory", ("mem_kx", gc.mem_free(), need))
+                if self.h is not None:
+                    if self.h.digest() != self.want:
+                        return self.fail("certificate_changed", ("changed",))
+                    self.h = None
+                self.seen = True
         return None

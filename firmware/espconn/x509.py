@@ -6,16 +6,23 @@
 ``certs`` is the peer's chain as sent (leaf first, then intermediates in any
 order), each DER bytes/bytearray/memoryview; ``anchors`` an iterable of trusted
 DER certificates or an object with ``.issuers(name_buf, off, end)`` (the flash
-CA store, espconn.castore.CAStore); ``now`` unix seconds or None (see "Time");
-``name`` a DNS name or IP address string, or None for no name check.
+CA store, espconn.castore.CAStore; its ``.verified`` list, if any, caches the
+SHA-256 of anchors whose own signature was checked); ``now`` unix seconds or
+None (see "Time"); ``name`` a DNS name or IP address ``str``, or None for no
+name check (anything else -> bad_name).  A CA store that is erased, empty or
+damaged raises espconn.errors.StoreError (its ``.reason`` says which) out of
+verify_chain: never "no CAs, so accept".
 
 Certificates are walked in place over a memoryview with espconn.der: nothing
-is copied, names are compared byte for byte, nothing recurses.  Work is
-bounded: at most ``policy.max_chain`` certificates, at most 2 * max_chain + 2
-signature checks, RSA moduli up to 4096 bits and exponents up to 32 bits.  The
-first error met sticks: if no path works, the reason is the one recorded first.
-Messages are "<which certificate>: <reason>" (one text per reason: every
-distinct string would cost RAM on the board).
+is copied, names are compared byte for byte, nothing recurses.  Path building
+is a depth-first search over every candidate issuer, iterative (one index per
+depth), bounded: each sent certificate at most once per path, at most
+``policy.max_chain`` certificates in a path (anchor included), at most
+2 * max_chain + 2 signature checks in all (then chain_too_long), RSA moduli up
+to 4096 bits and exponents up to 32 bits.  When no path works, the reason is
+that of the path that got closest to an anchor (the deepest; the first one met
+at equal depth).  Messages are "<which certificate>: <reason>" (one text per
+reason: every distinct string would cost RAM on the board).
 
 Memory: besides the certificates (never copied), a check holds a few small
 tuples and views; an RSA-2048 signature needs about 3 KiB more, in 0.5 KiB
@@ -23,29 +30,43 @@ blocks (RSA-1024: half).  A heap too full or fragmented for that raises
 MemoryError, which is passed on unchanged (the SDK layer reports ESPCONN_MEM).
 
 Checked
-  - DER structure of every certificate used (lengths inside their containers,
-    no trailing bytes, v1..v3, extensions only in v3, identical inner and outer
-    signature algorithms, BIT STRINGs without unused bits) -> malformed
-  - chain building: leaf -> sent intermediates (any order, each used once) ->
-    an anchor whose subject Name equals the issuer Name byte for byte; a sent
-    certificate byte-identical to an anchor is trusted as it is -> unknown_issuer,
-    chain_too_long
+  - DER structure of every certificate used: lengths inside their containers,
+    no trailing bytes, v1..v3 (an explicit v1 version is refused), serial 1..20
+    octets, non-negative, minimal; identical inner and outer signature
+    algorithms; rsaEncryption keys with NULL parameters and minimal INTEGERs;
+    BIT STRINGs without unused bits; unique IDs only in v2/v3, issuer's before
+    subject's, once each; extensions only in v3, each OID once, critical
+    encoded only as TRUE (an explicit FALSE is a DEFAULT, refused) -> malformed
+  - path building: leaf -> sent intermediates (any order) -> an anchor whose
+    subject Name equals the issuer Name byte for byte; every candidate issuer
+    is tried, backtracking; a sent certificate byte-identical to an anchor is
+    trusted as it is -> unknown_issuer, chain_too_long
   - signatures: RSA PKCS#1 v1.5 with SHA-1 or SHA-256 (espconn.rsa) ->
     bad_signature; any other algorithm (SHA-384/512, ECDSA, PSS, MD5) ->
     unsupported_algorithm; SHA-1 refused when ``allow_sha1`` is off -> weak_hash
+  - the anchor's integrity: a self-issued anchor (subject == issuer) must carry
+    a valid signature by its own key before it is trusted (once per anchor
+    DER: cached by SHA-256 in the store's ``verified`` list) -> bad_anchor;
+    self-signed with SHA-384/512 -> unsupported_algorithm.  SHA-1 is accepted
+    here whatever ``allow_sha1`` says: it only detects damage
   - keys: every certificate in the path (leaf, intermediates, anchor) must hold
     an RSA key of at least ``min_rsa_bits`` -> weak_key / unsupported_algorithm
   - every issuer (intermediates and the anchor): basicConstraints cA -> not_a_ca;
-    pathLenConstraint (intermediates below it, self-issued ones counted too) ->
-    path_len; keyUsage, when present, must assert keyCertSign -> key_usage.
-    An anchor with no basicConstraints at all (the SDK makefile.sh's v1 CA) is
-    accepted as an issuer while ``anchor_without_ca`` is on (default).
+    pathLenConstraint (0 .. 2^32-1; self-issued intermediates below it are not
+    counted, RFC 5280 6.1.4 (l)) -> path_len; keyUsage, when present, must
+    assert keyCertSign -> key_usage.  Only a v1 anchor (which cannot carry
+    extensions: the SDK makefile.sh's CA) is accepted as an issuer without
+    basicConstraints, and only while ``anchor_without_ca`` is on (default); a
+    v3 anchor needs cA TRUE
+  - the leaf's extendedKeyUsage, when present: id-kp-serverAuth (``purpose``
+    1, default) or id-kp-clientAuth (``purpose`` 2), or anyExtendedKeyUsage ->
+    ext_key_usage; an empty one -> malformed
   - validity of every certificate in the path, the anchor included, with inclusive
     bounds: UTCTime (YYMMDDHHMMSSZ, 1950..2049) and GeneralizedTime
     (YYYYMMDDHHMMSSZ, up to 9999) -> expired, not_yet_valid
   - critical extensions other than basicConstraints, keyUsage, subjectAltName,
-    extKeyUsage, subjectKeyIdentifier, authorityKeyIdentifier ->
-    unknown_critical_extension; a repeated known extension -> malformed
+    extKeyUsage -> unknown_critical_extension; a critical authority or subject
+    key identifier (RFC 5280 4.2.1.1/2: never critical) -> malformed
   - the name (leaf only): subjectAltName dNSName (espconn.names.match_dns: RFC
     6125 wildcards) and iPAddress entries; the subject CN only for certificates
     without subjectAltName and only with ``cn_fallback`` -> name_mismatch
@@ -53,11 +74,14 @@ Checked
 Not checked (non-goals)
   - revocation (CRL, OCSP), certificate policies, name constraints (a critical
     nameConstraints extension is rejected, a non-critical one ignored),
-    extKeyUsage purposes, authority/subject key identifiers
-  - the anchor's own signature (an anchor is trusted because it is in the store)
+    extKeyUsage of CA certificates, authority/subject key identifier values
+    (issuers are matched by Name only)
+  - the signature of an anchor that is not self-issued (an intermediate put in
+    the store is trusted as stored)
   - a non-self-signed leaf pinned in the store is not trusted by itself; use
     cert_sha256() / spki_sha256() for pinning
   - DN normalisation: issuer and subject must be byte-identical
+  - explicit DEFAULTs inside basicConstraints (cA FALSE) are tolerated
 
 Time
   With ``now`` given, every certificate must satisfy notBefore <= now <=
@@ -91,6 +115,7 @@ RELEASE_TIME = const(1793491200)
 _EPOCH_2000 = const(946684800)  # 2000-01-01 in unix seconds: the ESP8266 epoch
 
 _MAX_CHAIN = const(16)  # hard cap on policy.max_chain
+_CACHE = const(8)  # anchors remembered in a store's ``verified`` list
 
 # DER tags (see der.py).
 _SEQ = const(0x30)
@@ -112,10 +137,11 @@ _GN_IP = const(0x87)  # GeneralName iPAddress [7] OCTET STRING
 
 # OID values (content bytes only).
 _OID_RSA = b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01"  # 1.2.840.113549.1.1.1 rsaEncryption
-_OID_PKCS1 = b"\x2a\x86\x48\x86\xf7\x0d\x01\x01"  # 1.2.840.113549.1.1.x prefix
-_PKCS1_SHA1 = const(5)  # sha1WithRSAEncryption
+_PKCS1_SHA1 = const(5)  # 1.2.840.113549.1.1.5 sha1WithRSAEncryption: _OID_RSA[:8] + 5
 _PKCS1_SHA256 = const(11)  # sha256WithRSAEncryption
 _OID_CN = b"\x55\x04\x03"  # 2.5.4.3 commonName
+_OID_KP = b"\x2b\x06\x01\x05\x05\x07\x03"  # 1.3.6.1.5.5.7.3.x id-kp-x (1 serverAuth, 2 clientAuth)
+_OID_ANY_EKU = b"\x55\x1d\x25\x00"  # 2.5.29.37.0 anyExtendedKeyUsage
 _ID_CE = const(0x1D)  # 2.5.29.x: 55 1D x
 _CE_SKI = const(14)
 _CE_KU = const(15)
@@ -139,13 +165,15 @@ _NOT_AFTER = const(10)
 _N_OFF = const(11)  # RSA modulus INTEGER content
 _N_END = const(12)
 _E = const(13)  # RSA exponent, 0: not an RSA key, -1: exponent too long
-_CA = const(14)  # basicConstraints: -1 absent, 0 cA false, 1 cA true
+_CA = const(14)  # basicConstraints: -1 absent (v3), -2 absent (v1), 0 cA false, 1 cA true
 _PATHLEN = const(15)  # -1: no pathLenConstraint
 _KU = const(16)  # keyUsage: -1 absent, 0 without keyCertSign, 1 with
 _SAN_OFF = const(17)  # subjectAltName GeneralNames content, both 0 if absent
 _SAN_END = const(18)
 _SPKI_OFF = const(19)  # SubjectPublicKeyInfo TLV
 _SPKI_END = const(20)
+_EKU = const(21)  # extKeyUsage: -1 absent, else bit k per id-kp-k, bit 0 anyExtendedKeyUsage
+_SELF = const(22)  # self-issued: issuer Name == subject Name
 
 # Days before each month, days in each month, in a common year.
 _CUM_DAYS = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
@@ -159,12 +187,14 @@ class Policy:
     allow_sha1         accept sha1WithRSAEncryption (default True: the SDK signs with SHA-1)
     cn_fallback        match the name against the subject CN when there is no
                        subjectAltName (default False; legacy makefile.sh certificates)
-    max_chain          most certificates in the peer's chain and in the path (default 5)
-    anchor_without_ca  trust an anchor lacking basicConstraints as an issuer (default True)
+    max_chain          most certificates in the peer's chain and in the path (default 8)
+    anchor_without_ca  trust a v1 anchor (no basicConstraints possible) as an issuer (default True)
     unset_clock        "release" (default), "skip" or "refuse": see "Time"
     release            unix seconds: the clock is valid from here on, and with an unset
                        clock no certificate may expire before it (default RELEASE_TIME)
     clock              function returning unix seconds (default: time.time())
+    purpose            the leaf's extendedKeyUsage, if any, must allow: 1 serverAuth
+                       (default: the device is the client), 2 clientAuth
     """
 
     def __init__(
@@ -172,13 +202,14 @@ class Policy:
         min_rsa_bits=1024,
         allow_sha1=True,
         cn_fallback=False,
-        max_chain=5,
+        max_chain=8,
         anchor_without_ca=True,
         unset_clock="release",
         release=RELEASE_TIME,
         clock=None,
+        purpose=1,
     ):
-        if min_rsa_bits < 512 or not 1 <= max_chain <= _MAX_CHAIN or unset_clock not in ("release", "skip", "refuse"):
+        if min_rsa_bits < 512 or not 1 <= max_chain <= _MAX_CHAIN or unset_clock not in ("release", "skip", "refuse") or purpose not in (1, 2):
             raise ValueError("bad policy")
         self.min_rsa_bits = min_rsa_bits
         self.allow_sha1 = allow_sha1
@@ -188,6 +219,7 @@ class Policy:
         self.unset_clock = unset_clock
         self.release = release
         self.clock = clock
+        self.purpose = purpose
 
 
 _default = None  # the default Policy, made on first use
@@ -279,7 +311,7 @@ def _sig_hash(c, off, end):
         tag, po, pe = der.read(c, e, end)
         if tag != _NULL or po != pe or pe != end:
             return 0
-    if e - o == 9 and der.equal(c, o, o + 8, _OID_PKCS1, 0, 8):
+    if e - o == 9 and der.equal(c, o, o + 8, _OID_RSA, 0, 8):
         last = c[o + 8]
         if last == _PKCS1_SHA256:
             return rsa.SHA256
@@ -300,140 +332,168 @@ def _bit_string(c, off, end, ku=False):
     return v + 1
 
 
+def _int(c, off, end):
+    # An INTEGER TLV at off: content non-empty, non-negative, minimal -> (voff, vend).
+    v, e = der.expect(c, off, end, _INT)
+    der.natural(c, v, e)
+    return v, e
+
+
 def _parse(c):
     """Walk one DER certificate (a memoryview); return the field tuple (see _TBS_OFF...)."""
+    ex = der.expect  # locals: shorter bytecode than der.x at each of the many calls
+    rd = der.read
+    eq = der.equal
     end = len(c)
-    v, e = der.expect(c, 0, end, _SEQ)
+    v, e = ex(c, 0, end, _SEQ)
     if e != end:
         raise _bad("structure")
     tbs_off = v
-    t, tbs_end = der.expect(c, v, e, _SEQ)
+    t, tbs_end = ex(c, v, e, _SEQ)
     alg_off = tbs_end
-    a, a_end = der.expect(c, alg_off, e, _SEQ)
+    a, a_end = ex(c, alg_off, e, _SEQ)
     sig_off = _bit_string(c, a_end, e)
     sig_end = e
     h = _sig_hash(c, a, a_end)
 
     # tbsCertificate
-    tag, v, e = der.read(c, t, tbs_end)
     version = 0
-    if tag == _CTX0:
-        io, ie = der.expect(c, v, e, _INT)
-        if ie != e or ie - io != 1 or c[io] > 2:
+    p = t
+    if p < tbs_end and c[p] == _CTX0:
+        v, p = ex(c, p, tbs_end, _CTX0)
+        io, ie = ex(c, v, p, _INT)
+        # Only v2 (1) and v3 (2): v1 is the DEFAULT, never written in DER.
+        if ie != p or ie - io != 1 or not 1 <= c[io] <= 2:
             raise _bad("structure")
         version = c[io]
-        tag, v, e = der.read(c, e, tbs_end)
-    if tag != _INT:
-        raise _bad("structure")
-    p = e
-    tag, v, e = der.read(c, p, tbs_end)
-    if tag != _SEQ or e - p != a_end - alg_off or not der.equal(c, p, e, c, alg_off, a_end):
+    v, p = _int(c, p, tbs_end)  # serialNumber: 1..20 octets (RFC 5280 4.1.2.2)
+    if p - v > 20:
+        raise _bad("serial")
+    tag, v, e = rd(c, p, tbs_end)
+    if tag != _SEQ or e - p != a_end - alg_off or not eq(c, p, e, c, alg_off, a_end):
         raise _bad("structure")
     iss_off = e
-    v, iss_end = der.expect(c, iss_off, tbs_end, _SEQ)
-    v, e = der.expect(c, iss_end, tbs_end, _SEQ)
+    v, iss_end = ex(c, iss_off, tbs_end, _SEQ)
+    v, e = ex(c, iss_end, tbs_end, _SEQ)
     nb, p = _time(c, v, e)
     na, p = _time(c, p, e)
     if p != e:
         raise _bad("structure")
     sub_off = e
-    v, sub_end = der.expect(c, sub_off, tbs_end, _SEQ)
+    v, sub_end = ex(c, sub_off, tbs_end, _SEQ)
 
     # SubjectPublicKeyInfo
     spki_off = sub_end
-    v, spki_end = der.expect(c, spki_off, tbs_end, _SEQ)
-    ao, ae = der.expect(c, v, spki_end, _SEQ)
+    v, spki_end = ex(c, spki_off, tbs_end, _SEQ)
+    ao, ae = ex(c, v, spki_end, _SEQ)
     n_off = n_end = 0
     exp = 0
-    oo, oe = der.expect(c, ao, ae, _OID)
+    oo, oe = ex(c, ao, ae, _OID)
     k = _bit_string(c, ae, spki_end)
-    if oe - oo == 9 and der.equal(c, oo, oe, _OID_RSA, 0, 9):
-        # rsaEncryption: RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
-        ko, ke = der.expect(c, k, spki_end, _SEQ)
-        if ke != spki_end:
+    if eq(c, oo, oe, _OID_RSA, 0, 9):
+        # rsaEncryption: parameters NULL (RFC 3279 2.3.1); RSAPublicKey ::=
+        # SEQUENCE { modulus INTEGER, publicExponent INTEGER }, both minimal.
+        tag, po, pe = rd(c, oe, ae)
+        ko, ke = ex(c, k, spki_end, _SEQ)
+        if tag != _NULL or po != pe or pe != ae or ke != spki_end:
             raise _bad("structure")
-        n_off, n_end = der.expect(c, ko, ke, _INT)
-        eo, ee = der.expect(c, n_end, ke, _INT)
-        if ee != ke or n_off == n_end or c[n_off] & 0x80 or eo == ee or c[eo] & 0x80:
+        n_off, n_end = _int(c, ko, ke)
+        eo, ee = _int(c, n_end, ke)
+        if ee != ke:
             raise _bad("structure")
         # -1: longer than 32 bits (unsupported); a zero exponent becomes 1,
         # which rsa.check_key refuses as weak_key like any e < 3.
         exp = (der.uint(c, eo, ee) or 1) if ee - eo <= 5 else -1
     p = spki_end
 
-    ca = -1
+    ca = -1 if version else -2
     pathlen = -1
     ku = -1
+    eku = -1
     san_off = san_end = 0
-    seen = 0  # bit per known extension: a repeat is malformed
-    step = 0  # 1: after the unique IDs, 2: after the extensions
+    step = 0  # 1: after issuerUniqueID, 2: after subjectUniqueID, 3: after the extensions
     while p < tbs_end:
-        tag, v, e = der.read(c, p, tbs_end)
+        tag, v, e = rd(c, p, tbs_end)
         p = e
-        if (tag == _CTX1 or tag == _CTX2) and version >= 1 and step == 0:
+        if version and tag - 0x80 > step and tag <= _CTX2:
+            step = tag - 0x80  # [1] then [2], each at most once
             continue
-        if tag != _CTX3 or version != 2 or step == 2:
+        if tag != _CTX3 or version != 2 or step == 3:
             raise _bad("structure")
-        step = 2
-        xo, xe = der.expect(c, v, e, _SEQ)
-        if xe != e or xo == xe:
+        step = 3
+        x0, xe = ex(c, v, e, _SEQ)
+        if xe != e or x0 == xe:
             raise _bad("extensions")
+        xo = x0
         while xo < xe:
-            so, se = der.expect(c, xo, xe, _SEQ)
+            s0 = xo
+            so, se = ex(c, xo, xe, _SEQ)
             xo = se
-            oo, oe = der.expect(c, so, se, _OID)
-            tag, vo, ve = der.read(c, oe, se)
+            oo, oe = ex(c, so, se, _OID)
+            q = x0
+            while q < s0:  # each extension OID once (RFC 5280 4.2)
+                tag, qo, q = rd(c, q, s0)
+                qo, qe = ex(c, qo, q, _OID)
+                if eq(c, qo, qe, c, oo, oe):
+                    raise _bad("extensions")
+            tag, vo, ve = rd(c, oe, se)
             crit = False
             if tag == _BOOL:
-                if ve - vo != 1 or (c[vo] != 0 and c[vo] != 0xFF):
+                # critical BOOLEAN DEFAULT FALSE: present only as TRUE (0xFF)
+                if ve - vo != 1 or c[vo] != 0xFF:
                     raise _bad("extensions")
-                crit = c[vo] == 0xFF
-                tag, vo, ve = der.read(c, ve, se)
+                crit = True
+                tag, vo, ve = rd(c, ve, se)
             if tag != _OCTETS or ve != se:
                 raise _bad("extensions")
             kind = 0
             if oe - oo == 3 and c[oo] == 0x55 and c[oo + 1] == _ID_CE:
                 kind = c[oo + 2]
             if kind == _CE_BC:
-                bo, be = der.expect(c, vo, ve, _SEQ)
+                bo, be = ex(c, vo, ve, _SEQ)
                 if be != ve:
                     raise _bad("extensions")
                 ca = 0
+                if bo < be and c[bo] == _BOOL:
+                    q, bo = ex(c, bo, be, _BOOL)
+                    if bo - q != 1 or (c[q] != 0 and c[q] != 0xFF):
+                        raise _bad("extensions")
+                    ca = 1 if c[q] else 0
                 if bo < be:
-                    tag, q, qe = der.read(c, bo, be)
-                    if tag == _BOOL:
-                        if qe - q != 1 or (c[q] != 0 and c[q] != 0xFF):
-                            raise _bad("extensions")
-                        ca = 1 if c[q] else 0
-                        bo = qe
-                if bo < be:
-                    q, qe = der.expect(c, bo, be, _INT)
-                    if qe != be or qe - q > 2:
+                    q, qe = _int(c, bo, be)
+                    if qe != be or qe - q > 5:  # up to 2^32 - 1
                         raise _bad("extensions")
                     pathlen = der.uint(c, q, qe)
             elif kind == _CE_KU:
                 q = _bit_string(c, vo, ve, True)
                 ku = 1 if q & 0x04 else 0  # bit 5 keyCertSign: 0x04 of the first byte
             elif kind == _CE_SAN:
-                san_off, san_end = der.expect(c, vo, ve, _SEQ)
+                san_off, san_end = ex(c, vo, ve, _SEQ)
                 if san_end != ve or san_off == san_end:
                     raise _bad("extensions")
                 q = san_off
                 while q < san_end:  # every GeneralName well formed
-                    tag, qo, q = der.read(c, q, san_end)
-            elif kind == _CE_EKU or kind == _CE_SKI or kind == _CE_AKI:
-                pass  # known, not enforced (see the docstring)
+                    tag, qo, q = rd(c, q, san_end)
+            elif kind == _CE_EKU:
+                q, qe = ex(c, vo, ve, _SEQ)
+                if qe != ve or q == qe:  # SEQUENCE SIZE (1..MAX) OF KeyPurposeId
+                    raise _bad("extensions")
+                eku = 0
+                while q < qe:
+                    qo, q = ex(c, q, qe, _OID)
+                    if q - qo == 8 and eq(c, qo, q - 1, _OID_KP, 0, 7) and 0 < c[q - 1] < 30:
+                        eku |= 1 << c[q - 1]
+                    elif eq(c, qo, q, _OID_ANY_EKU, 0, 4):
+                        eku |= 1
+            elif kind == _CE_SKI or kind == _CE_AKI:
+                if crit:  # RFC 5280 4.2.1.1, 4.2.1.2: never critical
+                    raise _bad("extensions")
             elif crit:
                 raise _fail("unknown_critical_extension", "certificate")
-            else:
-                continue
-            bit = 1 << (kind & 31)
-            if seen & bit:
-                raise _bad("extensions")
-            seen |= bit
     return (
         tbs_off, tbs_end, h, sig_off, sig_end, iss_off, iss_end, sub_off, sub_end, nb, na,
-        n_off, n_end, exp, ca, pathlen, ku, san_off, san_end, spki_off, spki_end,
+        n_off, n_end, exp, ca, pathlen, ku, san_off, san_end, spki_off, spki_end, eku,
+        eq(c, iss_off, iss_end, c, sub_off, sub_end),
     )  # fmt: skip
 
 
@@ -463,23 +523,29 @@ def _check_dates(info, now, mode, pol, what):
         raise _fail("expired", what)
 
 
-def _check_issuer(info, below, anchor, pol, what):
-    # below: certificates under this issuer in the path (the leaf counts).
+def _check_issuer(info, n, anchor, pol, what):
+    # n: non-self-issued intermediates under this issuer in the path.
     ca = info[_CA]
-    if ca != 1 and not (ca == -1 and anchor and pol.anchor_without_ca):
+    if ca != 1 and not (ca == -2 and anchor and pol.anchor_without_ca):
         raise _fail("not_a_ca", what)
     if info[_KU] == 0:
         raise _fail("key_usage", what)
-    if info[_PATHLEN] >= 0 and below - 1 > info[_PATHLEN]:
+    if info[_PATHLEN] >= 0 and n > info[_PATHLEN]:
         raise _fail("path_len", what)
 
 
-def _check_sig(c, info, ic, iinfo, pol, what):
+def _check_sig(c, info, ic, iinfo, pol, what, left, own=False):
+    # Is c (fields info) signed by the key of ic (fields iinfo)?  ``left``:
+    # [signature checks left]; ``own``: an anchor's own signature (integrity).
     h = info[_HASH]
     if h == 0:
         raise _fail("unsupported_algorithm", what)
-    if h == rsa.SHA1 and not pol.allow_sha1:
+    if h == rsa.SHA1 and not pol.allow_sha1 and not own:
         raise _fail("weak_hash", what)
+    if left[0] <= 0:
+        left[0] = -1  # out of budget: the search stops (see verify_chain)
+        raise _fail("chain_too_long", "chain")
+    left[0] -= 1
     import hashlib
 
     d = hashlib.sha256() if h == rsa.SHA256 else hashlib.sha1()
@@ -487,7 +553,27 @@ def _check_sig(c, info, ic, iinfo, pol, what):
     try:
         rsa.verify(ic[iinfo[_N_OFF] : iinfo[_N_END]], iinfo[_E], c[info[_SIG_OFF] : info[_SIG_END]], d.digest(), h)
     except VerifyError as exc:
+        if own:
+            raise _fail("bad_anchor", what)
         raise VerifyError(exc.reason, what + ": " + exc.msg)
+
+
+def _trust(a, ai, pol, left, seen):
+    # A self-issued anchor is trusted only with a valid signature by its own
+    # key: a flipped byte in a stored CA shows here.  ``seen``: SHA-256 of the
+    # anchors already checked (the store keeps it across connections).
+    if not ai[_SELF]:
+        return
+    import hashlib
+
+    h = hashlib.sha256(a).digest()
+    if seen is not None and h in seen:
+        return
+    _check_sig(a, ai, a, ai, pol, "anchor", left, True)
+    if seen is not None:
+        if len(seen) >= _CACHE:
+            seen.pop(0)
+        seen.append(h)
 
 
 def _check_name(c, info, name, pol):
@@ -501,7 +587,7 @@ def _check_name(c, info, name, pol):
         while q < se:
             tag, v, q = der.read(c, q, se)
             if ip is not None:
-                if tag == _GN_IP and q - v == len(ip) and der.equal(c, v, q, ip, 0, len(ip)):
+                if tag == _GN_IP and der.equal(c, v, q, ip, 0, len(ip)):
                     return
             elif tag == _GN_DNS and names.match_dns(bytes(c[v:q]), name):
                 return
@@ -518,7 +604,7 @@ def _check_name(c, info, name, pol):
             so = ae
             oo, oe = der.expect(c, ao, ae, _OID)
             tag, to, te = der.read(c, oe, ae)
-            if oe - oo != 3 or not der.equal(c, oo, oe, _OID_CN, 0, 3):
+            if not der.equal(c, oo, oe, _OID_CN, 0, 3):
                 continue
             if tag not in (0x0C, 0x13, 0x14, 0x16):  # UTF8, Printable, Teletex, IA5
                 continue
@@ -536,11 +622,15 @@ def _check_name(c, info, name, pol):
 
 def _among(certs, buf, off, end):
     # Anchors given as a list, looked up like the CA store's issuers(): yield
-    # those whose subject equals the Name buf[off:end].
+    # those whose subject equals the Name buf[off:end].  A malformed one is
+    # skipped: it names nothing.
     for a in certs:
         m = memoryview(a)
-        s0, s1 = der.cert_names(m)[2:]
-        if s1 - s0 == end - off and der.equal(m, s0, s1, buf, off, end):
+        try:
+            s0, s1 = der.cert_names(m)[2:]
+        except VerifyError:
+            continue
+        if der.equal(m, s0, s1, buf, off, end):
             yield a
 
 
@@ -557,14 +647,17 @@ def _clock_mode(now, pol):
     return t, 1
 
 
-def _link(cur, info, c, below, anchor, now, mode, pol):
-    # Is certificate c (anchor or sent) a valid issuer of cur?  None or raise.
+def _link(cur, info, c, n, anchor, now, mode, pol, left, seen):
+    # Is certificate c (anchor or sent) a valid issuer of cur?  Its fields, or raise.
     what = "anchor" if anchor else "intermediate"
     ci = _parse(c)
-    _check_issuer(ci, below, anchor, pol, what)
+    _check_issuer(ci, n, anchor, pol, what)
     _check_dates(ci, now, mode, pol, what)
     _check_key(c, ci, pol, what)
-    _check_sig(cur, info, c, ci, pol, "certificate")
+    if anchor:
+        _trust(c, ci, pol, left, seen)
+    _check_sig(cur, info, c, ci, pol, "certificate", left)
+    return ci
 
 
 def verify_chain(certs, anchors, now=None, name=None, policy=None):
@@ -575,6 +668,8 @@ def verify_chain(certs, anchors, now=None, name=None, policy=None):
         if _default is None:
             _default = Policy()
         pol = _default
+    if name is not None and not isinstance(name, str):
+        raise _fail("bad_name", "name")
     count = len(certs)
     if count == 0:
         raise _fail("malformed", "chain")
@@ -582,70 +677,95 @@ def verify_chain(certs, anchors, now=None, name=None, policy=None):
     if count > limit:
         raise _fail("chain_too_long", "chain")
     now, mode = _clock_mode(now, pol)
-    if hasattr(anchors, "issuers"):
-        find = anchors.issuers
-    else:
+    find = getattr(anchors, "issuers", None)
+    seen = getattr(anchors, "verified", None)
+    if find is None:
         lst = list(anchors)
 
         def find(buf, off, end):
             return _among(lst, buf, off, end)
 
-
     cur = memoryview(certs[0])
     info = _parse(cur)
     _check_key(cur, info, pol, "leaf")
     _check_dates(info, now, mode, pol, "leaf")
+    if not info[_EKU] & (1 | 1 << pol.purpose):  # -1 (absent) allows all
+        raise _fail("ext_key_usage", "leaf")
     if name is not None:
         _check_name(cur, info, name, pol)
 
-    used = bytearray(count)  # sent certificates already in the path
-    depth = 1  # certificates in the path so far
-    sigs = 2 * limit + 2  # signature checks left: bounds the work
-    first = None  # the first error met: it sticks
+    # Depth-first search, iterative: path[d] is the index in certs of the
+    # certificate at depth d (0: the leaf), path[limit + d] the number of
+    # non-self-issued intermediates at depths 1..d (RFC 5280 6.1.4 (l)).  Only
+    # the current certificate's fields are held: backing up parses again.
+    path = bytearray(2 * limit)
+    used = bytearray(count)  # sent certificates on the current path
+    used[0] = 1
+    left = [2 * limit + 2]  # signature checks left: bounds the work
+    score = -1  # how deep the best failure got: 2d at a dead end at depth d, 2d+1 for a refused issuer of it
+    best = None
+    d = 0
+    j = 0  # next candidate at depth d: 0 the anchors, then certs[j]
     while True:
         io = info[_ISS_OFF]
         ie = info[_ISS_END]
-        nxt = 0
-        # Anchors named as cur's issuer first, then the sent certificates.
-        for a in find(cur, io, ie):
-            am = memoryview(a)
-            if len(am) == len(cur) and der.equal(am, 0, len(am), cur, 0, len(cur)):
-                return  # cur itself is trusted
-            try:
-                if depth >= limit or sigs <= 0:
-                    raise _fail("chain_too_long", "chain")
-                sigs -= 1
-                _link(cur, info, am, depth, True, now, mode, pol)
-                return
-            except VerifyError as exc:
-                if first is None:
-                    first = exc
-        for j in range(1, count):
-            if used[j]:
-                continue
-            c = memoryview(certs[j])
-            try:
-                s0, s1 = der.cert_names(c)[2:]
-                if not (s1 - s0 == ie - io and der.equal(c, s0, s1, cur, io, ie)):
-                    continue
-                if depth + 1 >= limit or sigs <= 0:
-                    raise _fail("chain_too_long", "chain")
-                sigs -= 1
-                _link(cur, info, c, depth, False, now, mode, pol)
-            except VerifyError as exc:
-                if first is None:
-                    first = exc
-                continue
-            nxt = j
-            break
-        if not nxt:
-            if first is None:
-                first = _fail("unknown_issuer", "certificate %d" % (depth - 1))
-            raise first
-        used[nxt] = 1
-        cur = memoryview(certs[nxt])
+        if j == 0:
+            # Anchors named as cur's issuer first: one that works ends the search.
+            for a in find(cur, io, ie):
+                am = memoryview(a)
+                try:
+                    if der.equal(am, 0, len(am), cur, 0, len(cur)):
+                        _trust(am, info, pol, left, seen)  # cur itself is trusted
+                        return
+                    if d + 2 > limit:
+                        raise _fail("chain_too_long", "chain")
+                    _link(cur, info, am, path[limit + d], True, now, mode, pol, left, seen)
+                    return
+                except VerifyError as exc:
+                    if left[0] < 0:
+                        raise
+                    if score < 2 * d + 1:
+                        score = 2 * d + 1
+                        best = exc
+            j = 1
+        ci = None
+        while j < count:
+            if not used[j]:
+                c = memoryview(certs[j])
+                try:
+                    s0, s1 = der.cert_names(c)[2:]
+                    if der.equal(c, s0, s1, cur, io, ie):
+                        if d + 3 > limit:
+                            raise _fail("chain_too_long", "chain")
+                        ci = _link(cur, info, c, path[limit + d], False, now, mode, pol, left, seen)
+                        break
+                except VerifyError as exc:
+                    if left[0] < 0:
+                        raise
+                    if score < 2 * d + 1:
+                        score = 2 * d + 1
+                        best = exc
+            j += 1
+        if ci is not None:  # down to the issuer found
+            used[j] = 1
+            d += 1
+            path[d] = j
+            path[limit + d] = path[limit + d - 1] + (0 if ci[_SELF] else 1)
+            cur = c
+            info = ci
+            j = 0
+            continue
+        if score < 2 * d:
+            score = 2 * d
+            best = _fail("unknown_issuer", "certificate %d" % d)
+        if d == 0:
+            raise best  # type: ignore[misc]  # set: score >= 0 here
+        # Back up: the next candidate after this one, one level up.
+        j = path[d] + 1
+        used[path[d]] = 0
+        d -= 1
+        cur = memoryview(certs[path[d]])
         info = _parse(cur)
-        depth += 1
 
 
 # --- pinning --------------------------------------------------------------------

@@ -29,6 +29,7 @@ from espconn import binfmt
 from espconn.errors import FormatError
 
 from . import certs
+from .cli import int_arg
 from .errors import EspsslError
 
 DEFAULT_CA_BIN = "esp_ca_cert.bin"
@@ -121,9 +122,23 @@ class Input:
             raise EspsslError("%s is not a certificate (%s)" % (path, what))
 
 
-def ca_entries(paths, keep_pem=False):
-    """``[(name, data)]`` for a CA bin, one entry per file, names = file names.
+def split_named(arg):
+    """``(entry name or None, path)`` of a build input: ``PATH`` or ``NAME=PATH``.
 
+    An existing file wins, so a file whose name holds '=' is still a path.
+    """
+    arg = str(arg)
+    name, eq, path = arg.partition("=")
+    if not eq or Path(arg).exists() or not name or not path:
+        return None, arg
+    return name, path
+
+
+def ca_entries(paths, keep_pem=False):
+    """``[(name, data)]`` for a CA bin, one entry per input, in order.
+
+    An input is ``PATH`` (the entry is named after the file) or ``NAME=PATH``
+    (three ``ca.der`` from three ``espssl certs`` runs: ``home=a/ca.der ...``).
     DER files are stored as they are (byte-identical to make_cacert.py); PEM
     files are stored as text with ``keep_pem``, else converted to DER; a PEM
     file holding several certificates becomes entries "NAME#1", "NAME#2", ...
@@ -131,15 +146,17 @@ def ca_entries(paths, keep_pem=False):
     if not paths:
         raise EspsslError("no input: give at least one certificate file")
     entries = []
-    for p in paths:
+    for arg in paths:
+        given, p = split_named(arg)
         inp = Input(p)
+        name = given or inp.name
         if inp.kind == binfmt.KIND_DER or keep_pem:
-            entries.append((inp.name, inp.raw))
+            entries.append((name, inp.raw))
         elif len(inp.ders) == 1:
-            entries.append((inp.name, inp.ders[0]))
+            entries.append((name, inp.ders[0]))
         else:
             for i, der in enumerate(inp.ders):
-                entries.append(("%s#%d" % (inp.name, i + 1), der))
+                entries.append(("%s#%d" % (name, i + 1), der))
     _check_names(entries)
     return entries
 
@@ -150,11 +167,12 @@ def _check_names(entries):
         raw = name.encode()
         if len(raw) >= binfmt.NAME_LEN:
             raise EspsslError(
-                "entry name %r is %d bytes; the format allows at most %d (rename the file)"
+                "entry name %r is %d bytes; the format allows at most %d (rename the file or give NAME=PATH)"
                 % (name, len(raw), binfmt.NAME_LEN - 1)
             )
         if name in seen:
-            raise EspsslError("duplicate entry name %r (two inputs with the same file name)" % name)
+            raise EspsslError("duplicate entry name %r (two inputs with the same file name): name the "
+                              "entries with NAME=PATH, e.g. home=certs1/ca.der office=certs2/ca.der" % name)
         seen[name] = True
         if len(data) > binfmt.MAX_DATA:
             raise EspsslError(
@@ -309,16 +327,29 @@ class CertInfo:
             self.problems.append((WARNING, "weak key: RSA-%d (2048 bits recommended)" % pub.key_size))
         if self.sig in ("sha1", "md5"):
             self.problems.append((WARNING, "signed with %s" % {"sha1": "SHA-1", "md5": "MD5"}[self.sig]))
+        if self.self_signed and isinstance(pub, rsa.RSAPublicKey):
+            self._check_own_signature(cert)
         if role == "ca":
             try:
                 bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
                 if not bc.ca:
-                    self.problems.append((WARNING, "not a CA (basicConstraints CA:FALSE): it can only pin itself"))
+                    self.problems.append((WARNING, _not_a_ca_text(self.self_signed)))
             except x509.ExtensionNotFound:
                 self.problems.append((WARNING, "no basicConstraints (X.509 %s): not marked as a CA"
                                       % cert.version.name))  # fmt: skip
             except Exception as e:
                 self.problems.append((ERROR, "unreadable extensions: %s" % _one_line(e)))
+
+    def _check_own_signature(self, cert):
+        # The device trusts an anchor as it is (it never checks the anchor's own
+        # signature), so a damaged or altered CA is caught here or nowhere.
+        try:  # by hand: OpenSSL's X.509 policy would refuse SHA-1 before looking at the signature
+            cert.public_key().verify(cert.signature, cert.tbs_certificate_bytes,
+                                     cert.signature_algorithm_parameters, cert.signature_hash_algorithm)
+        except Exception as e:  # InvalidSignature, or an unsupported algorithm/padding
+            why = "does not verify" if type(e).__name__ == "InvalidSignature" else "cannot be checked (%s)" % _one_line(e)
+            self.problems.append((ERROR, "its own signature %s: the certificate was damaged or altered "
+                                  "after it was signed" % why))
 
     def _field(self, what, get, default):
         try:
@@ -330,6 +361,16 @@ class CertInfo:
 
 def _one_line(e):
     return (str(e) or type(e).__name__).splitlines()[0][:120]
+
+
+def _not_a_ca_text(self_signed):
+    """What espconn does with a basicConstraints CA:FALSE certificate in its CA store."""
+    if self_signed:
+        return ("not a CA (basicConstraints CA:FALSE): espconn trusts only a server that sends exactly this "
+                "self-signed certificate; certificates it signed are refused (not_a_ca)")
+    return ("not a CA (basicConstraints CA:FALSE): espconn never uses it as a trust anchor, so a server "
+            "sending it is refused (unknown_issuer); put the CA that issued it in the bundle, or pin the "
+            "server with espconn_secure_set_pin(conn, sha256) (the sha256 above)")
 
 
 def _when(dt):
@@ -394,6 +435,19 @@ def _inspect_key(entry, data):
     return key
 
 
+def not_a_bin_text(data, kind):
+    """The refusal for a plain certificate (DER or PEM) given where a bin belongs, else None."""
+    raw = bytes(data)
+    # A bin starts with an entry name; a certificate file with its PEM line or DER SEQUENCE.
+    plain = raw.lstrip().startswith(b"-----BEGIN CERTIFICATE-----") or _load_der_cert(raw) is not None
+    if not plain:
+        return None
+    if kind == "ca":
+        return "this is a certificate, not a CA bin: build one with `espssl ca-bin build --out esp_ca_cert.bin FILE`"
+    return ("this is a certificate, not a certificate bin: build one with `espssl cert-bin build --cert FILE "
+            "--key KEY`")
+
+
 def inspect_bin(data, kind="ca", now=None):
     """Walk a bin with the shared codec and describe every entry and problem.
 
@@ -402,6 +456,10 @@ def inspect_bin(data, kind="ca", now=None):
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     rep = Report(kind, len(data))
+    plain = not_a_bin_text(data, kind)
+    if plain:
+        rep.problems.append((ERROR, plain))
+        return rep
     mv = memoryview(data)
     end = 0
     try:
@@ -521,18 +579,39 @@ def format_report(rep, label):
     return "\n".join(lines)
 
 
+def check_usable(data, kind="ca", what="the file"):
+    """The one verdict on a bin, used by `ca-bin build`, `flash-ca` and `flash-cert`.
+
+    Raises FormatError with the first problem `inspect` counts as an error (a
+    plain certificate, a key too weak for espconn, a broken self-signature,
+    expired, ...); returns the Report (its warnings) otherwise.
+    """
+    plain = not_a_bin_text(data, kind)
+    if plain:
+        raise FormatError("wrong_file", "%s: %s" % (what, plain))
+    from .flash import check_bin
+
+    check_bin(data, kind, what)  # firmware images, keys in a CA bin, damaged format
+    rep = inspect_bin(data, kind)
+    errors = ["%s: %s" % (e.name, t) for e in rep.entries for lvl, t in e.problems + [p for c in e.certs
+              for p in c.problems] if lvl == ERROR] + [t for lvl, t in rep.problems if lvl == ERROR]
+    if errors:
+        more = " (and %d more)" % (len(errors) - 1) if len(errors) > 1 else ""
+        raise FormatError("unusable", "%s: %s%s; `espssl %s inspect` lists every problem"
+                          % (what, errors[0], more, "ca-bin" if kind == "ca" else "cert-bin"))
+    return rep
+
+
 # --- CLI --------------------------------------------------------------------------------
 
 
-def _warn_inputs(image, kind):
-    rep = inspect_bin(image, kind)
+def _warn_inputs(image, kind, what):
+    rep = check_usable(image, kind, what)  # errors: refused, nothing written
     for lvl, text in rep.problems:
         print("warning: %s" % text, file=sys.stderr)
     for e in rep.entries:
         for lvl, text in e.problems + [p for c in e.certs for p in c.problems]:
-            # Built anyway (not a refusal), but say what inspect will fail on.
-            tail = " (inspect counts this as an error)" if lvl == ERROR else ""
-            print("warning: %s: %s%s" % (e.name, text, tail), file=sys.stderr)
+            print("warning: %s: %s" % (e.name, text), file=sys.stderr)
     return rep
 
 
@@ -540,7 +619,7 @@ def cmd_ca_build(args):
     image = build_ca_bin(args.certs, keep_pem=args.keep_pem, max_bytes=args.max_bytes)
     if (Path(args.out).exists() or Path(args.out).is_symlink()) and not args.force:
         raise EspsslError("%s exists; use --force to overwrite it" % args.out)
-    rep = _warn_inputs(image, "ca")
+    rep = _warn_inputs(image, "ca", "the bundle")
     write_output(args.out, image, force=args.force)
     ncert = sum(len(e.certs) for e in rep.entries)
     print("Wrote %s: %d entr%s, %d certificate%s, %d bytes (flash budget %s)"
@@ -556,7 +635,7 @@ def cmd_cert_build(args):
     image = build_cert_bin(args.cert, args.key)
     if (Path(args.out).exists() or Path(args.out).is_symlink()) and not args.force:
         raise EspsslError("%s exists; use --force to overwrite it" % args.out)
-    _warn_inputs(image, "cert")
+    _warn_inputs(image, "cert", "the certificate bin")
     write_output(args.out, image, force=args.force, secret=True)
     print("Wrote %s: %d bytes (certificate + private_key, PKCS#1 DER; mode 0600)" % (args.out, len(image)))
     return 0
@@ -584,14 +663,16 @@ def register(subparsers):
     sub.required = True
     b = sub.add_parser(
         "build", help="make esp_ca_cert.bin from certificate files (like make_cacert.py)",
-        description="One entry per file, named after the file, in the order given. DER files are "
-        "stored as they are; PEM files are converted to DER unless --keep-pem.",
+        description="One entry per file, named after the file (or NAME=FILE), in the order given. DER files "
+        "are stored as they are; PEM files are converted to DER unless --keep-pem. Refused, writing "
+        "nothing: anything `ca-bin inspect` counts as an error (the device could not use it).",
     )  # fmt: skip
     b.add_argument("--out", default=DEFAULT_CA_BIN, help="output file (default %s)" % DEFAULT_CA_BIN)
     b.add_argument("--keep-pem", action="store_true", help="store PEM inputs as PEM text")
-    b.add_argument("--max-bytes", type=int, default=SECTOR, help="flash budget in bytes (default 4096: one sector; 0: no limit)")
+    b.add_argument("--max-bytes", type=int_arg, default=SECTOR, help="flash budget in bytes (default 4096: one sector; 0: no limit)")
     b.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    b.add_argument("certs", nargs="*", metavar="CERT", help="CA certificate files (DER or PEM)")
+    b.add_argument("certs", nargs="*", metavar="[NAME=]CERT",
+                   help="CA certificate files (DER or PEM); NAME=CERT names the entry (default: the file name)")
     b.set_defaults(func=cmd_ca_build)
     i = sub.add_parser("inspect", help="list and check the entries of a CA bin (exit 1 on errors)")
     i.add_argument("file")

@@ -145,9 +145,11 @@ def compile_package(cmd, src, out_dir, modules=None, init=None):
 class Board:
     """A raw-REPL connection (mpremote's SerialTransport) as a context manager."""
 
-    def __init__(self, port, soft_reset=True):
+    def __init__(self, port, soft_reset=True, repl_timeout=None, serial_timeout=None):
         self.port = port
         self.soft_reset = soft_reset
+        self.repl_timeout = repl_timeout
+        self.serial_timeout = serial_timeout
         self.t = None
 
     def __enter__(self):
@@ -156,11 +158,11 @@ class Board:
         try:
             from mpremote.transport_serial import SerialTransport
 
-            self.t = SerialTransport(self.port, baudrate=115200, timeout=SERIAL_TIMEOUT)
+            self.t = SerialTransport(self.port, baudrate=115200, timeout=self.serial_timeout or SERIAL_TIMEOUT)
         except (TransportError, OSError) as e:
             raise DeviceError("cannot open %s: %s" % (self.port, e)) from None
         try:
-            self.t.enter_raw_repl(soft_reset=self.soft_reset, timeout_overall=RAW_REPL_TIMEOUT)
+            self.t.enter_raw_repl(soft_reset=self.soft_reset, timeout_overall=self.repl_timeout or RAW_REPL_TIMEOUT)
         except (TransportError, OSError) as e:
             self._close()
             raise DeviceError(
@@ -195,6 +197,12 @@ class Board:
         import ast
 
         return ast.literal_eval(self.exec("print(repr(%s))" % expr).decode().strip())
+
+    def eval_code(self, code, timeout=10):
+        """Run CODE, which prints one repr() last; return that value."""
+        import ast
+
+        return ast.literal_eval(self.exec(code, timeout=timeout).decode().strip().splitlines()[-1])
 
     def __exit__(self, *exc):
         self._close()
@@ -275,31 +283,158 @@ def _progress_cb(name, size):
     return cb
 
 
-def _copy_examples(board, src, out):
-    """Copy the example programs as source (users edit their switches) when they changed."""
+def _copy_examples(board, src, out, manifest_path, force=False, backup_dir=None):
+    """Copy the example programs as source (users edit their switches) when they changed.
+
+    A copy on the board that differs from what deploy last put there holds the
+    user's edits: it is left alone (``force``: saved to the backup directory, then replaced).
+    """
     files = sorted(Path(src).glob("*.py"))
     code = _HASH_CODE.split("def _walk")[0] + "print(repr({p: _h(p) for p in %r}))\n"
     paths = [EXAMPLES_DEST + "/" + f.name for f in files]
     remote = _eval_print(board, code % paths)
-    copied = []
+    ours = _read_manifest(board, manifest_path) or {}
+    copied, kept = [], []
     for f, path in zip(files, paths):
         data = f.read_bytes()
-        if remote.get(path) != hashlib.sha256(data).hexdigest():
-            board.t.fs_writefile(path, data)
-            copied.append(path)
+        want, have = hashlib.sha256(data).hexdigest(), remote.get(path)
+        if have == want:
+            ours[path] = want
+            continue
+        if have is not None and have != ours.get(path):
+            if not force:
+                out("  left alone: %s differs from what deploy put there (your edits?); move it away, "
+                    "or pass --force to replace it (a copy is saved first)" % path)
+                kept.append(path)
+                continue
+            from .flash import save_backup
+
+            saved = save_backup(backup_dir, "file", 0, board.t.fs_readfile(path), board.port, None,
+                                suffix="-" + f.name)
+            out("  --force: %s saved to %s before replacing it" % (path, saved))
+        board.t.fs_writefile(path, data)
+        ours[path] = want
+        copied.append(path)
+    board.t.fs_writefile(manifest_path, manifest_bytes(ours))
     after = _eval_print(board, code % paths)
-    bad = [p for f, p in zip(files, paths) if after.get(p) != hashlib.sha256(f.read_bytes()).hexdigest()]
+    bad = [p for f, p in zip(files, paths) if p not in kept and after.get(p) != hashlib.sha256(f.read_bytes()).hexdigest()]
     if bad:
         raise DeviceError("after copying, sha256 on the board differs for: %s" % ", ".join(bad))
-    out("Examples in %s: %d copied, %d unchanged; sha256: verified" % (EXAMPLES_DEST, len(copied), len(files) - len(copied)))
+    out("Examples in %s: %d copied, %d unchanged, %d left alone; sha256: verified"
+        % (EXAMPLES_DEST, len(copied), len(files) - len(copied) - len(kept), len(kept)))
     return copied
 
 
-def deploy(port=None, src=PACKAGE_SRC, dest=DEST, force=False, wifi=None, out=print, examples=False):
-    """Compile and copy the package; returns {'copied': [...], 'unchanged': [...], 'removed': [...]}."""
+MANIFEST = ".espssl-deploy"  # in the package folder (and the ROMFS root): what deploy put there
+_NOT_A_PACKAGE_DIR = ("/", "/lib", "/rom", "/rom/lib", "/flash", "/sd")
+# Measured on an ESP8266-like build (32-bit, axTLS from the GC heap): `import espconn`
+# takes 8.8 KB as .mpy in /lib, 4.0 KB from ROMFS; a CA-verified connection needs 71 KB
+# free from /lib and 41 KB from ROMFS (the ESP8266 has ~34 KB free after boot).
+LIB_COST = (
+    "no ROMFS on this firmware, so espconn goes to %s as .mpy, whose bytecode is copied into "
+    "the heap (an ESP8266 loses ~8.8 KB on `import espconn`, ~4.0 KB from ROMFS, and a "
+    "CA-verified connection needs ~71 KB free instead of ~41 KB); MicroPython's ESP8266_GENERIC "
+    "FLASH_2M_ROMFS firmware (1.25+, 2 MiB+ flash) runs it from flash: `espssl flash-firmware` it, "
+    "then deploy again"
+)
+
+_ROMFS_PROBE = """
+import vfs
+n = r = 0
+if hasattr(vfs, 'rom_ioctl'):
+    n = vfs.rom_ioctl(1)
+    if n > 0:
+        r = len(vfs.rom_ioctl(2, 0))
+print(repr((n, r)))
+del n, r
+"""
+
+
+def romfs_segments(board):
+    """(number of ROMFS segments, size in bytes of segment 0) that the board's MicroPython has."""
+    return board.eval_code(_ROMFS_PROBE)
+
+
+def check_dest(dest):
+    """Refuse a --dest that is not a package folder of its own (deploy manages all of it)."""
+    d = "/" + dest.strip("/")
+    name = d.rpartition("/")[2]
+    if d in _NOT_A_PACKAGE_DIR or not name.isidentifier():
+        raise EspsslError(
+            "--dest %s is not a package folder: deploy manages the whole folder it is given, "
+            "so it must be the package's own, e.g. /lib/espconn (%s holds other things)" % (dest, d)
+        )
+    return d
+
+
+def manifest_bytes(hashes):
+    """The manifest file: which files (board path or ROMFS path -> sha256) deploy put there."""
+    return ("{'by': 'espssl deploy', 'files': %r}\n" % dict(sorted(hashes.items()))).encode()
+
+
+def parse_manifest(text):
+    """{path: sha256} from a manifest espssl wrote, or None for anything else."""
+    import ast
+
+    try:
+        d = ast.literal_eval(text)
+        if d.get("by") != "espssl deploy":
+            return None
+        return dict(d["files"])
+    except (ValueError, SyntaxError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _read_manifest(board, path):
+    """{board path: sha256} from the manifest at PATH on the board, or None when there is none."""
+    try:
+        text = board.t.fs_readfile(path)
+    except Exception:  # noqa: BLE001 - mpremote raises TransportError/OSError for a missing file
+        return None
+    found = parse_manifest(text.decode(errors="replace"))
+    if found is None:
+        raise DeviceError(
+            "%s on the board is not a manifest espssl wrote; move it away (it lists what "
+            "deploy may remove)" % path
+        )
+    return found
+
+
+def compile_target(cmd, src, tmp, dest_rel, examples):
+    """{relative path: .mpy bytes} of the package under DEST_REL ('espconn') (+ examples at the root)."""
+    files = {dest_rel + "/" + rel: data for rel, data in compile_package(cmd, src, Path(tmp) / "pkg").items()}
+    if examples:
+        for f in sorted(EXAMPLES_SRC.glob("*.py")):
+            out_path = Path(tmp) / "ex" / (f.stem + ".mpy")
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            compile_module(cmd, f, out_path, f.name)
+            files[f.stem + ".mpy"] = out_path.read_bytes()
+    return files
+
+
+def _import_check(board, pkg, out):
+    """Soft-reset, import PKG; return (its __file__, free heap after the import)."""
+    board.soft_reset_now()  # a fresh heap, as after a reboot
+    try:
+        where, before, after = board.eval_code(
+            "import gc\ngc.collect()\n_f = gc.mem_free()\nimport %s\ngc.collect()\n"
+            "print(repr((%s.__file__, _f, gc.mem_free())))" % (pkg, pkg)
+        )
+    except DeviceError as e:
+        raise DeviceError("deployed and verified, but `import %s` fails on the board: %s" % (pkg, e)) from None
+    out("import %s on the board: ok, from %s; free heap %d bytes after the import (%d before: %d used)"
+        % (pkg, where, after, before, before - after))
+    return where, before, after
+
+
+def deploy(port=None, src=PACKAGE_SRC, dest=DEST, force=False, wifi=None, out=print, examples=False,
+           target=None, backup_dir=None):
+    """Compile espconn and put it on the board: in its ROMFS if it has one (or TARGET 'romfs'),
+    else as files under DEST ('lib').  Returns a dict of what was done."""
     from .flash import resolve_port
 
-    port, _virtual = resolve_port(port)
+    dest = check_dest(dest)
+    port, _virtual = resolve_port(port, out)
     with Board(port) as board:
         mpy = board.eval("getattr(__import__('sys').implementation, '_mpy', None)")
         if mpy is None:
@@ -310,55 +445,99 @@ def deploy(port=None, src=PACKAGE_SRC, dest=DEST, force=False, wifi=None, out=pr
         ver, sub, arch = decode_mpy(mpy)
         cmd, (cmaj, cmin) = compiler_for(ver)
         out("Board on %s: .mpy v%d.%d (arch %s); mpy-cross emits v%d.%d bytecode" % (port, ver, sub, arch, cmaj, cmin))
-        with tempfile.TemporaryDirectory(prefix="espssl-mpy-") as tmp:
-            files = compile_package(cmd, src, tmp)
-        local = {dest + "/" + rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
-        remote = remote_hashes(board, dest)
-        result = {"copied": [], "unchanged": [], "removed": []}
-        for path in sorted(remote):
-            if path not in local:
-                board.exec("import os\nos.remove(%r)" % path)
-                result["removed"].append(path)
-                out("  removed %s (not part of the package)" % path)
-        total = len(files)
-        for i, (rel, data) in enumerate(sorted(files.items()), 1):
-            path = dest + "/" + rel
-            if not force and remote.get(path) == local[path]:
-                result["unchanged"].append(path)
-                continue
-            _mkdirs(board, path.rsplit("/", 1)[0])
-            cb = _progress_cb(rel, len(data))
-            try:
-                board.t.fs_writefile(path, data, progress_callback=cb)
-            except Exception as e:  # mpremote raises OSError / TransportError here
-                raise DeviceError("copying %s to the board failed: %s" % (path, e)) from None
-            if cb:
-                sys.stdout.write("\n")
-            result["copied"].append(path)
-            out("  [%d/%d] %s (%d bytes)" % (i, total, path, len(data)))
-        after = remote_hashes(board, dest)
-        bad = [p for p in local if after.get(p) != local[p]]
-        if bad or set(after) != set(local):
-            raise DeviceError("after copying, sha256 on the board differs for: %s" % ", ".join(sorted(bad or set(after) ^ set(local))))
-        out(
-            "Deployed %s: %d copied, %d unchanged, %d removed; sha256 of all %d files on the board: verified"
-            % (dest, len(result["copied"]), len(result["unchanged"]), len(result["removed"]), len(local))
-        )
-        parent, _, pkg = dest.rstrip("/").rpartition("/")
-        if parent in ("", "/lib"):  # on sys.path: the package must import from the .mpy files
-            board.soft_reset_now()  # on a fresh heap, as after a reboot
-            try:
-                board.exec("import %s" % pkg)
-            except DeviceError as e:
-                raise DeviceError("deployed and verified, but `import %s` fails on the board: %s" % (pkg, e)) from None
-            out("import %s on the board: ok" % pkg)
-        if examples:
-            result["examples"] = _copy_examples(board, EXAMPLES_SRC, out)
+        segments, rom_size = romfs_segments(board)
+        if target is None:
+            target = "romfs" if segments > 0 else "lib"
+            if target == "lib":
+                out("Target /lib: " + LIB_COST % dest)
+        if target == "romfs":
+            if segments <= 0:
+                raise EspsslError(
+                    "--target romfs: this firmware has no ROMFS partition (no vfs.rom_ioctl segment); "
+                    "flash MicroPython's ESP8266_GENERIC FLASH_2M_ROMFS build (1.25+, 2 MiB+ flash) first, "
+                    "or deploy with --target lib"
+                )
+            from . import romfs
+
+            result = romfs.deploy(board, cmd, src, rom_size, force=force, examples=examples,
+                                  backup_dir=backup_dir, port=port, out=out)
+        else:
+            result = _deploy_lib(board, cmd, src, dest, force, out)
+            if examples:
+                result["examples"] = _copy_examples(board, EXAMPLES_SRC, out, dest + "/" + MANIFEST,
+                                                    force, backup_dir)
         if wifi:
             ssid, password = wifi
             board.t.fs_writefile(WIFI_FILE, ("%s\n%s\n" % (ssid, password)).encode())
             out("Wi-Fi credentials stored on the board in %s (not shown)" % WIFI_FILE)
+        result["target"] = target
         return result
+
+
+def _deploy_lib(board, cmd, src, dest, force, out):
+    """Copy the .mpy files that changed to DEST; remove only files an earlier deploy put there."""
+    with tempfile.TemporaryDirectory(prefix="espssl-mpy-") as tmp:
+        files = compile_package(cmd, src, tmp)
+    local = {dest + "/" + rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
+    manifest_path = dest + "/" + MANIFEST
+    remote = remote_hashes(board, dest)
+    remote.pop(manifest_path, None)
+    ours = _read_manifest(board, manifest_path)
+    foreign = sorted(p for p in remote if p not in local and (ours is None or p not in ours))
+    if ours is None and foreign:
+        raise EspsslError(
+            "%s holds files that espssl deploy did not put there (%s): it is not espconn's folder; "
+            "deploy to a folder of its own (--dest)" % (dest, ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else ""))
+        )
+    result = {"copied": [], "unchanged": [], "removed": [], "kept": foreign}
+    for path in sorted(remote):
+        if path not in local and ours is not None and path in ours:
+            board.exec("import os\nos.remove(%r)" % path)
+            result["removed"].append(path)
+            out("  removed %s (an earlier deploy put it there; no longer part of the package)" % path)
+    for path in foreign:
+        out("  left alone: %s (not put there by espssl deploy)" % path)
+        stem = path.rsplit(".", 1)[0]
+        if path.endswith(".py") and stem + ".mpy" in local:
+            out("  WARNING: %s shadows %s.mpy on import: move it away" % (path, stem))
+    total = len(files)
+    for i, (rel, data) in enumerate(sorted(files.items()), 1):
+        path = dest + "/" + rel
+        if not force and remote.get(path) == local[path]:
+            result["unchanged"].append(path)
+            continue
+        _mkdirs(board, path.rsplit("/", 1)[0])
+        cb = _progress_cb(rel, len(data))
+        try:
+            board.t.fs_writefile(path, data, progress_callback=cb)
+        except Exception as e:  # mpremote raises OSError / TransportError here
+            raise DeviceError("copying %s to the board failed: %s" % (path, e)) from None
+        if cb:
+            sys.stdout.write("\n")
+        result["copied"].append(path)
+        out("  [%d/%d] %s (%d bytes)" % (i, total, path, len(data)))
+    # Entries outside DEST (the examples deploy copied to /lib) stay listed.
+    listed = dict({p: h for p, h in (ours or {}).items() if not p.startswith(dest + "/")}, **local)
+    board.t.fs_writefile(manifest_path, manifest_bytes(listed))
+    after = remote_hashes(board, dest)
+    after.pop(manifest_path, None)
+    bad = [p for p in local if after.get(p) != local[p]]
+    if bad or set(after) != set(local) | set(foreign):
+        raise DeviceError("after copying, sha256 on the board differs for: %s"
+                          % ", ".join(sorted(bad or set(after) ^ (set(local) | set(foreign)))))
+    if _read_manifest(board, manifest_path) != listed:
+        raise DeviceError("the deploy manifest %s did not read back as written" % manifest_path)
+    out(
+        "Deployed %s: %d copied, %d unchanged, %d removed; sha256 of all %d files on the board: verified"
+        % (dest, len(result["copied"]), len(result["unchanged"]), len(result["removed"]), len(local))
+    )
+    parent, _, pkg = dest.rpartition("/")
+    if parent in ("", "/lib"):  # on sys.path: the package must import from the .mpy files
+        result["file"], _before, result["mem_free"] = _import_check(board, pkg, out)
+        if not result["file"].startswith(dest + "/"):
+            out("Note: `import %s` loads %s, which comes first on sys.path, not this copy in %s"
+                % (pkg, result["file"], dest))
+    return result
 
 
 def _wifi_from_env():
@@ -372,18 +551,35 @@ def _cmd(args):
     wifi = _wifi_from_env() if args.wifi_from_env else None
     if args.wifi_from_env and wifi is None:
         raise EspsslError("--wifi-from-env: set SSID (and PASSWORD) in the environment")
-    deploy(args.port, Path(args.src), args.dest, args.force, wifi, examples=args.examples)
+    deploy(args.port, Path(args.src), args.dest, args.force, wifi, examples=args.examples,
+           target=args.target, backup_dir=args.backup_dir)
     return 0
 
 
 def register(sub):
-    p = sub.add_parser("deploy", help="compile espconn to .mpy and copy what changed to the board")
-    p.add_argument("--port", "-p", help="serial port (default: the running virtual board)")
+    p = sub.add_parser(
+        "deploy",
+        help="compile espconn to .mpy and put it on the board (its ROMFS, else /lib)",
+        description="Compile espconn to .mpy for the board's MicroPython. On a firmware with a ROMFS "
+        "partition (ESP8266_GENERIC FLASH_2M_ROMFS, 1.25+) it goes into ROMFS, where the bytecode "
+        "runs from flash; otherwise into /lib/espconn, copying only what changed. Deploy removes only "
+        "files it put there itself (a manifest on the board lists them) and never touches anything else.",
+    )
+    p.add_argument("--port", "-p", help="serial port (default: the running virtual board, else the "
+                   "only USB serial device); the REPL runs at 115200 baud (the firmware's UART speed)")
+    p.add_argument("--target", choices=["romfs", "lib"],
+                   help="where espconn goes (default: romfs when the firmware has a ROMFS partition, else lib)")
     p.add_argument("--src", default=str(PACKAGE_SRC), help="package source (default firmware/espconn)")
-    p.add_argument("--dest", default=DEST, help="directory on the board (default %s)" % DEST)
-    p.add_argument("--force", action="store_true", help="copy every file, changed or not")
+    p.add_argument("--dest", default=DEST, help="package folder on the board for --target lib (default %s); "
+                   "a folder of its own, never / or /lib" % DEST)
+    p.add_argument("--force", action="store_true",
+                   help="copy every file, changed or not; with romfs: replace a ROMFS image espssl did not "
+                   "write (saved to the backup directory first)")
+    p.add_argument("--backup-dir", help="where a replaced ROMFS image is saved (default $ESPSSL_BACKUP_DIR "
+                   "or ./espssl-backups)")
     p.add_argument("--examples", action="store_true",
-                   help="also copy firmware/examples/*.py (as source, to edit) to %s" % EXAMPLES_DEST)
+                   help="also deploy firmware/examples/*.py: as source to %s (to edit), or compiled into "
+                   "the ROMFS (set their switches as module attributes before user_init())" % EXAMPLES_DEST)
     p.add_argument("--wifi-from-env", action="store_true",
                    help="store $SSID/$PASSWORD on the board (%s) for the loopback suite; never printed" % WIFI_FILE)
     p.set_defaults(func=_cmd)

@@ -1,13 +1,14 @@
 """Board profiles (boards/*.json) and the guard that keeps flash writes out of harm's way.
 
-A profile names the flash size and three regions of MicroPython's ESP8266 layout:
-the firmware region, the filesystem and the SDK parameters at the end of flash.
+A profile names the flash size and the regions of MicroPython's ESP8266 layout:
+the firmware region, the ROMFS partition (the ``FLASH_2M_ROMFS`` variant only),
+the filesystem and the SDK parameters at the end of flash.
 Every region is a half-open byte range ``(start, end)``.  The firmware *image*
 is usually much shorter than its region: its real length is the uint32 at
 ``FIRMWARE_LEN_OFFSET`` (0x8FFC, written by MicroPython's ``makeimg.py``), and
 16 bytes of MD5 follow the image.  ``check_write`` refuses any write whose
-erased sectors touch the image, the filesystem, the SDK parameters or lie
-outside the flash, and says what is there and which sectors are free.
+erased sectors touch the image, the ROMFS partition, the filesystem, the SDK
+parameters or lie outside the flash, and says what is there and which sectors are free.
 
 This is a library: ``espssl flash-*`` and the virtual board use it.
 """
@@ -38,8 +39,10 @@ class Profile:
     firmware: tuple  # (start, end) of the firmware region
     filesystem: tuple | None  # (start, end); None when the build has none
     sdk_params: tuple  # (start, end) of the SDK parameter area
-    default_ca_sector: int | None
-    default_cert_sector: int | None
+    romfs: tuple | None = None  # (start, end) of the ROMFS partition (FLASH_2M_ROMFS)
+    variant: str = ""  # MicroPython's ESP8266_GENERIC variant ("" = the default 2 MiB+ build)
+    default_ca_sector: int | None = None
+    default_cert_sector: int | None = None
     facts: tuple = ()
     title: str = ""
     boards: tuple = ()
@@ -90,6 +93,7 @@ def load(name, allow_unsupported=False):
     known = {
         "name", "title", "boards", "supported", "reason", "flash_size", "firmware",
         "filesystem", "sdk_params", "default_ca_sector", "default_cert_sector", "facts",
+        "romfs", "variant",
     }
     prof = Profile(
         name=d["name"],
@@ -97,6 +101,8 @@ def load(name, allow_unsupported=False):
         firmware=_span(d["firmware"]),
         filesystem=_span(d.get("filesystem")),
         sdk_params=_span(d["sdk_params"]),
+        romfs=_span(d.get("romfs")),
+        variant=d.get("variant", ""),
         default_ca_sector=_num(d.get("default_ca_sector")),
         default_cert_sector=_num(d.get("default_cert_sector")),
         facts=tuple(d.get("facts", ())),
@@ -111,20 +117,45 @@ def load(name, allow_unsupported=False):
     return prof
 
 
-def for_flash_size(size):
-    """The supported profile for a board whose flash is SIZE bytes (as esptool detects it)."""
+def for_flash_size(size, romfs=False):
+    """The supported profile for a board whose flash is SIZE bytes (as esptool detects it).
+
+    ROMFS: the board's firmware has a ROMFS partition (``vfs.rom_ioctl``: the
+    FLASH_2M_ROMFS variant); the profile with that partition is chosen.
+    """
     for n in names(include_unsupported=True):
         prof = load(n, allow_unsupported=True)
-        if prof.flash_size == size:
+        if prof.flash_size == size and (prof.romfs is not None) == bool(romfs):
             if not prof.supported:
                 raise LayoutError(
                     "%s flash (%s) is not supported: %s" % (_size_text(size), n, prof.reason)
                 )
             return prof
     raise LayoutError(
-        "no board profile for %s of flash; profiles: %s"
-        % (_size_text(size), ", ".join(names(True)))
+        "no board profile for %s of flash%s; profiles: %s"
+        % (_size_text(size), " with a ROMFS partition" if romfs else "", ", ".join(names(True)))
     )
+
+
+def for_variant(variant, size):
+    """The profile of MicroPython's ESP8266_GENERIC VARIANT ('', 'FLASH_1M', 'FLASH_2M_ROMFS', ...)
+    on a board with SIZE bytes of flash; LayoutError naming the choices otherwise."""
+    found = []
+    for n in names(include_unsupported=True):
+        prof = load(n, allow_unsupported=True)
+        found.append("%s (%s, %s)" % (prof.variant or "default", n, _size_text(prof.flash_size)))
+        if prof.variant == (variant or "") and prof.flash_size == size:
+            return load(n)
+    raise LayoutError(
+        "no board profile for variant %s with %s of flash; known: %s"
+        % (variant or "default", _size_text(size), ", ".join(found))
+    )
+
+
+def romfs_text(profile):
+    """'the ROMFS partition (0xB0000..0xFFFFF, 320 KiB)' for a profile that has one."""
+    s, e = profile.romfs
+    return "the ROMFS partition (0x%X..0x%X, %s)" % (s, e - 1, _size_text(e - s))
 
 
 def parse_firmware_len(word):
@@ -177,6 +208,10 @@ def _occupied(profile, firmware_len):
             % (fw_start, image_end(firmware_len) - 1, firmware_len, FIRMWARE_LEN_OFFSET),
         )
     ]
+    if profile.romfs is not None:
+        s, e = profile.romfs
+        note = profile.extra.get("romfs_note") or "of the %s firmware" % (profile.variant or "ROMFS")
+        out.append((s, e, romfs_text(profile) + " " + note))
     if profile.filesystem is not None:
         s, e = profile.filesystem
         out.append((s, e, "MicroPython's filesystem (0x%X..0x%X)" % (s, e - 1)))
@@ -186,7 +221,7 @@ def _occupied(profile, firmware_len):
 
 
 def free_sectors(profile, firmware_len):
-    """Sector numbers that hold neither the firmware image, the filesystem nor SDK params."""
+    """Sector numbers that hold neither the firmware image, ROMFS, the filesystem nor SDK params."""
     check_firmware_len(profile, firmware_len)
     busy = _occupied(profile, firmware_len)
     out = []
@@ -218,7 +253,7 @@ def check_write(profile, firmware_len, offset, length):
 
     The write erases whole sectors, so the sectors it covers are checked:
     against the flash size, the firmware image (FIRMWARE_LEN from 0x8FFC), the
-    filesystem and the SDK parameters.  The message says what is there and
+    ROMFS partition, the filesystem and the SDK parameters.  The message says what is there and
     which sectors are free.
     """
     if not profile.supported:

@@ -16,7 +16,7 @@ def _pem_files(dirpath, name, cert, key):
     return crt, kf
 
 
-def _load_ca(ca_dir):
+def load_ca(ca_dir):
     """The CA certificate and key ``espssl certs`` wrote to CA_DIR (ca.pem, ca.key.pem)."""
     from pathlib import Path
 
@@ -29,8 +29,11 @@ def _load_ca(ca_dir):
     try:
         cert = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
         key = serialization.load_pem_private_key((ca_dir / "ca.key.pem").read_bytes(), None)
-    except (OSError, ValueError) as e:
-        raise EspsslError("cannot load the CA from %s (ca.pem, ca.key.pem): %s" % (ca_dir, e)) from None
+    except OSError as e:
+        raise EspsslError("--certs %s: cannot read %s (%s); give the directory `espssl certs --out` wrote"
+                          % (ca_dir, e.filename, e.strerror)) from None
+    except ValueError as e:
+        raise EspsslError("--certs %s: ca.pem / ca.key.pem do not load: %s" % (ca_dir, e)) from None
     return cert, key
 
 
@@ -46,7 +49,7 @@ def make_pki(dirpath, host="127.0.0.1", ca_dir=None):
 
     now = datetime.datetime.now(datetime.timezone.utc)
     if ca_dir:  # the CA the user made (and flashed) with `espssl certs`
-        ca, ca_key = _load_ca(ca_dir)
+        ca, ca_key = load_ca(ca_dir)
     else:
         ca_key = certs.new_key(2048)
         ca = certs.make_cert("espssl HIL CA", ca_key, is_ca=True)

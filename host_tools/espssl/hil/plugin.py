@@ -10,6 +10,12 @@ Load with ``-p espssl.hil.plugin`` (``espssl test`` does).  Options:
                   the host's LAN address for a real board (see README, "Real hardware").
 --hil-logs DIR    one log per board and test (default out/hil/logs).
 --hil-no-deploy   do not deploy espconn first (default: deploy, copying only changes).
+--hil-certs DIR   test against the CA ``espssl certs`` wrote to DIR.
+--hil-backup-dir  where the backups of the sectors the suite writes go (as flash-ca's).
+
+Before any case runs, every board is prepared once (see ``sectors.py``): the
+suite says which sectors it writes, backs them up, and after the run (also
+after a failure or Ctrl-C) writes them back and reads them back.
 
 Fixtures: ``board`` (a Dut, fresh interpreter per test), ``hil`` (the session's
 certificates, sectors and peer address), ``case`` (records handshake time and
@@ -25,6 +31,7 @@ import pytest
 from .dut import Dut
 
 VIRTUAL = "virtual"
+_CONFIG = {}
 # The virtual board runs the 64-bit unix port: its objects take about twice an
 # ESP8266's 32-bit ones, so espconn needs about five times the board's 38 KiB
 # there (the espconn tests run the unix port with the same figure).
@@ -40,8 +47,11 @@ def pytest_addoption(parser):
     g.addoption("--hil-no-deploy", action="store_true", help="skip deploying espconn before the suite")
     g.addoption("--hil-board", default=None, help="board profile (default: from the detected flash size)")
     g.addoption("--hil-certs", default=None,
-                help="use the CA `espssl certs` wrote to this directory (ca.pem, ca.key.pem); its bin is "
-                "expected at the profile's CA sector and written there only if it is not")
+                help="use the CA `espssl certs` wrote to this directory (ca.pem, ca.key.pem): used as it is at "
+                "the profile's CA sector when flashed there, else written to a free sector for the run")
+    g.addoption("--hil-backup-dir", default=None,
+                help="where the backups of the sectors the suite writes go (default $ESPSSL_BACKUP_DIR "
+                "or ./espssl-backups, as for flash-ca)")
     g.addoption("--hil-vboard-heap", default=VBOARD_HEAP,
                 help="GC heap of a virtual board the suite starts itself (default %(default)s)")
 
@@ -73,59 +83,146 @@ def _port_id(port):
     return VIRTUAL if port == VIRTUAL else re.sub(r"\W+", "_", port.strip("/"))
 
 
-# ---------------------------------------------------------------- session fixtures
+# ---------------------------------------------------------------- the boards, once per run
+#
+# The controlling process (pytest itself, or xdist's controller) prepares every
+# board before any case runs and gives it back at the end: one refusal, said
+# once, instead of the same error in every case; the sectors written are
+# restored even when a case fails or the run is interrupted.  xdist workers get
+# the result through ``workerinput``.
 
 
-@pytest.fixture(scope="session")
-def _virtual_board(tmp_path_factory, request):
-    """The running virtual board's port, or one started (and stopped) for this session."""
-    from ..flash import virtual_port
+def _controller(config):
+    return not hasattr(config, "workerinput")
+
+
+def _out(config):
+    """Print one line on the terminal, outside pytest's capture."""
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        return lambda text: tr.write_line(text)
+    import sys
+
+    return lambda text: print(text, file=sys.__stdout__, flush=True)
+
+
+def _prepare_all(config):
+    from .. import flash
+    from ..errors import REFUSALS
     from ..vboard import cli as vboard
+    from . import sectors
+    from .pki import make_pki
 
-    port = virtual_port()
-    if port:
-        yield port
+    out = _out(config)
+    host = config.getoption("hil_host") or "127.0.0.1"
+    for name in _ports(config):
+        try:
+            port = flash.virtual_port() if name == VIRTUAL else name
+            backup_dir = config.getoption("hil_backup_dir")
+            if port is None:  # no virtual board running: one for this run, in a throwaway directory
+                d = config._tmp_path_factory.mktemp("vboard")
+                port = vboard.start(d, flash="4M", heap=config.getoption("hil_vboard_heap"))
+                config._hil_started.append((d, port))
+                backup_dir = d / "backups"  # nothing of the user's on it: its backups go with it
+                out("espssl test: started a virtual board on %s for this run (stopped and thrown away "
+                    "after it)" % port)
+            virtual = flash.is_virtual_port(port)
+            if not virtual and host.startswith("127."):
+                raise pytest.UsageError("a real board cannot reach the host at %s: pass --hil-host with the "
+                                        "host's LAN address (see README, 'Real hardware')" % host)
+            work = config._tmp_path_factory.mktemp("hil-" + _port_id(name))
+            pki = make_pki(work, host, config.getoption("hil_certs"))
+            setup = sectors.place(port, pki, config._hil_written, config.getoption("hil_board"),
+                                  certs_given=bool(config.getoption("hil_certs")),
+                                  backup_dir=backup_dir, out=out,
+                                  throwaway=any(p == port for _d, p in config._hil_started))
+            if not config.getoption("hil_no_deploy"):
+                from ..deploy import deploy
+
+                out("espssl test: deploying espconn to %s" % port)
+                deploy(port, out=lambda *_: None)
+            if not virtual:
+                _join_wifi(port, Path(config.getoption("hil_logs")) / _port_id(name) / "wifi.log")
+        except REFUSALS as e:
+            # One line, once, before any case (pytest prints "ERROR: ..." and exits 4; espssl test: 2).
+            raise pytest.UsageError("%s (nothing ran)" % e) from None
+        config._hil_setups[name] = dict(setup, pki=pki, host=host, port=port, virtual=virtual)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    config = session.config
+    _CONFIG["config"] = config
+    config._hil_written = []  # sectors.Written, for restore_all
+    config._hil_started = []  # virtual boards started for this run
+    if not _controller(config):
+        config._hil_setups = _from_wire(config.workerinput["hil_setups"])
         return
-    d = tmp_path_factory.mktemp("vboard")
-    port = vboard.start(d, flash="4M", heap=request.config.getoption("hil_vboard_heap"))
-    try:
-        yield port
-    finally:
+    config._hil_setups = {}
+    if not config.option.collectonly:
+        _prepare_all(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist: each worker gets the boards the controller prepared."""
+    node.workerinput["hil_setups"] = _to_wire(node.config._hil_setups)
+
+
+def _to_wire(obj):
+    if isinstance(obj, dict):
+        return {k: _to_wire(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_wire(v) for v in obj]
+    return str(obj) if isinstance(obj, Path) else obj
+
+
+def _from_wire(obj):
+    if isinstance(obj, dict):
+        return {k: _from_wire(v) for k, v in obj.items()}
+    return tuple(obj) if isinstance(obj, list) else obj
+
+
+def _give_back(config):
+    """Restore what was written, stop what was started; False when a sector is not back."""
+    from ..vboard import cli as vboard
+    from . import sectors
+
+    ok = True
+    if getattr(config, "_hil_written", None):
+        started = {port for _d, port in config._hil_started}
+        mine = [w for w in config._hil_written if w.port not in started]  # a throwaway board needs none
+        config._hil_written[:] = mine
+        if mine:
+            out = _out(config)
+            out("")  # off the progress line
+            ok = sectors.restore_all(config._hil_written, out=out)
+    for d, _port in getattr(config, "_hil_started", []):
         vboard.stop(d)
+    config._hil_started = []
+    return ok
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    if _controller(session.config) and not _give_back(session.config) and exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_unconfigure(config):
+    if _controller(config):
+        _give_back(config)  # a run stopped before sessionfinish (Ctrl-C while preparing)
 
 
 @pytest.fixture(scope="session")
 def board_port(request):
-    if request.param == VIRTUAL:
-        return request.getfixturevalue("_virtual_board")
-    return request.param
+    return request.config._hil_setups[request.param]["port"]
 
 
 @pytest.fixture(scope="session")
-def hil(board_port, request, tmp_path_factory):
-    """Per board: certificates, CA sectors flashed with esptool, espconn deployed."""
-    from .pki import make_pki
-
-    config = request.config
-    from ..flash import is_virtual_port
-
-    virtual = is_virtual_port(board_port)
-    host = config.getoption("hil_host") or "127.0.0.1"
-    if not virtual and host.startswith("127."):
-        pytest.exit(
-            "a real board cannot reach the host at %s: pass --hil-host with the host's LAN "
-            "address (see README, 'Real hardware')" % host, returncode=4,
-        )
-    work = tmp_path_factory.mktemp("hil-" + _port_id(board_port))
-    pki = make_pki(work, host, config.getoption("hil_certs"))
-    setup = _prepare_board(board_port, pki, work, config.getoption("hil_board"), virtual)
-    if not config.getoption("hil_no_deploy"):
-        from ..deploy import deploy
-
-        deploy(board_port, out=lambda *_: None)
-    if not virtual:
-        _join_wifi(board_port, Path(config.getoption("hil_logs")) / _port_id(board_port) / "wifi.log")
-    return dict(setup, pki=pki, host=host, port=board_port, virtual=virtual)
+def hil(board_port, request):
+    """Per board: certificates, CA sectors, espconn deployed (all done before the run)."""
+    return next(s for s in request.config._hil_setups.values() if s["port"] == board_port)
 
 
 # Joins the Wi-Fi named in /wifi.cfg (stored by `espssl deploy --wifi-from-env`);
@@ -150,43 +247,16 @@ print("RESULT", repr({"connected": w.isconnected(), "ip": w.ifconfig()[0]}))
 
 
 def _join_wifi(port, log):
-    with Dut(port, log) as dut:
-        res = dut.result(_WIFI, timeout=40)
-    if not res.get("connected"):
-        pytest.exit("the board did not join the Wi-Fi: %s (log: %s)" % (res.get("error", "timeout"), log), returncode=4)
-
-
-def _prepare_board(port, pki, work, board_name, virtual):
-    """Write the right CA bin at the profile's CA sector and the wrong one at a free sector."""
-    from .. import flash, layout
-
-    before, after = flash.reset_modes(port, virtual)
-    quiet = lambda *_: None  # noqa: E731
-    with flash.Session(port, before, after) as sess:
-        prof = layout.load(board_name) if board_name else layout.for_flash_size(sess.flash_size)
-        fw_len = sess.firmware_len()
-        right = prof.default_ca_sector
-        spare = [s for s in layout.free_sectors(prof, fw_len) if s != right and s != prof.default_cert_sector]
-        if not spare:
-            raise pytest.UsageError("no free sector for the wrong-CA bin on %s" % prof.name)
-        wrong = spare[-1]
-        for sector, data, der in ((right, pki["ca_bin"], pki["ca_der"]), (wrong, pki["wrong_ca_bin"], None)):
-            if der is not None and _holds_cert(sess.read(sector * flash.SECTOR, flash.SECTOR), der):
-                continue  # the user's bundle is there already (make demo flashed it): keep it
-            flash.write_region(sess, flash.KIND_CA, sector * flash.SECTOR, data,
-                               backup_dir=work / "backups", board=board_name, out=quiet)
-    return {"profile": prof.name, "ca_sector": right, "wrong_ca_sector": wrong}
-
-
-def _holds_cert(sector_bytes, der):
-    """True when a CA bin in SECTOR_BYTES has an entry whose DER is DER."""
-    from espconn import binfmt
-    from espconn.errors import FormatError
+    from ..errors import DeviceError
+    from .dut import BoardError
 
     try:
-        return any(bytes(body) == der for _name, body in binfmt.parse(sector_bytes))
-    except FormatError:
-        return False
+        with Dut(port, log) as dut:
+            res = dut.result(_WIFI, timeout=40)
+    except BoardError as e:
+        raise DeviceError(str(e)) from None
+    if not res.get("connected"):
+        raise DeviceError("the board on %s did not join the Wi-Fi: %s (log: %s)" % (port, res.get("error", "timeout"), log))
 
 
 # ---------------------------------------------------------------- per test
@@ -237,12 +307,15 @@ def pytest_runtest_logreport(report):
         config._hil_rows.append((report.nodeid.split("::")[-1], outcome, props, reason))
 
 
-_CONFIG = {}
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session):
-    _CONFIG["config"] = session.config
+# What the two heap columns measure, printed under the table.
+HEAP_LEGEND = (
+    "free before / free after: the board's free GC heap in bytes (gc.mem_free() right after gc.collect()),",
+    "  before: at the start of the case, espconn's SDK layer imported; after: at its end, the connection deleted.",
+    "  The drop between them is mostly the espconn modules the case loaded on first use (TLS, certificate",
+    "  checks), which stay loaded: not a leak. test_heap_back_to_baseline checks leaks (3 connections in a row).",
+)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -251,7 +324,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     tr = terminalreporter
     tr.section("espssl loopback summary")
-    head = "%-60s %-8s %10s %11s %10s  %s" % ("case", "result", "handshake", "heap before", "heap after", "note")
+    head = "%-60s %-8s %10s %11s %10s  %s" % ("case", "result", "handshake", "free before", "free after", "note")
     tr.write_line(head)
     tr.write_line("-" * len(head))
     for name, outcome, props, reason in rows:
@@ -261,6 +334,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             % (name[:60], outcome, "%d ms" % hs if hs is not None else "-",
                props.get("heap_before", "-"), props.get("heap_after", "-"), reason[:80])
         )
+    for line in HEAP_LEGEND:
+        tr.write_line(line)
     counts = {}
     for _n, o, _p, _r in rows:
         counts[o] = counts.get(o, 0) + 1

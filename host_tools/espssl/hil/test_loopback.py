@@ -3,7 +3,8 @@
 Each case runs a script on the board over the raw REPL (fresh interpreter
 after a soft reset).  The script uses the SDK-named API only, records every
 callback in order, and prints one ``RESULT {...}`` line with what it saw,
-the handshake time it measured and the heap before and after.  The host
+the handshake time it measured and the free heap (after ``gc.collect()``)
+at its start and at its end (see ``plugin.HEAP_LEGEND``).  The host
 peer records what it saw; the test compares both.
 
 Record-layer cases (sizes, oversize, resets, SDK rules) run with the CA check
@@ -296,7 +297,7 @@ def test_server_echo_with_host_client(board, case, hil, n):
 
 MISUSE = PRELUDE + r"""
 out = {}
-out["size"] = (espconn_secure_set_size(1, 2047), espconn_secure_set_size(1, 8193), espconn_secure_set_size(4, 4096),
+out["size"] = (espconn_secure_set_size(1, 0), espconn_secure_set_size(1, 8193), espconn_secure_set_size(4, 4096),
                espconn_secure_get_size(1))
 out["level"] = (espconn_secure_ca_enable(0, %(sector)d), espconn_secure_ca_enable(5, %(sector)d))
 out["level2"] = (espconn_secure_ca_enable(2, %(sector)d), espconn_secure_last_error())

@@ -144,7 +144,7 @@ def firmware_image(flash_size, length):
     out += bytes([ERASED]) * (FIRMWARE_LEN_OFFSET - len(out))
     out += struct.pack("<I", length)  # makeimg.py: 0x9000 + len(irom0 text)
     out += rnd.randbytes(length - _IROM_START)
-    out += hashlib.md5(out).digest()
+    out += hashlib.md5(out[4:]).digest()  # makeimg.py: bytes 0..3 are esptool's to change
     return bytes(out)
 
 
