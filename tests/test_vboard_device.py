@@ -786,10 +786,15 @@ def test_tls_out_of_heap_crashes_as_axtls_does(tmp_path, creds):
 s = socket.socket()
 s.connect(socket.getaddrinfo("127.0.0.1", %d)[0][-1])
 ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-hog = []
+hog = [None] * 400
 gc.collect()
-while gc.mem_free() > 6000:
-    hog.append(bytearray(512))
+i = 0
+while gc.mem_free() > 6000 and i < 400:
+    try:
+        hog[i] = bytearray(512)
+    except MemoryError:
+        break
+    i += 1
 print("free", gc.mem_free())
 try:
     ss = ctx.wrap_socket(s)
