@@ -450,6 +450,9 @@ def test_romfs_variant_with_unmodified_mpremote_romfs(own_board, tmp_path):
         f.seek(ROMFS[0])
         assert f.read(len(built)) == built
     mpremote(b.port, "reset")
+    with serial.Serial(b.port, timeout=0.5) as ser:  # let it come up (a Ctrl-C would stop boot.py)
+        ser.write(b"\r")
+        read_until(ser, b">>> ")
     out = mpremote(b.port, "romfs", "query", "+", "exec",
                    "import rompkg, shadowed, sys\nprint(rompkg.where(), shadowed.X, sys.path, BOOTED)")
     assert "ROMFS image size: %d" % (len(built) - 5) in out or "ROMFS image size:" in out, out
