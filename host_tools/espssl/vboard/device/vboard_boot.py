@@ -162,6 +162,9 @@ def _vboard_initial_setup(vfs, bdev):
 def _vboard_fs_corrupted(bdev):
     import time
 
+    import micropython
+
+    micropython.kbd_intr(3)  # as inisetup.fs_corrupted(): Ctrl-C leaves the loop
     try:
         while True:
             print(
@@ -173,6 +176,7 @@ def _vboard_fs_corrupted(bdev):
             time.sleep(3)
     except KeyboardInterrupt:
         pass
+    micropython.kbd_intr(-1)
 
 
 def _vboard_target():
@@ -250,6 +254,13 @@ def _vboard_run(name, g):
         sys.print_exception(e)
 
 
+# The board's own boot is not interruptible (on an ESP8266 it takes
+# milliseconds; here, loading the device modules, up to a second): a Ctrl-C
+# that comes now (mpremote's, right after a reset) waits for the REPL, as
+# input does.  boot.py and main.py take Ctrl-C again.
+import micropython
+
+micropython.kbd_intr(-1)
 gc.collect()
 _vboard_reserved = _vboard_reserve()
 _vboard_setup()
@@ -261,6 +272,8 @@ del _vboard_reserved, _vboard_reserve
 gc.collect()  # here, not in _vboard_heap: the GC scans the C stack, a live frame's stale copy would keep the reserve
 _vboard_trim()
 del _vboard_trim, _vboard_target, _vboard_getenv
+micropython.kbd_intr(3)
+del micropython
 _vboard_run("boot.py", globals())
 if _vboard_run_main:
     _vboard_run("main.py", globals())
