@@ -8,16 +8,19 @@ the TLS 1.2 records in transit and, in plaintext, the peer's handshake:
     record    := type(1) version(2) length(2, big-endian) fragment[length]
     handshake := msg_type(1) length(3) body[length]    (may span records)
 
-It follows records with a few counters and acts on the Certificate message
-(msg_type 11) in one of three modes, chosen by the connection:
-  pass    (buf and want None): CA check off, as on the SDK;
-  capture (buf): copy the Certificate body into ``buf`` (the connection's own
-           send buffer, espconn_secure_set_size bytes) and stop the stream
-           there: ``got`` is its length; the connection verifies it with the
-           TLS library gone (see conn.py);
-  match   (want): SHA-256 the Certificate body as it passes and refuse the
-           stream, before the TLS library sees its last byte, unless it is the
-           one just verified.
+It follows records with a few counters and acts on the peer's Certificate
+message (msg_type 11) in one of three modes, chosen by the connection:
+  pass    (CA check off, as on the SDK): let it through;
+  capture (``capture``): copy it whole into ``buf`` (espconn_secure_set_size
+           bytes, allocated for this) and stop the stream there: ``got`` is
+           its length; the connection verifies it with the TLS library gone
+           (see conn.py);
+  match   (``want``): SHA-256 it as it passes and refuse the stream, before
+           the TLS library sees its last byte, unless it is the one verified.
+In pass and match mode the start of the message goes into ``buf`` (the
+connection's receive buffer, unused during the handshake): from the leaf's
+RSA modulus the tap knows the heap axTLS's key exchange is about to take,
+and refuses (``no_memory``) before axTLS could run out and crash the board.
 Fail closed: once ``err`` is set (reason, text) every read returns
 -ECONNABORTED.  A record the tap does not understand, one longer than axTLS
 takes (5115 bytes), encrypted records from the peer before its certificate
