@@ -46,7 +46,7 @@ demo: setup
 	@set -e; \
 	if [ -z "$(PORT)" ]; then \
 	  $(BIN)/espssl vboard stop --dir $(VBOARD_DIR) >/dev/null; \
-	  port=$$($(BIN)/espssl vboard start --dir $(VBOARD_DIR) --flash 4M --heap $(VBOARD_HEAP)); \
+	  port=$$($(BIN)/espssl vboard start --dir $(VBOARD_DIR) --flash 4M --variant FLASH_2M_ROMFS --heap $(VBOARD_HEAP)); \
 	  trap '$(BIN)/espssl vboard stop --dir $(VBOARD_DIR)' EXIT; \
 	  host=127.0.0.1; wifi=; \
 	  echo "== virtual board on $$port"; \
@@ -60,8 +60,13 @@ demo: setup
 	$(BIN)/espssl ca-bin build --out $(DEMO)/esp_ca_cert.bin --force $(DEMO)/ca.der; \
 	$(BIN)/espssl ca-bin inspect $(DEMO)/esp_ca_cert.bin; \
 	echo "== flash the CA bundle at the profile's default sector (esptool)"; \
-	$(BIN)/espssl flash-ca --port $$port --backup-dir $(DEMO)/backups $(DEMO)/esp_ca_cert.bin; \
-	echo "== deploy espconn (mpy-cross + mpremote)"; \
+	$(BIN)/espssl flash-ca --port $$port --backup-dir $(DEMO)/backups $(DEMO)/esp_ca_cert.bin | tee $(DEMO)/flash-ca.log; \
+	ca=$$(sed -n 's/.*default CA sector \(0x[0-9A-F]*\).*/\1/p' $(DEMO)/flash-ca.log); \
+	if [ -z "$(PORT)" ]; then \
+	  echo "== deploy espconn as .mpy to /lib, to compare (its bytecode is copied into the heap)"; \
+	  $(BIN)/espssl deploy --port $$port --target lib; \
+	fi; \
+	echo "== deploy espconn (mpy-cross + mpremote: into ROMFS when the firmware has one)"; \
 	$(BIN)/espssl deploy --port $$port --examples $$wifi; \
 	echo "== loopback suite"; \
 	$(BIN)/espssl test --port $$port --host $$host --certs $(DEMO) --no-deploy \
@@ -69,7 +74,7 @@ demo: setup
 	echo "== what next"; \
 	if [ -z "$(PORT)" ]; then \
 	  $(BIN)/espssl vboard stop --dir $(VBOARD_DIR); trap - EXIT; \
-	  echo "The board keeps its flash (CA bundle at sector 0xF0, espconn in /lib) in $(VBOARD_DIR)/flash.bin."; \
+	  echo "The board keeps its flash (CA bundle at sector $$ca, espconn in its ROMFS at /rom) in $(VBOARD_DIR)/flash.bin."; \
 	  echo "Start it again with espconn on it, then open its REPL:"; \
 	  echo "  export ESPSSL_VBOARD_DIR=$(VBOARD_DIR)   # espssl commands find the board without --port"; \
 	  echo "  port=\$$($(BIN)/espssl vboard start --heap $(VBOARD_HEAP))"; \
@@ -78,8 +83,8 @@ demo: setup
 	  echo "At the board's REPL: $(BIN)/mpremote connect $$port repl"; \
 	fi; \
 	echo "  >>> from espconn import *        # the SDK's espconn_secure_* API (README, 'On the device')"; \
-	echo "  >>> espconn_secure_ca_enable(ESPCONN_CLIENT, 0xF0)   # the CA sector flash-ca printed above"; \
-	echo "  >>> import ssl_demo; ssl_demo.CA_SECTOR = 0xF0; ssl_demo.user_init()"; \
+	echo "  >>> espconn_secure_ca_enable(ESPCONN_CLIENT, $$ca)   # the CA sector flash-ca printed above"; \
+	echo "  >>> import ssl_demo; ssl_demo.user_init()   # finds that sector by itself"; \
 	echo "      (with a TLS peer on port 8443 first: README, 'TLS peers for an axTLS board')"; \
 	echo "  then: $(BIN)/espssl vboard stop (virtual board), Ctrl-] leaves mpremote"
 

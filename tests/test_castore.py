@@ -411,6 +411,39 @@ def test_damaged_anchor_in_store_not_trusted(pki):
         assert e.value.reason == want
 
 
+@pytest.fixture(scope="module")
+def pathlen_world():
+    # A store whose root (pathLenConstraint 0) must refuse leaf <- i1 <- root.
+    k = certs.new_key(1024)
+    root = certs.make_cert("Flip root", k, is_ca=True, path_len=0)
+    i1 = certs.make_cert("Flip i1", k, issuer=root, issuer_key=k, is_ca=True)
+    leaf = certs.make_cert("127.0.0.1", k, issuer=i1, issuer_key=k, ips=("127.0.0.1",))
+    img = binfmt.image([("root", certs.cert_der(root))])
+    return [certs.cert_der(leaf), certs.cert_der(i1)], img
+
+
+@pytest.mark.slow
+def test_no_single_bit_flip_in_the_store_accepts_a_refused_chain(pathlen_world):
+    # Every bit of the store image, one at a time (the finding: 0 -> 16
+    # in pathLenConstraint made this chain pass).
+    from espconn import x509 as vx
+    from espconn.errors import VerifyError
+
+    chain, img = pathlen_world
+    seen = set()
+    for pos in range(len(img)):
+        for bit in range(8):
+            bad = bytearray(img)
+            bad[pos] ^= 1 << bit
+            try:
+                vx.verify_chain(chain, store_of(bytes(bad)), name="127.0.0.1")
+            except (VerifyError, StoreError) as e:
+                seen.add(e.reason)
+                continue
+            raise AssertionError("accepted with bit %d of byte %d flipped" % (bit, pos))
+    assert {"bad_anchor", "path_len", "corrupt"} <= seen
+
+
 # --- open(): esp.flash_read, aligned ----------------------------------------------
 
 
@@ -600,8 +633,9 @@ def test_micropython_pem_store(micropython, mpy, tmp_path, pki):
 @pytest.mark.micropython
 @pytest.mark.parametrize(
     "kind, reason",
-    [("erased", "erased"), ("key", "private_key"), ("truncated", "truncated"), ("badpem", "corrupt"), ("text", "not_certificate")],
-)
+    [("erased", "erased"), ("key", "private_key"), ("truncated", "truncated"), ("badpem", "corrupt"), ("text", "not_certificate"),
+     ("endmark", "corrupt"), ("baddate", "corrupt")],
+)  # fmt: skip
 def test_micropython_errors(micropython, mpy, tmp_path, pki, kind, reason):
     if kind == "erased":
         img = b"\xff" * SECTOR
@@ -611,6 +645,13 @@ def test_micropython_errors(micropython, mpy, tmp_path, pki, kind, reason):
         img = binfmt.image([("ca", pki.ders[0]), ("ca1", pki.ders[1])])[:-100]
     elif kind == "badpem":
         img = binfmt.image([("p", pki.pems[0].replace(b"M", b"#", 1))])
+    elif kind == "endmark":  # the second entry's length damaged into the end mark
+        img = bytearray(binfmt.image([("ca", pki.ders[0]), ("ca1", pki.ders[1])]))
+        off = binfmt.HEADER_LEN + len(pki.ders[0]) + binfmt.NAME_LEN
+        img[off : off + 2] = b"\xff\xff"
+    elif kind == "baddate":  # well-formed TLVs, a notBefore digit that is not one
+        i = pki.ders[1].index(b"\x17\x0d") + 2
+        img = binfmt.image([("ca", pki.ders[0]), ("ca1", pki.ders[1][:i] + b"x" + pki.ders[1][i + 1 :])])
     else:
         img = binfmt.image([("t", b"hello\n")])
     out = _mp_store(micropython, mpy, tmp_path, img, pki.ders[0])

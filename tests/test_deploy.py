@@ -125,7 +125,26 @@ def test_deploy_leaves_the_users_files_alone(port, capsys):
     # The manifest on the board lists exactly what deploy put in the package folder.
     with deploy.Board(port) as b:
         listed = deploy.parse_manifest(b.t.fs_readfile("/lib/espconn/" + deploy.MANIFEST).decode())
-    assert set(listed) == {p for p in ours if p.startswith("/lib/espconn/") and not p.endswith(deploy.MANIFEST)}
+    assert set(listed) == {p for p in ours if not p.endswith(deploy.MANIFEST)}
+
+
+def test_edited_example_is_not_overwritten(port, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ESPSSL_BACKUP_DIR", str(tmp_path / "backups"))
+    rc, out, err = run(["deploy", "--port", port, "--examples"], capsys)
+    assert rc == 0, err
+    edited = deploy.EXAMPLES_SRC.joinpath("ssl_demo.py").read_bytes().replace(
+        b"SERVER_PORT = 8443", b"SERVER_PORT = 9443  # my server")
+    put_files(port, {"/lib/ssl_demo.py": edited})
+    rc, out, err = run(["deploy", "--port", port, "--examples"], capsys)
+    assert rc == 0, err
+    assert "left alone: /lib/ssl_demo.py differs from what deploy put there" in out
+    assert board_files(port)["/lib/ssl_demo.py"] == hashlib.sha256(edited).hexdigest()
+    rc, out, err = run(["deploy", "--port", port, "--examples", "--force"], capsys)
+    assert rc == 0, err
+    saved = list((tmp_path / "backups").glob("file-*-ssl_demo.py"))
+    assert len(saved) == 1 and saved[0].read_bytes() == edited
+    src = deploy.EXAMPLES_SRC.joinpath("ssl_demo.py").read_bytes()
+    assert board_files(port)["/lib/ssl_demo.py"] == hashlib.sha256(src).hexdigest()
 
 
 @pytest.mark.parametrize("dest", ["/", "/lib", "/lib/", "lib", "/rom", "/lib/my-pkg"])
@@ -196,12 +215,15 @@ def test_deploy_examples_as_source(port, capsys):
     rc, out, err = run(["deploy", "--port", port, "--examples"], capsys)
     assert rc == 0, err
     names = sorted(p.name for p in deploy.EXAMPLES_SRC.glob("*.py"))
-    assert "Examples in /lib: %d copied, 0 unchanged; sha256: verified" % len(names) in out
+    assert "Examples in /lib: %d copied, 0 unchanged, 0 left alone; sha256: verified" % len(names) in out
     on_board = board_hashes(port, "/lib", names)
     for n in names:
         assert on_board[n] == hashlib.sha256((deploy.EXAMPLES_SRC / n).read_bytes()).hexdigest()
     rc, out, err = run(["deploy", "--port", port, "--examples"], capsys)
     assert "0 copied, %d unchanged" % len(names) in out
+    # The example finds the 1 MiB profile's sectors by itself.
+    with deploy.Board(port) as b:
+        assert b.eval_code("import ssl_demo\nprint(repr(ssl_demo.default_sectors()))") == (0x98, 0x97)
 
 
 def test_missing_port_is_refused(capsys):

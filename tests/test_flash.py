@@ -313,10 +313,12 @@ def test_flash_ca_refuses_overwriting_a_cert_bin(boards, ca_bin, cert_bin, tmp_p
                         write_file(tmp_path, "cert.bin", cert_bin)], capsys)
     assert rc == 0, err
     before = esptool_read(port, 0xF4000, SECTOR, tmp_path)
+    whole = (boards["4M-dir"] / "flash.bin").read_bytes()
     backups = set((tmp_path / "backups").glob("*"))
     rc, out, err = run(["flash-ca", "--port", port, "--sector", "0xF4", write_file(tmp_path, "ca.bin", ca_bin)], capsys)
     refused(rc, err, "sector 0xF4 holds a device certificate bin", "certificate, private_key", "--force")
     assert esptool_read(port, 0xF4000, SECTOR, tmp_path) == before
+    assert (boards["4M-dir"] / "flash.bin").read_bytes() == whole  # nothing anywhere changed
     assert set((tmp_path / "backups").glob("*")) == backups  # refused before any backup or write
     # --force overwrites it, after saving it.
     rc, out, err = run(["flash-ca", "--port", port, "--sector", "0xF4", "--force",
@@ -347,9 +349,11 @@ def test_big_ca_bundle_spilling_over_a_cert_bin_refused(boards, cert_bin, tmp_pa
                         write_file(tmp_path, "cert.bin", cert_bin)], capsys)
     assert rc == 0, err
     before = esptool_read(port, 0xF6000, 2 * SECTOR, tmp_path)
+    whole = (boards["4M-dir"] / "flash.bin").read_bytes()
     rc, out, err = run(["flash-ca", "--port", port, "--sector", "0xF6", write_file(tmp_path, "big.bin", big)], capsys)
     refused(rc, err, "sector 0xF7 holds a device certificate bin")
     assert esptool_read(port, 0xF6000, 2 * SECTOR, tmp_path) == before
+    assert (boards["4M-dir"] / "flash.bin").read_bytes() == whole
     # Two free sectors take it, and it reads back whole.
     rc, out, err = run(["flash-ca", "--port", port, "--sector", "0xF8", write_file(tmp_path, "big.bin", big)], capsys)
     assert rc == 0, err
@@ -413,10 +417,42 @@ def test_profile_for_romfs_detection():
     # Neither: the partition stays reserved and there is no default sector to pick.
     p = flash.profile_for(four, None, b"\xff" * 4, 0xA04C0)
     assert p.name == "esp8266-4m or esp8266-4m-romfs" and p.default_ca_sector is None
-    with pytest.raises(layout.LayoutError, match="ROMFS partition.*pass --board esp8266-4m or --board esp8266-4m-romfs"):
+    with pytest.raises(layout.LayoutError, match=r"ROMFS partition .*pass --board esp8266-4m \(the plain build\) or "
+                       "--board esp8266-4m-romfs"):
         layout.check_write(p, 0xA04C0, 0xF0000, 4096)
     layout.check_write(p, 0xA04C0, 0xAE000, 4096)
     assert flash.profile_for(1 << 20, None).name == "esp8266-1m"
+
+
+def test_silent_micropython_keeps_the_romfs_range_reserved(tmp_path_factory, ca_bin, tmp_path, capsys):
+    # A board whose main.py never gives up the REPL: esptool still gets in, but nothing says
+    # whether 0xB0000..0xFFFFF is a (still empty) ROMFS partition, so it stays refused.
+    from espssl import deploy
+
+    d = tmp_path_factory.mktemp("vboard-silent")
+    port = vboard.start(d, flash="4M")
+    try:
+        with deploy.Board(port) as b:
+            b.t.fs_writefile("/main.py", b"import time\nwhile True:\n    try:\n        time.sleep(0.2)\n"
+                             b"    except KeyboardInterrupt:\n        pass\n")
+            try:
+                b.exec("import machine\nmachine.reset()", timeout=2)
+            except Exception:  # noqa: BLE001 - the board resets under the raw REPL
+                pass
+        whole = (d / "flash.bin").read_bytes()
+        rc, out, err = run(["flash-ca", "--port", port, write_file(tmp_path, "ca.bin", ca_bin)], capsys)
+        refused(rc, err, "esp8266-4m or esp8266-4m-romfs has no default CA sector", "MicroPython did not answer")
+        rc, out, err = run(["flash-ca", "--port", port, "--sector", "0xF2", write_file(tmp_path, "ca.bin", ca_bin)],
+                           capsys)
+        refused(rc, err, "would overwrite the ROMFS partition (0xB0000..0xFFFFF, 320 KiB) if this is the "
+                "FLASH_2M_ROMFS firmware", "free sectors: 0x9B-0xAF")
+        assert (d / "flash.bin").read_bytes() == whole
+        rc, out, err = run(["flash-ca", "--port", port, "--board", "esp8266-4m", write_file(tmp_path, "ca.bin", ca_bin)],
+                           capsys)
+        assert rc == 0, err
+        assert (d / "flash.bin").read_bytes()[0xF0000 : 0xF0000 + len(ca_bin)] == ca_bin
+    finally:
+        vboard.stop(d)
 
 
 # ---------------------------------------------------------------- flash-firmware backs up

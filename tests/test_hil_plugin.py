@@ -42,9 +42,19 @@ def _junit(path):
     return cases
 
 
+def _outside_fs(image, flash):
+    """The flash image without MicroPython's filesystem (which deploy writes to)."""
+    from espssl import layout
+
+    fs = layout.load("esp8266-" + flash.lower()).filesystem
+    data = image.read_bytes()
+    return data[: fs[0]] + data[fs[1] :]
+
+
 def test_suite_on_two_boards_in_parallel(tmp_path):
     dirs = [tmp_path / "b1", tmp_path / "b2"]
     ports = [vboard.start(d, flash=f, heap=HEAP) for d, f in zip(dirs, ("4M", "1M"))]
+    before = [_outside_fs(d / "flash.bin", f) for d, f in zip(dirs, ("4M", "1M"))]
     try:
         junit, logs = tmp_path / "junit.xml", tmp_path / "logs"
         cmd = ESPSSL + ["test", "--junit", str(junit), "--logs", str(logs)]
@@ -56,6 +66,9 @@ def test_suite_on_two_boards_in_parallel(tmp_path):
             vboard.stop(d)
     out = proc.stdout
     assert proc.returncode == 0, out[-4000:] + proc.stderr[-2000:]
+    # xdist's controller wrote both boards' sectors and put them back (deploy changed only the filesystem)
+    assert [_outside_fs(d / "flash.bin", f) for d, f in zip(dirs, ("4M", "1M"))] == before
+    assert out.count("restored as it was before the run (read back: identical)") == 4
     cases = _junit(junit)
     names = [n for n in cases]
     # every case ran on both boards (parametrized by port)
@@ -139,6 +152,13 @@ def test_a_case_that_fails(board, hil):
 
 def test_a_slow_case(board, hil):
     board.run("import time\\ntime.sleep(60)", timeout=120)
+
+
+def test_the_board_goes_away(board, hil):
+    import os
+    from espssl.vboard import cli
+
+    cli.stop(os.environ["ESPSSL_VBOARD_DIR"])
 """
 
 
@@ -223,6 +243,30 @@ def test_an_interrupted_run_leaves_the_board_as_it_was(tmp_path, users_board):
     assert image.read_bytes() == before
 
 
+def test_a_board_that_cannot_be_restored_says_how(tmp_path, users_board):
+    """The board vanishes mid-run: the suite says so and prints, per sector, the command that restores it."""
+    import shlex
+
+    env, image, _backups = users_board
+    before = image.read_bytes()
+    proc = _espssl(["test", "--no-deploy", "--junit", tmp_path / "j.xml", "--logs", tmp_path / "logs", "--",
+                    "-k", "goes_away", tmp_path / "test_user_cases.py"], tmp_path, env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "could not restore the board" in out, out[-3000:]
+    cmds = [x.split("with: ", 1)[1] for x in out.splitlines() if "espssl flash-ca --port" in x]
+    assert len(cmds) == 2 and image.read_bytes() != before, out[-3000:]
+    vboard.start(image.parent, heap=HEAP)  # plugged in again: a new pty
+    new_port = vboard.status(image.parent)["port"]
+    for cmd in cmds:
+        argv = shlex.split(cmd)[1:]
+        argv[argv.index("--port") + 1] = new_port
+        done = _espssl(argv, tmp_path, env, 120)
+        assert done.returncode == 0, done.stdout + done.stderr
+    after = image.read_bytes()
+    fs = slice(0x100000, 0x3FB000)  # MicroPython may touch its filesystem at boot
+    assert after[: fs.start] == before[: fs.start] and after[fs.stop :] == before[fs.stop :]
+
+
 def test_sectors_restore_what_was_there(tmp_path, users_board, monkeypatch):
     """No erased sector among those probed: the suite uses a sector holding data, and puts it back."""
     env, image, backups = users_board
@@ -258,8 +302,10 @@ def test_make_demo(tmp_path):
     start = next(x for x in nxt if "vboard start" in x).strip()
     repl = next(x for x in nxt if "mpremote connect" in x).strip()
     assert repl.endswith(" repl") and any(">>> from espconn import *" in x for x in nxt)
-    script = "set -e; %s; %s; %s exec 'from espconn import *; print(espconn_secure_ca_enable(ESPCONN_CLIENT, 0xF0))'" \
-        % (export, start, repl[: -len(" repl")])
+    call = next(x for x in nxt if "espconn_secure_ca_enable" in x).split(">>> ")[1].split("#")[0].strip()
+    *first, last = call.split("; ")  # the last statement's value is what the REPL would show
+    code = "; ".join(["from espconn import *"] + first + ["print(%s)" % last])
+    script = "set -e; %s; %s; %s exec '%s'" % (export, start, repl[: -len(" repl")], code)
     try:
         proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=ROOT, env=_env(tmp_path),
                               timeout=120)
@@ -367,7 +413,7 @@ def test_readme_tls_peers_work_with_the_board(tmp_path):
                                     start_new_session=True)
             try:
                 _wait_listening(tcp, peer)
-                code = ("import ssl_demo\nfrom espconn import espconn_run\nssl_demo.CA_SECTOR = 0xF0\n"
+                code = ("import ssl_demo\nfrom espconn import espconn_run\n"
                         "ssl_demo.SERVER_PORT = %d\nssl_demo.user_init()\n"
                         "espconn_run(4000)\nprint(bytes(ssl_demo.received[:200]))\n" % tcp)
                 board = subprocess.run([sys.executable, "-m", "mpremote", "connect", port, "exec", code],

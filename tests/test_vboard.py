@@ -111,6 +111,18 @@ def test_start_prints_a_local_pty_and_status_reports_it(board):
     assert (board.dir / "flash.bin").stat().st_size == 4 * 1024 * 1024
 
 
+def test_default_heap_leaves_an_esp8266s_headroom(board):
+    # 56K on the 64-bit port: ~52 KB free after boot, what an ESP8266's ~34.8 KB
+    # maps to there (board.DEFAULT_HEAP_64 says how it was measured).
+    from espssl.vboard.board import DEFAULT_HEAP_64, default_heap, heap_bytes
+
+    free = int(mpremote(board.port, "exec", "import gc; gc.collect(); print(gc.mem_free())"))
+    heap = heap_bytes(default_heap())
+    print("default heap %d: %d free after boot" % (heap, free))
+    assert default_heap() == DEFAULT_HEAP_64 == "56K"
+    assert heap - 4096 - 1024 <= free <= heap - 4096 + 3072
+
+
 # -- mpremote ------------------------------------------------------------------------
 def test_exec_and_chained_commands(board):
     out = mpremote(board.port, "exec", "print(6 * 7)", "exec", "print('second')",
@@ -250,8 +262,9 @@ def test_output_nobody_reads_is_dropped(board):
 def test_mount_carries_binary_data_with_control_bytes(own_board, tmp_path):
     # `mpremote mount` streams file data to running code: bytes such as 0x03
     # must reach it as data (its hook disables Ctrl-C), not as interrupts.
-    # A bigger heap: the mount hook alone is a large piece of code.
-    b = own_board(None, "--flash", "1M", "--heap", "96K")
+    # On the default heap (a 38K ESP8266's headroom): the mount hook alone is
+    # a large piece of code, more than a 64-bit board of 38K could load.
+    b = own_board(None, "--flash", "1M")
     share = tmp_path / "share"
     share.mkdir()
     data = bytes(range(256)) * 12 + os.urandom(1000)
@@ -401,3 +414,78 @@ def test_bad_heap_is_refused(tmp_path):
     proc = espssl("vboard", "start", "--dir", tmp_path, "--heap", "lots", check=False)
     assert proc.returncode == 2 and "--heap lots" in proc.stderr
     assert not (tmp_path / "flash.bin").exists()
+
+
+# -- variants: the ROMFS build ---------------------------------------------------------
+ROMFS = (0xB0000, 0x100000)  # esp8266_2MiB_ROMFS.ld: FLASH_ROMFS, 320 KiB
+
+
+def test_romfs_variant_with_unmodified_mpremote_romfs(own_board, tmp_path):
+    b = own_board(None, "--variant", "FLASH_2M_ROMFS")
+    assert (b.dir / "flash.bin").stat().st_size == 4 * 1024 * 1024
+    out = mpremote(b.port, "romfs", "query", "+", "exec",
+                   "import esp, vfs, sys\nprint(hex(esp.flash_user_start()), sys.path)\n"
+                   "with open('boot.py', 'a') as f: f.write('BOOTED = 1\\n')")
+    assert "ROMFS0 partition has size 327680 bytes" in out and "Not a valid ROMFS" in out, out
+    assert "0x100000 ['', '.frozen', '/lib', '/']" in out  # erased ROMFS: not mounted, as on a board
+    pkg = tmp_path / "rom" / "lib" / "rompkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("def where():\n    return __file__\n")
+    (tmp_path / "rom" / "lib" / "shadowed.py").write_text("X = 'rom'\n")
+    mpremote(b.port, "fs", "mkdir", "lib", "+", "exec",
+             "with open('lib/shadowed.py', 'w') as f: f.write(\"X = 'lib'\\n\")")
+    out = mpremote(b.port, "romfs", "deploy", tmp_path / "rom")
+    assert "ROMFS image deployed" in out, out
+    # What landed in flash is the image mpremote builds, byte for byte.
+    from mpremote.romfs import make_romfs
+
+    built = make_romfs(str(tmp_path / "rom"), mpy_cross=True)
+    with open(b.dir / "flash.bin", "rb") as f:
+        f.seek(ROMFS[0])
+        assert f.read(len(built)) == built
+    mpremote(b.port, "reset")
+    out = mpremote(b.port, "romfs", "query", "+", "exec",
+                   "import rompkg, shadowed, sys\nprint(rompkg.where(), shadowed.X, sys.path, BOOTED)")
+    assert "ROMFS image size: %d" % (len(built) - 5) in out or "ROMFS image size:" in out, out
+    line = out.strip().splitlines()[-1]
+    # Mounted at /rom by the firmware, /rom and /rom/lib ahead of /lib; boot.py untouched.
+    assert line == "/rom/lib/rompkg/__init__.mpy rom ['', '.frozen', '/rom', '/rom/lib', '/lib', '/'] 1", out
+    assert "shadowed.py" in mpremote(b.port, "fs", "ls", "lib")  # the user's /lib is left alone
+    # The variant is the board's: a restart without --variant keeps it.
+    b.stop()
+    b2 = own_board(b.dir)
+    assert mpremote(b2.port, "exec", "import rompkg; print(rompkg.where())").strip() == "/rom/lib/rompkg/__init__.mpy"
+    assert "FLASH_2M_ROMFS" in espssl("vboard", "status", "--dir", b.dir).stdout
+
+
+def test_variants_other_than_romfs(own_board, tmp_path):
+    proc = espssl("vboard", "start", "--dir", tmp_path / "x", "--variant", "FLASH_512K", check=False)
+    assert proc.returncode == 2 and "FLASH_512K is not supported" in proc.stderr
+    proc = espssl("vboard", "start", "--dir", tmp_path / "y", "--variant", "FLASH_1M", "--flash", "4M", check=False)
+    assert proc.returncode == 2 and "runs on 1M flash, not 4M" in proc.stderr
+    proc = espssl("vboard", "start", "--dir", tmp_path / "z", "--variant", "NOPE", check=False)
+    assert proc.returncode == 2 and "FLASH_2M_ROMFS" in proc.stderr
+    assert not any((tmp_path / d / "flash.bin").exists() for d in "xyz")
+    b = own_board(None, "--variant", "FLASH_1M")
+    assert (b.dir / "flash.bin").stat().st_size == 1024 * 1024
+    out = mpremote(b.port, "exec", "import vfs, esp\nprint(hasattr(vfs, 'rom_ioctl'), hex(esp.flash_user_start()))")
+    assert out.strip() == "False 0x98000"
+    assert "ROMFS is not enabled on this device" in mpremote(b.port, "romfs", "query")
+
+
+def test_a_crash_prints_an_esp8266_exception_reset_and_boots_again(board):
+    # axTLS out of heap dereferences NULL: on an ESP8266 a Fatal exception, the
+    # ROM's "rst cause:2" line, MicroPython again.  (The tls shim ends the same
+    # way; here the store to address 0 is made directly.)
+    with serial.Serial(board.port, timeout=0.5) as ser:
+        ser.write(b"\r\x03\r\x02")
+        read_until(ser, b"more information.\r\n>>> ")
+        time.sleep(0.3)
+        ser.reset_input_buffer()
+        ser.write(b"import uctypes; uctypes.bytearray_at(0, 4)[0] = 0\r")
+        data = read_until(ser, b"rst cause:2", timeout=20)
+        data += read_until(ser, b">>> ", timeout=20)
+    assert re.search(rb"\r\nFatal exception 29\(StoreProhibitedCause\):\r\nepc1=0x[0-9a-f]{8}, .*depc=0x0{8}\r\n"
+                     rb"\r\n ets Jan  8 2013,rst cause:2, boot mode:\(3,6\)\r\n", data), data
+    assert b"ESP module (virtual) with ESP8266" in data.split(b"rst cause:2")[1]
+    assert mpremote(board.port, "exec", "import machine; print(machine.reset_cause())").strip() == "2"

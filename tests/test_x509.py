@@ -1142,6 +1142,15 @@ def _reasons_in_source():
     return set(re.findall(r'(?:_fail|VerifyError)\(\s*"([a-z_]+)"', text)) | {"malformed"}
 
 
+def test_readme_lists_every_reason():
+    import re
+
+    readme = (pathlib.Path(x509.__file__).parents[2] / "README.md").read_text()
+    para = readme[readme.index("The chain's\nown reasons") :]
+    para = para[: para.index("\n\n")]
+    assert set(re.findall(r"`([a-z_]+)`", para)) == _reasons_in_source()
+
+
 def test_micropython_same_outcomes(w1024, micropython, firmware_mpy, tmp_path):
     # RSA-1024 (the SDK's size) under the ESP8266's 38 KiB heap.
     cases = _mp_cases(w1024, _dated(w1024), tmp_path)

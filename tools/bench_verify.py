@@ -359,8 +359,9 @@ def main(argv=None):
     print("Store rows reuse one CAStore, so its anchor's own signature is checked in the first timed run")
     print("only (the median leaves it out); 'anchor list in RAM' pays it every time (no cache), so 'anchor")
     print("list in RAM' minus 'list, anchor cached' is the once-per-boot integrity cost of one anchor.")
-    print("minheap/min -X: searched once, in the default-heap rows.  The unix port is 64-bit: its")
-    print("objects and loaded .mpy code take up to about twice the ESP8266's (32-bit) bytes.")
+    print("minheap/min -X: searched once, in the default-heap rows.  The PyPI unix port is 64-bit: its")
+    print("objects and loaded .mpy code take up to about twice the ESP8266's (32-bit) bytes; a 32-bit")
+    print("ESP8266-like build given with --micropython does not.")
     return 0
 
 

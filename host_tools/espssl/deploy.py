@@ -283,23 +283,45 @@ def _progress_cb(name, size):
     return cb
 
 
-def _copy_examples(board, src, out):
-    """Copy the example programs as source (users edit their switches) when they changed."""
+def _copy_examples(board, src, out, manifest_path, force=False, backup_dir=None):
+    """Copy the example programs as source (users edit their switches) when they changed.
+
+    A copy on the board that differs from what deploy last put there holds the
+    user's edits: it is left alone (``force``: saved to the backup directory, then replaced).
+    """
     files = sorted(Path(src).glob("*.py"))
     code = _HASH_CODE.split("def _walk")[0] + "print(repr({p: _h(p) for p in %r}))\n"
     paths = [EXAMPLES_DEST + "/" + f.name for f in files]
     remote = _eval_print(board, code % paths)
-    copied = []
+    ours = _read_manifest(board, manifest_path) or {}
+    copied, kept = [], []
     for f, path in zip(files, paths):
         data = f.read_bytes()
-        if remote.get(path) != hashlib.sha256(data).hexdigest():
-            board.t.fs_writefile(path, data)
-            copied.append(path)
+        want, have = hashlib.sha256(data).hexdigest(), remote.get(path)
+        if have == want:
+            ours[path] = want
+            continue
+        if have is not None and have != ours.get(path):
+            if not force:
+                out("  left alone: %s differs from what deploy put there (your edits?); move it away, "
+                    "or pass --force to replace it (a copy is saved first)" % path)
+                kept.append(path)
+                continue
+            from .flash import save_backup
+
+            saved = save_backup(backup_dir, "file", 0, board.t.fs_readfile(path), board.port, None,
+                                suffix="-" + f.name)
+            out("  --force: %s saved to %s before replacing it" % (path, saved))
+        board.t.fs_writefile(path, data)
+        ours[path] = want
+        copied.append(path)
+    board.t.fs_writefile(manifest_path, manifest_bytes(ours))
     after = _eval_print(board, code % paths)
-    bad = [p for f, p in zip(files, paths) if after.get(p) != hashlib.sha256(f.read_bytes()).hexdigest()]
+    bad = [p for f, p in zip(files, paths) if p not in kept and after.get(p) != hashlib.sha256(f.read_bytes()).hexdigest()]
     if bad:
         raise DeviceError("after copying, sha256 on the board differs for: %s" % ", ".join(bad))
-    out("Examples in %s: %d copied, %d unchanged; sha256: verified" % (EXAMPLES_DEST, len(copied), len(files) - len(copied)))
+    out("Examples in %s: %d copied, %d unchanged, %d left alone; sha256: verified"
+        % (EXAMPLES_DEST, len(copied), len(files) - len(copied) - len(kept), len(kept)))
     return copied
 
 
@@ -442,7 +464,8 @@ def deploy(port=None, src=PACKAGE_SRC, dest=DEST, force=False, wifi=None, out=pr
         else:
             result = _deploy_lib(board, cmd, src, dest, force, out)
             if examples:
-                result["examples"] = _copy_examples(board, EXAMPLES_SRC, out)
+                result["examples"] = _copy_examples(board, EXAMPLES_SRC, out, dest + "/" + MANIFEST,
+                                                    force, backup_dir)
         if wifi:
             ssid, password = wifi
             board.t.fs_writefile(WIFI_FILE, ("%s\n%s\n" % (ssid, password)).encode())
@@ -493,14 +516,16 @@ def _deploy_lib(board, cmd, src, dest, force, out):
             sys.stdout.write("\n")
         result["copied"].append(path)
         out("  [%d/%d] %s (%d bytes)" % (i, total, path, len(data)))
-    board.t.fs_writefile(manifest_path, manifest_bytes(local))
+    # Entries outside DEST (the examples deploy copied to /lib) stay listed.
+    listed = dict({p: h for p, h in (ours or {}).items() if not p.startswith(dest + "/")}, **local)
+    board.t.fs_writefile(manifest_path, manifest_bytes(listed))
     after = remote_hashes(board, dest)
     after.pop(manifest_path, None)
     bad = [p for p in local if after.get(p) != local[p]]
     if bad or set(after) != set(local) | set(foreign):
         raise DeviceError("after copying, sha256 on the board differs for: %s"
                           % ", ".join(sorted(bad or set(after) ^ (set(local) | set(foreign)))))
-    if _read_manifest(board, manifest_path) != local:
+    if _read_manifest(board, manifest_path) != listed:
         raise DeviceError("the deploy manifest %s did not read back as written" % manifest_path)
     out(
         "Deployed %s: %d copied, %d unchanged, %d removed; sha256 of all %d files on the board: verified"
@@ -509,6 +534,9 @@ def _deploy_lib(board, cmd, src, dest, force, out):
     parent, _, pkg = dest.rpartition("/")
     if parent in ("", "/lib"):  # on sys.path: the package must import from the .mpy files
         result["file"], _before, result["mem_free"] = _import_check(board, pkg, out)
+        if not result["file"].startswith(dest + "/"):
+            out("Note: `import %s` loads %s, which comes first on sys.path, not this copy in %s"
+                % (pkg, result["file"], dest))
     return result
 
 

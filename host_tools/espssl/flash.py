@@ -44,7 +44,7 @@ from espconn.errors import FormatError
 from . import layout
 from .cli import int_arg
 from .errors import DeviceError, EspsslError
-from .romfs import ROMFS_HEADER
+from .romfs import ROMFS_HEADER, image_size
 
 SECTOR = 4096
 FIRMWARE_MAGIC = 0xE9  # ESP8266 ROM image header: first byte of every app image
@@ -136,12 +136,13 @@ def _no_progress():
     return not sys.stdout.isatty()  # progress bars on a terminal only
 
 
-def probe_romfs(port, timeout=3):
+def probe_romfs(port, timeout=6):
     """What MicroPython on PORT says of its ROMFS: ``{"segments", "romfs_size"}``, or None
     when no MicroPython answers on the raw REPL within TIMEOUT seconds."""
     from .deploy import Board, romfs_segments
 
     try:
+        # a board that just reset (esptool's soft-reset, say) needs a moment to reach its REPL
         with Board(port, soft_reset=False, repl_timeout=timeout, serial_timeout=1) as b:
             segments, romfs_size = romfs_segments(b)
     except (DeviceError, ValueError, SyntaxError, TypeError):
@@ -178,14 +179,17 @@ def profile_for(flash_size, facts, romfs_head=None, firmware_len=None):
         return rom
     if firmware_len is not None and layout.image_end(firmware_len) > rom.firmware[1]:
         return plain  # longer than the ROMFS variant's firmware region
+    unknown = ("MicroPython did not answer on the REPL, so espssl cannot tell whether this firmware "
+               "has a ROMFS partition at 0x%X..0x%X; pass --board %s (the plain build) or --board %s"
+               % (rom.romfs[0], rom.romfs[1] - 1, plain.name, rom.name))
     return dataclasses.replace(
         plain,
         name="%s or %s" % (plain.name, rom.name),
         romfs=rom.romfs,
-        variant="FLASH_2M_ROMFS, if it is that variant (MicroPython did not answer on the REPL, so "
-        "espssl cannot tell; pass --board %s or --board %s)" % (plain.name, rom.name),
         default_ca_sector=None,
         default_cert_sector=None,
+        reason=unknown,
+        extra=dict(plain.extra, romfs_note="if this is the FLASH_2M_ROMFS firmware (" + unknown + ")"),
     )
 
 
@@ -620,10 +624,9 @@ def _default_sector(kind, sess, board):
     prof = layout.load(board) if board else sess.profile
     sector = prof.default_ca_sector if kind == KIND_CA else prof.default_cert_sector
     if sector is None:
-        raise layout.LayoutError(
-            "board profile %s has no default %s sector%s; pass --sector"
-            % (prof.name, kind.upper(), (": its ROMFS partition would be %s" % prof.variant) if prof.romfs and "," in prof.variant else "")
-        )
+        why = (": " + prof.reason) if prof.reason else ""
+        raise layout.LayoutError("board profile %s has no default %s sector%s; or pass --sector"
+                                 % (prof.name, kind.upper(), why))
     return sector
 
 
@@ -719,8 +722,9 @@ def what_erase_destroys(sess, used, read):
     loose = [s for s in used if s * SECTOR >= img_end and not within(prof.filesystem, s)
              and not within(prof.sdk_params, s) and not within(prof.romfs, s)]
     rom = [s for s in used if within(prof.romfs, s)]
-    if rom and bytes(read(prof.romfs[0], 3)) == ROMFS_HEADER:
-        lines.append("a ROMFS image in %s (what `espssl deploy` put there)" % layout.romfs_text(prof))
+    head = bytes(read(prof.romfs[0], 8)) if rom else b""
+    if head[:3] == ROMFS_HEADER:
+        lines.append("a ROMFS image of %d bytes in %s" % (image_size(head), layout.romfs_text(prof)))
     else:
         loose = sorted(loose + rom)
     other = []

@@ -210,7 +210,8 @@ def _occupied(profile, firmware_len):
     ]
     if profile.romfs is not None:
         s, e = profile.romfs
-        out.append((s, e, romfs_text(profile) + " of the %s firmware" % (profile.variant or "ROMFS")))
+        note = profile.extra.get("romfs_note") or "of the %s firmware" % (profile.variant or "ROMFS")
+        out.append((s, e, romfs_text(profile) + " " + note))
     if profile.filesystem is not None:
         s, e = profile.filesystem
         out.append((s, e, "MicroPython's filesystem (0x%X..0x%X)" % (s, e - 1)))

@@ -90,7 +90,13 @@ class Peer:
 
 
 class TLSServer(Peer):
-    """One-connection TLS server on HOST:0 (``.port`` is the port picked).
+    """TLS server on HOST:0 (``.port`` is the port picked) that talks to the board once.
+
+    A board checking certificates connects twice (espconn's conn.py): the first
+    connection ends after the server's Certificate message, which the board
+    checks with TLS unloaded; the second must show the same certificate.  So
+    the server keeps accepting until one handshake completes, or until
+    ``join`` (the board is done) stops it; ``result["connections"]`` counts them.
 
     mode: "echo" (send back what arrives until the board closes),
           "send" (send ``payload`` in one write: one TLS record, then read until close),
@@ -103,24 +109,42 @@ class TLSServer(Peer):
         self.ctx = ctx
         self.mode = mode
         self.payload = payload
+        self.result["connections"] = 0
+        self._stop = threading.Event()
         self.sock = socket.create_server((host, 0))
-        self.sock.settimeout(self.timeout)
+        self.sock.settimeout(0.1)  # to look at _stop between accepts
         self.port = self.sock.getsockname()[1]
 
+    def join(self, timeout=None):
+        self._stop.set()  # the board has finished: no connection is coming any more
+        return super().join(timeout)
+
     def _serve(self):
+        deadline = time.monotonic() + self.timeout
         try:
-            conn, _addr = self.sock.accept()
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                try:
+                    conn, _addr = self.sock.accept()
+                except socket.timeout:
+                    continue
+                self.result["connections"] += 1
+                if self._serve_one(conn):
+                    return
         finally:
             self.sock.close()
+
+    def _serve_one(self, conn):
+        """One connection; False when its handshake ended early (the board may come back)."""
         conn.settimeout(self.timeout)
         if self.mode == "reset_handshake":
             conn.recv(4096)  # the ClientHello
             rst(conn)
             self.result["closed_by"] = "host-rst"
-            return
+            return True
         tls = self._handshake(conn, server_side=True)
         if tls is None:
-            return
+            return False
+        self.result["error"] = None  # an earlier, cut-short connection is not this one's error
         if self.mode == "reset_record":
             # A record header promising 1000 bytes, then only 10 of them, then RST.
             tls.write(b"x")  # one good record first: the board is past the handshake
@@ -131,10 +155,11 @@ class TLSServer(Peer):
             rst(raw)
             tls.close()
             self.result["closed_by"] = "host-rst"
-            return
+            return True
         if self.mode == "send":
             tls.write(self.payload)
         self._pump(tls)
+        return True
 
     def _pump(self, tls):
         got = bytearray()

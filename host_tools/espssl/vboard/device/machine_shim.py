@@ -193,14 +193,18 @@ def soft_reset():
 
 
 def reset_cause():
-    """Why the chip last started, from the supervisor's ESPSSL_VBOARD_RESET.
+    """Why the chip last started, from the supervisor's ESPSSL_VBOARD_CAUSE (the
+    last boot that restarted the chip; a soft reboot keeps it), else ESPSSL_VBOARD_RESET.
 
     "reset" (after machine.reset(): the SDK's system_restart) -> SOFT_RESET,
-    "hard" (the reset pin, e.g. esptool's hard reset) -> HARD_RESET, anything
+    "hard" (the reset pin, e.g. esptool's hard reset) -> HARD_RESET, "crash"
+    (an exception reset) -> 2 (REASON_EXCEPTION_RST), anything
     else ("power", and soft reboots, which do not restart the chip) ->
     PWRON_RESET.
     """
-    kind = _getenv("ESPSSL_VBOARD_RESET") or "power"
+    kind = _getenv("ESPSSL_VBOARD_CAUSE") or _getenv("ESPSSL_VBOARD_RESET") or "power"
+    if kind == "crash":
+        return 2  # REASON_EXCEPTION_RST: the port has no name for it
     if kind == "reset":
         return SOFT_RESET
     if kind == "hard":

@@ -15,23 +15,36 @@
 #   with AES-CBC (the four suites axTLS has), never any certificate check.
 # - Records: a tap (io.IOBase) between the socket and mbedTLS reads each
 #   incoming record header; a record longer than 5115 bytes (axTLS's 5 KiB
-#   shared buffer) fails the connection with OSError(-257, "RECORD_OVERFLOW").
-#   Outgoing plaintext is cut into 1024-byte records, as axTLS does.
-# - Errors: axTLS's OSError(code, name) for the codes it reports; an mbedTLS
-#   failure becomes OSError(-260, "INVALID_HANDSHAKE") during the handshake and
-#   OSError(-256, "CONN_LOST") after it (the mbedTLS code is kept as a third
-#   argument); EOF reads return b"".
+#   shared buffer) prints what axTLS prints on the console ("TLS buffer
+#   overflow, record size: N (+5)") and fails with OSError(-257,
+#   "RECORD_OVERFLOW").  Outgoing plaintext is cut into 1024-byte records, as axTLS does.
+# - The stream under it: when it fails (raises, or returns an error code as
+#   an io.IOBase tap does) or ends, axTLS reports SSL_ERROR_CONN_LOST and
+#   modtls_axtls.c makes that EOF: read/readinto return b""/0, write returns
+#   0; a blocking handshake in wrap_socket raises OSError(-256, "CONN_LOST").
+#   The reason is gone unless the stream kept it.  EAGAIN stays EAGAIN.
+# - Errors: axTLS's OSError(code, name); an mbedTLS failure becomes
+#   -260 INVALID_HANDSHAKE during the handshake and -256 after it (the mbedTLS
+#   code is kept as the last argument).
 # - RAM: axTLS takes ~8 KiB per connection from the GC heap and needs a
-#   contiguous ~5.4 KiB block during the handshake.  Each connection holds a
-#   ballast so that its total (mbedTLS's own GC allocations included) matches,
-#   and a 5.4 KiB block until its handshake is over; MemoryError as on a board.
-#   All of it is released by close().
-#
+#   peak during the RSA key exchange, by key size (see _AXTLS_CONN).  Each
+#   connection holds a ballast so that its total (mbedTLS's own GC allocations
+#   included) matches, and the key exchange (seen in the records the tap
+#   passes) allocates axTLS's peak for the key size.  (mbedTLS's own peak on
+#   the 64-bit port is larger still: the shim cannot lower it.)  axTLS never checks an
+#   allocation: when one fails the board crashes (an ESP8266 prints "Fatal
+#   exception", its ROM the "rst cause" line, and MicroPython boots again).
+#   So here too a MemoryError inside the TLS layer is not raised: the process
+#   dies by SIGSEGV (a store to address 0, as axTLS's), which the board
+#   supervisor prints as an ESP8266 crash and reboots from.  All memory is
+#   released by close().
+
 # Not reproduced (mbedTLS does them right, axTLS does not): the handshake also
 # advances on writes, secure renegotiation is offered, full duplex works.
 import io as _io
 
 import tls as _tls
+import uctypes as _uctypes
 from micropython import const as _const
 
 PROTOCOL_TLS_CLIENT = _const(0)
@@ -40,10 +53,17 @@ CERT_NONE = _const(0)
 
 _MAX_RECORD = _const(5115)  # axTLS: RT_MAX_PLAIN_LENGTH buffer of 5 KiB less the header
 _OUT_RECORD = _const(1024)  # axTLS cuts outgoing plaintext into records this long
-_AXTLS_CONN = _const(8192)  # axTLS's per-connection heap use
-_MBEDTLS_GC = _const(3712)  # what the unix port's SSLSocket takes from the GC heap itself
-_HANDSHAKE = _const(5530)  # contiguous block axTLS allocates during the handshake
+# Calibrated on real axTLS (a 32-bit unix port built as the ESP8266 builds
+# it, axTLS on the GC heap), plain client echo, RSA-1024/2048/4096 server:
+# free heap needed at the start 10832/12816/16848 B, held once connected
+# 8272/8528/9040 B.  So: 8272 B per connection from wrap_socket, the peer's
+# key kept after the key exchange ((bits - 1024) / 4 B more), and for the RSA
+# operation of the key exchange a peak of about 800 + 1.75 * bits B over that.
+_AXTLS_CONN = _const(8272)  # axTLS's per-connection heap use from wrap_socket on
+_MBEDTLS_GC = _const(4192)  # what the unix port's SSLSocket takes from the GC heap itself
+_KX_BASE = _const(800)  # key exchange peak: _KX_BASE + bits * 7 // 4 bytes
 _EIO = _const(5)
+_EAGAIN = _const(11)
 _EINVAL = _const(22)
 _MP_STREAM_CLOSE = _const(4)  # py/stream.h ioctl requests
 _MP_STREAM_POLL = _const(3)
@@ -109,6 +129,11 @@ def _error(code, name, *extra):
     return OSError(code, name, *extra)
 
 
+def _crash():
+    # axTLS dereferences the NULL its unchecked calloc returned: the board dies.
+    _uctypes.bytearray_at(0, 4)[0] = 0
+
+
 class _Tap(_io.IOBase):
     # Sits between the socket (or the caller's stream) and mbedTLS: counts
     # incoming record headers, forwards everything else untouched.
@@ -118,18 +143,36 @@ class _Tap(_io.IOBase):
         self.hn = 0  # header bytes collected so far
         self.left = 0  # body bytes of the current record still to come
         self.overflow = 0  # length of the oversize record seen, or 0
+        self.lost = None  # what the stream did (its exception, error code or "eof"): CONN_LOST
+        self.body = False  # the next record byte starts a handshake record's body
+        self.key = None  # what axTLS keeps of the peer's key after the key exchange
         self.poller = None  # select.poll over a real socket, made on first poll
 
     def readinto(self, buf):
-        if self.overflow:
+        if self.overflow or self.lost:
             return -_EIO
-        n = self.sock.readinto(buf)
-        if not n:
-            return n  # None: would block; 0: EOF
+        try:
+            n = self.sock.readinto(buf)
+        except OSError as e:
+            if e.args and e.args[0] == _EAGAIN:
+                return None
+            self.lost = e
+            return -_EIO
+        if n is None:
+            return None  # would block
+        if n <= 0:
+            if n == -_EAGAIN:
+                return None
+            self.lost = n or "eof"  # the stream's error code, or its end
+            return n if n else 0
         i = 0
         hdr = self.hdr
         while i < n:
             if self.left:
+                if self.body:  # server role: the client's ClientKeyExchange arrives
+                    self.body = False
+                    if buf[i] == 0x10 and i + 5 < n:
+                        self.key_exchange(buf[i + 4] << 8 | buf[i + 5])
                 take = min(self.left, n - i)
                 self.left -= take
                 i += take
@@ -140,13 +183,39 @@ class _Tap(_io.IOBase):
             if self.hn == 5:
                 self.hn = 0
                 self.left = hdr[3] << 8 | hdr[4]
+                self.body = hdr[0] == 0x16 and self.key is None
                 if self.left > _MAX_RECORD:
                     self.overflow = self.left
+                    print("TLS buffer overflow, record size: %d (+5)" % self.left)
                     return -_EIO
         return n
 
+    def key_exchange(self, n):
+        # RSA key exchange with an N-byte modulus: axTLS's bigint work, then the
+        # key it keeps; an allocation that fails is a crash, as in axTLS.
+        bits = n * 8
+        try:
+            peak = bytearray(_KX_BASE + bits * 7 // 4)
+            peak = None
+            self.key = bytearray(max(bits - 1024, 0) // 4)
+        except MemoryError:
+            _crash()
+
     def write(self, buf):
-        return self.sock.write(buf)
+        if self.lost:
+            return -_EIO
+        if self.key is None and len(buf) > 10 and buf[0] == 0x16 and buf[5] == 0x10:
+            self.key_exchange(buf[9] << 8 | buf[10])  # client role: its ClientKeyExchange goes out
+        try:
+            n = self.sock.write(buf)
+        except OSError as e:
+            if e.args and e.args[0] == _EAGAIN:
+                return None
+            self.lost = e
+            return -_EIO
+        if n is not None and n < 0 and n != -_EAGAIN:
+            self.lost = n
+        return n
 
     def ioctl(self, req, arg):
         sock = self.sock
@@ -177,32 +246,41 @@ class SSLSocket(_io.IOBase):
     # What wrap_socket returns: a stream (read/readinto/readline/write/
     # setblocking/close, and ioctl so select.poll works on it).
     def __init__(self, ctx, sock, server_side, do_handshake_on_connect, server_hostname):
-        self._ballast = bytearray(_AXTLS_CONN - _MBEDTLS_GC)
-        self._hs = bytearray(_HANDSHAKE)  # held until the handshake is over
         self._tap = _Tap(sock)
         self._s = None
         self._closed = False
+        blocking = do_handshake_on_connect and not server_side
         try:
+            self._ballast = bytearray(_AXTLS_CONN - _MBEDTLS_GC)
+            self._hs = True  # the handshake is not over
             self._s = ctx.wrap_socket(
                 self._tap,
                 server_side=server_side,
-                do_handshake_on_connect=do_handshake_on_connect and not server_side,
+                do_handshake_on_connect=blocking,
                 server_hostname=server_hostname,
             )
+        except MemoryError:
+            _crash()
         except OSError as e:
             err = self._map(e)
             self._release()
+            if err is None:  # the stream failed or ended: ssl_handshake_status() says CONN_LOST
+                err = _error(_SSL_ERROR_CONN_LOST, "CONN_LOST")
             raise err
-        if do_handshake_on_connect and not server_side:
+        if blocking:
             self._hs = None
 
     def _release(self):
         self._ballast = None
+        self._tap.key = None
         self._hs = None
 
     def _map(self, e):
+        # The OSError axTLS would give for mbedTLS's E, or None where axTLS gives EOF.
         if self._tap.overflow:
             return _error(_SSL_ERROR_RECORD_OVERFLOW, "RECORD_OVERFLOW")
+        if self._tap.lost is not None:
+            return None
         code = e.args[0] if e.args else 0
         if isinstance(code, int) and code < -256 and code != _SSL_ERROR_CONN_LOST:
             if self._hs is not None:
@@ -210,55 +288,65 @@ class SSLSocket(_io.IOBase):
             return _error(_SSL_ERROR_CONN_LOST, "CONN_LOST", code)
         return e
 
-    def readinto(self, buf, nbytes=None):
+    def _call(self, fn, *args):
+        # fn(*args) on the mbedTLS socket with axTLS's outcomes: EOF (None) for a
+        # lost stream, axTLS's OSError, a crash for an allocation that failed.
         if self._s is None:
             raise OSError(9)  # EBADF
+        if self._tap.lost is not None and self._tap.overflow == 0:
+            return None
         try:
-            if nbytes is None:
-                n = self._s.readinto(buf)
-            else:
-                n = self._s.readinto(buf, nbytes)
+            return fn(*args)
+        except MemoryError:
+            _crash()
         except OSError as e:
-            raise self._map(e)
+            err = self._map(e)
+            if err is None:
+                return None
+            raise err
+
+    def readinto(self, buf, nbytes=None):
+        s = self._s
+        n = self._call(s.readinto, buf) if nbytes is None else self._call(s.readinto, buf, nbytes)
+        if n is None and self._tap.lost is not None:
+            return 0
         if n:
             self._hs = None
         return n
 
     def read(self, n=-1):
-        if self._s is None:
-            raise OSError(9)
-        try:
-            data = self._s.read(n) if n >= 0 else self._s.read()
-        except OSError as e:
-            raise self._map(e)
+        s = self._s
+        data = self._call(s.read, n) if n >= 0 else self._call(s.read)
+        if data is None and self._tap.lost is not None:
+            return b""
         if data:
             self._hs = None
         return data
 
     def readline(self):
-        if self._s is None:
-            raise OSError(9)
-        try:
-            return self._s.readline()
-        except OSError as e:
-            raise self._map(e)
+        data = self._call(self._s.readline)
+        if data is None and self._tap.lost is not None:
+            return b""
+        return data
 
     def write(self, buf):
         if self._s is None:
             raise OSError(9)
         mv = memoryview(buf)
         done = 0
-        try:
-            while done < len(mv):
-                n = self._s.write(mv[done : done + _OUT_RECORD])
-                if not n:
-                    break
-                done += n
-                self._hs = None
-        except OSError as e:
-            if done:
-                return done
-            raise self._map(e)
+        while done < len(mv):
+            try:
+                n = self._call(self._s.write, mv[done : done + _OUT_RECORD])
+            except OSError:
+                if done:
+                    return done
+                raise
+            if not n:
+                if self._tap.lost is not None:
+                    return done  # axTLS: CONN_LOST -> 0, "EOF"
+                break
+            done += n
+            self._hs = None
         if done == 0 and len(mv):
             return None  # non-blocking, nothing sent yet
         return done
@@ -312,6 +400,12 @@ class SSLContext:
         if not isinstance(sock, _io.IOBase) and not hasattr(sock, "setsockopt"):
             # On an ESP8266 a non-stream object here crashes the board.
             raise TypeError("stream object required")
+        try:
+            return self._wrap(sock, server_side, do_handshake_on_connect, server_hostname)
+        except MemoryError:
+            _crash()  # axTLS's ssl_ctx_new/ssl_client_new got NULL
+
+    def _wrap(self, sock, server_side, do_handshake_on_connect, server_hostname):
         ctx = _tls.SSLContext(_tls.PROTOCOL_TLS_SERVER if server_side else _tls.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = _tls.CERT_NONE
         ctx.set_ciphers(_CIPHERS)

@@ -19,14 +19,20 @@
 #                             in the raw REPL, as pyexec does on a board).
 #                             machine.reset_cause() reports it.
 #   ESPSSL_VBOARD_MAC         optional station MAC, 12 hex digits
+#   ESPSSL_VBOARD_CAUSE       the RESET kind of the last boot that restarted
+#                             the chip ("crash": an exception reset), for
+#                             machine.reset_cause(); default: ESPSSL_VBOARD_RESET
+#   ESPSSL_VBOARD_ROMFS       "start,end" (decimal bytes) of the ROMFS partition
+#                             (FLASH_2M_ROMFS variant); unset: no ROMFS
 #
 # It must be the main script (not imported): boot.py and main.py run in its
 # globals, which `-i` then hands to the REPL, as a board's REPL sees them.
 #
 # Heap: on a board `esp`, `network`, `machine`, `os` and `tls` are built in
-# and cost no GC heap; here they are Python modules loaded at boot (~25 KiB).
+# and cost no GC heap; here they are Python modules loaded at boot (~37 KiB, ~28 KiB on a 32-bit port).
 # Give micropython a heap larger than ESPSSL_VBOARD_HEAP, by HEAP_SLACK below
-# (32 KiB: the modules keep ~25 KiB, compiling them needs more for a moment).
+# (96 KiB: the modules keep ~45 KiB on the 64-bit port, their flash buffers included;
+# compiling them needs more for a moment).
 # After loading everything this script takes the surplus away, filling the
 # holes the loading left first, so that user code finds what an ESP8266 with
 # that heap has free after boot (the heap less BOOT_USE), in one contiguous
@@ -53,7 +59,7 @@ import gc
 import sys
 from os import getenv as _vboard_getenv  # the unix port's; the board's os has none
 
-HEAP_SLACK = 32 * 1024  # what the supervisor adds to ESPSSL_VBOARD_HEAP for -X heapsize
+HEAP_SLACK = 96 * 1024  # what the supervisor adds to ESPSSL_VBOARD_HEAP for -X heapsize
 
 
 def _vboard_setup():
@@ -66,11 +72,19 @@ def _vboard_setup():
     esp.flash_size()  # opens the image while the host filesystem is mounted
     # The shims are loaded now: once the host filesystem is unmounted, no file
     # of this directory can be imported any more.
-    for name in ("network", "machine_shim", "tls_shim", "os_shim"):
+    import tls
+
+    # An axTLS build (a board's own tls, e.g. a 32-bit ESP8266-like port) is
+    # used as it is; only the unix port's mbedTLS gets the shim.
+    shims = ("network", "machine_shim", "os_shim", "vfs_shim", "socket_shim")
+    if hasattr(tls, "MBEDTLS_VERSION"):
+        shims += ("tls_shim",)
+    romfs = esp._rom_load()  # the mapped ROMFS partition, before the user's heap is measured
+    for name in shims:
         try:
             __import__(name)
         except MemoryError:
-            print("vboard: heap too small for the device modules: run micropython with -X heapsize=HEAP+32K")
+            print("vboard: heap too small for the device modules: run micropython with -X heapsize=HEAP+96K")
             break
         gc.collect()
     if "machine_shim" in sys.modules:
@@ -80,12 +94,28 @@ def _vboard_setup():
         sys.modules.pop("ssl", None)  # the frozen wrapper is imported over the shim
     if "os_shim" in sys.modules:
         sys.modules["os"] = sys.modules["os_shim"]
+    if "socket_shim" in sys.modules:
+        sys.modules["socket"] = sys.modules["socket_shim"]
+    vfs_shim = sys.modules.get("vfs_shim")
+    if vfs_shim is not None:
+        if romfs is not None:
+            vfs_shim._romfs()
+        sys.modules["vfs"] = vfs_shim
 
     # The board's '/' is its own storage, never the host's.
     try:
         vfs.umount("/")
     except OSError:
         pass
+    # mp_init() mounts a valid ROMFS at /rom (and puts /rom, /rom/lib on
+    # sys.path) before _boot.py mounts the filesystem at '/'.
+    rom_path = []
+    if romfs is not None:
+        try:
+            vfs.mount(vfs.VfsRom(vfs_shim._seg), "/rom")
+            rom_path = ["/rom", "/rom/lib"]
+        except OSError:
+            pass  # erased or not a ROMFS: not mounted, as on a board
     bdev = flashbdev.bdev
     if bdev is not None:
         try:
@@ -96,7 +126,7 @@ def _vboard_setup():
         os.chdir("/")
     except OSError:
         pass
-    sys.path[:] = ["", ".frozen", "/lib"]
+    sys.path[:] = ["", ".frozen"] + rom_path + ["/lib", "/"]  # as runtime.c and main.c make it
 
 
 def _vboard_initial_setup(vfs, bdev):
@@ -141,37 +171,62 @@ def _vboard_fs_corrupted(bdev):
         pass
 
 
-def _vboard_heap():
-    # Take the surplus of the process's heap away (see the header).
-    import esp
-
-    BOOT_USE = 4 * 1024  # GC heap an ESP8266 has in use after boot
+def _vboard_target():
+    # What user code finds free after boot: the board's heap less BOOT_USE,
+    # the GC heap an ESP8266 has in use once booted.
+    BOOT_USE = 4 * 1024
     text = _vboard_getenv("ESPSSL_VBOARD_HEAP") or "38K"
     mult = 1
     if text[-1] in "kK":
         text, mult = text[:-1], 1024
     elif text[-1] in "mM":
         text, mult = text[:-1], 1024 * 1024
-    heap = int(text) * mult
-    target = heap - BOOT_USE
-    # First fit from the bottom: chunks fill the holes the module loading left
-    # (compiler garbage) before they eat into the free top of the heap, so
-    # what stays free is one contiguous region, as on a freshly booted board
-    # (axTLS needs a contiguous ~5.4 KiB block for each handshake).
-    gc.collect()
-    if gc.mem_free() <= target + 64:
+    return int(text) * mult - BOOT_USE
+
+
+def _vboard_reserve():
+    # First thing at boot, on an empty heap: the user's share, as one block
+    # at the bottom.  The device modules load above it (their long-lived
+    # objects would otherwise be strewn through what the user gets, and axTLS
+    # needs a contiguous ~5.4 KiB block per handshake).  None if the process
+    # has no surplus (started with exactly HEAP): then nothing is taken away.
+    try:
+        return bytearray(_vboard_target() - 64)
+    except MemoryError:
+        return None
+
+
+def _vboard_heap():
+    # Take the surplus of the process's heap away (see the header): fill every
+    # hole above the reserve, then free it, so the user's heap is one region.
+    global _vboard_reserved
+    import esp
+
+    if _vboard_reserved is None:
         return
-    pad = [None] * 256
-    i = 0
-    for chunk in (1024, 256, 64):
-        while i < 255 and gc.mem_free() - target >= chunk:
+    gc.collect()
+    pad = []
+    for chunk in (4096, 1024, 256, 64, 16):
+        while True:
             try:
-                pad[i] = bytearray(chunk - 16)  # the GC block of a bytearray's data
+                pad.append(bytearray(chunk - 16))  # the GC block of a bytearray's data
             except MemoryError:
                 break
-            i += 1
     esp._heap_surplus = pad
-    gc.collect()
+    _vboard_reserved = None  # freed by the caller's collect: this frame still holds a copy
+
+
+def _vboard_trim():
+    # What the boot's garbage left free beyond the target (holes freed after
+    # the fill) is taken too, from the bottom of the user's region.
+    import esp
+
+    if not hasattr(esp, "_heap_surplus"):
+        return
+    want = _vboard_target()
+    for chunk in (1024, 256, 64):
+        while gc.mem_free() - want >= chunk:
+            esp._heap_surplus.append(bytearray(chunk - 16))
 
 
 def _vboard_run(name, g):
@@ -191,10 +246,19 @@ def _vboard_run(name, g):
         sys.print_exception(e)
 
 
+gc.collect()
+_vboard_reserved = _vboard_reserve()
 _vboard_setup()
 _vboard_heap()
+# The boot's own code goes before the user's heap is measured.
+_vboard_run_main = (_vboard_getenv("ESPSSL_VBOARD_RESET") or "power") != "soft-raw"
+del HEAP_SLACK, _vboard_setup, _vboard_initial_setup, _vboard_fs_corrupted, _vboard_heap
+del _vboard_reserved, _vboard_reserve
+gc.collect()  # here, not in _vboard_heap: the GC scans the C stack, a live frame's stale copy would keep the reserve
+_vboard_trim()
+del _vboard_trim, _vboard_target, _vboard_getenv
 _vboard_run("boot.py", globals())
-if (_vboard_getenv("ESPSSL_VBOARD_RESET") or "power") != "soft-raw":
+if _vboard_run_main:
     _vboard_run("main.py", globals())
-del HEAP_SLACK, _vboard_getenv, _vboard_setup, _vboard_initial_setup, _vboard_fs_corrupted, _vboard_heap, _vboard_run
+del _vboard_run, _vboard_run_main
 gc.collect()
