@@ -68,6 +68,8 @@ def remove(item):
     if item in items:
         items.remove(item)
     if not items:
+        _pl[0] = None  # nothing open: the poll and the sockets it held go too
+        _pl[1] = []
         _stop()
 
 
