@@ -205,7 +205,7 @@ class Conn:
         cap = self.check and self.want is None
         lst = self.listener
         # a server's RSA private-key operation: measured 19.4 KB free needed with a 2048-bit key
-        n = _TLS_HEAP + (size[1] if cap else 0) + (_SRV_PER_KEY_BYTE * len(lst.key) if lst else 0)
+        n = _TLS_HEAP + (_SRV_PER_KEY_BYTE * len(lst.key) if lst else 0)
         if not room(n):
             set_error(self.esp, "no_memory", ("mem_tls", gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
             return False
@@ -223,9 +223,8 @@ class Conn:
 
             c, k = read_cert_bin(cert_sector[1])
             ctx.load_cert_chain(c, k)
-        if cap:  # pass 1: the whole Certificate message, in a buffer of the size the user set
-            self.cap = bytearray(size[1])
-        self.tap = Tap(self.sock, self.cap if cap else self.rx, self.want, size[self.level], cap)
+        # pass 1: the tap captures the whole Certificate message (up to set_size bytes)
+        self.tap = Tap(self.sock, None if cap else self.rx, self.want, size[self.level], size[1] if cap else 0)
         if self.hostname:
             self.tls = ctx.wrap_socket(self.tap, server_side=lst is not None, do_handshake_on_connect=False, server_hostname=self.hostname)
         else:
@@ -235,6 +234,7 @@ class Conn:
     def verify(self):
         # Pass 2: the tap holds the peer's Certificate message; TLS and socket go first.
         n = self.tap.got  # type: ignore[union-attr]
+        self.cap = self.tap.buf  # type: ignore[union-attr]
         self.drop()
         esp = self.esp
         try:

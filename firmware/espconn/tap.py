@@ -11,9 +11,10 @@ the TLS 1.2 records in transit and, in plaintext, the peer's handshake:
 It follows records with a few counters and acts on the peer's Certificate
 message (msg_type 11) in one of three modes, chosen by the connection:
   pass    (CA check off, as on the SDK): let it through;
-  capture (``capture``): copy it whole into ``buf`` (espconn_secure_set_size
-           bytes, allocated for this) and stop the stream there: ``got`` is
-           its length; the connection verifies it with the TLS library gone
+  capture (``capture``: espconn_secure_set_size): copy it whole into ``buf``
+           (allocated at its header, as long as the message, refused beyond
+           ``capture`` bytes) and stop the stream there: ``got`` is its
+           length; the connection verifies it with the TLS library gone
            (see conn.py);
   match   (``want``): SHA-256 it as it passes and refuse the stream, before
            the TLS library sees its last byte, unless it is the one verified.
@@ -97,10 +98,10 @@ def room(need):
 
 
 class Tap(io.IOBase):
-    def __init__(self, sock, buf, want, limit, capture=False):
+    def __init__(self, sock, buf, want, limit, capture=0):
         self.sock = sock
         self.buf = buf  # the Certificate body (capture), or as much of its start as fits
-        self.capture = capture
+        self.capture = capture  # capture mode: the largest Certificate message taken (set_size)
         self.want = want  # match mode: SHA-256 the Certificate body must have
         self.limit = limit + _CBC_OVERHEAD  # largest application record (ciphertext)
         self.hdr = bytearray(9)  # [0:5] record header, [5:9] handshake header
@@ -230,8 +231,13 @@ class Tap(io.IOBase):
                 if hdr[5] == _HS_CERTIFICATE and not self.kx:
                     if ln < 4:
                         return self.fail("no_certificate", ("no_cert",))
-                    if self.capture and ln > len(self.buf):
-                        return self.fail("cert_too_big", ("cert_big", ln, len(self.buf), ln))
+                    if self.capture:
+                        if ln > self.capture:
+                            return self.fail("cert_too_big", ("cert_big", ln, self.capture, ln))
+                        try:
+                            self.buf = bytearray(ln)  # as large as this chain, no larger
+                        except MemoryError:
+                            return self.fail("no_memory", ("mem_cert", ln))
                     if self.want is not None:
                         import hashlib
 
