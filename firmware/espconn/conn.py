@@ -272,10 +272,15 @@ class Conn:
         try:
             if self.tls is None:
                 return self.step_connect()
-            did = self.step_read()
-            if not self.closed and self.up and not self.more and self.txoff < self.txlen:
-                did = self.step_write() or did
-            return did
+            self.step_read()
+            if self.closed:
+                return True
+            if self.up and not self.more and self.txoff < self.txlen:
+                self.step_write()
+            # Another pass at once only if this one left work that needs no new
+            # bytes from the network: decrypted data still unread, or a send not
+            # all written.  Otherwise the next event is the socket's (run() waits on it).
+            return self.more or self.txoff < self.txlen
         except MemoryError:
             set_error(self.esp, "no_memory", ("mem_run",), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
