@@ -415,7 +415,7 @@ bad = espconn()
 bad.type = ESPCONN_UDP
 out("arg", espconn_secure_connect(None), espconn_secure_connect(bad), espconn_secure_send("x", b"1"),
     espconn_secure_accept(42), espconn_regist_recvcb(None, print), espconn_secure_disconnect(bad),
-    espconn_secure_delete(object()))
+    espconn_secure_delete(object()), espconn_run("10"))
 nc = espconn()
 out("not_connected", espconn_secure_send(nc, b"x"))
 
@@ -474,7 +474,7 @@ def test_server_ca_check_refused_with_reason(rules):
 
 
 def test_bad_espconn_is_arg(rules):
-    assert rules["arg"] == (-12,) * 7
+    assert rules["arg"] == (-12,) * 8
 
 
 def test_send_unconnected_is_conn(rules):

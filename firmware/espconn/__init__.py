@@ -372,7 +372,9 @@ espconn_sent = espconn_send
 # -- driving the engine (the background timer does it on a board) -----------------
 def espconn_run(ms=-1):
     """Drive callbacks for ``ms`` milliseconds (ms < 0: until nothing is open; 0: one
-    pass over the open connections); returns how many are open."""
+    pass over the open connections); returns how many are open (ESPCONN_ARG for a bad ms)."""
+    if not isinstance(ms, int):
+        return ESPCONN_ARG
     from . import dispatch
 
     return dispatch.run(ms)
