@@ -30,7 +30,7 @@ test: setup typecheck
 	$(BIN)/pytest
 
 # The user's day in one go, on a virtual board (default) or a real one:
-#   make demo                                   virtual board, started and stopped here
+#   make demo                                   a fresh virtual board (FLASH_2M_ROMFS), started and stopped here
 #   make demo PORT=/dev/ttyUSB0 HOST=192.168.1.23 SSID=mynet PASSWORD=secret
 # HOST is this machine's LAN address (the board connects to it); SSID/PASSWORD
 # reach the board through the environment only and are never printed.
@@ -46,6 +46,7 @@ demo: setup
 	@set -e; \
 	if [ -z "$(PORT)" ]; then \
 	  $(BIN)/espssl vboard stop --dir $(VBOARD_DIR) >/dev/null; \
+	  rm -f $(VBOARD_DIR)/flash.bin; \
 	  port=$$($(BIN)/espssl vboard start --dir $(VBOARD_DIR) --flash 4M --variant FLASH_2M_ROMFS --heap $(VBOARD_HEAP)); \
 	  trap '$(BIN)/espssl vboard stop --dir $(VBOARD_DIR)' EXIT; \
 	  host=127.0.0.1; wifi=; \
@@ -70,7 +71,7 @@ demo: setup
 	$(BIN)/espssl deploy --port $$port --examples $$wifi; \
 	echo "== loopback suite"; \
 	$(BIN)/espssl test --port $$port --host $$host --certs $(DEMO) --no-deploy \
-	    --junit $(DEMO)/junit.xml --logs $(DEMO)/logs; \
+	    --backup-dir $(DEMO)/backups --junit $(DEMO)/junit.xml --logs $(DEMO)/logs; \
 	echo "== what next"; \
 	if [ -z "$(PORT)" ]; then \
 	  $(BIN)/espssl vboard stop --dir $(VBOARD_DIR); trap - EXIT; \

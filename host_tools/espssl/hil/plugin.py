@@ -137,16 +137,30 @@ def _prepare_all(config):
                                   backup_dir=backup_dir, out=out,
                                   throwaway=any(p == port for _d, p in config._hil_started))
             if not config.getoption("hil_no_deploy"):
-                from ..deploy import deploy
-
                 out("espssl test: deploying espconn to %s" % port)
-                deploy(port, out=lambda *_: None)
+                _deploy(port)
             if not virtual:
                 _join_wifi(port, Path(config.getoption("hil_logs")) / _port_id(name) / "wifi.log")
         except REFUSALS as e:
             # One line, once, before any case (pytest prints "ERROR: ..." and exits 4; espssl test: 2).
             raise pytest.UsageError("%s (nothing ran)" % e) from None
         config._hil_setups[name] = dict(setup, pki=pki, host=host, port=port, virtual=virtual)
+
+
+def _deploy(port):
+    """espssl deploy, quietly; once more if the board was still booting after esptool's reset."""
+    import time
+
+    from ..deploy import deploy
+    from ..errors import DeviceError
+
+    try:
+        deploy(port, out=lambda *_: None)
+    except DeviceError as e:
+        if "raw REPL" not in str(e):
+            raise
+        time.sleep(1.0)  # MicroPython's boot after the esptool session can swallow the first Ctrl-A
+        deploy(port, out=lambda *_: None)
 
 
 @pytest.hookimpl(tryfirst=True)
