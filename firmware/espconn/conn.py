@@ -8,15 +8,16 @@ A checked client connection (CA store or pin) is made in two passes, so the
 verifier never shares the heap with the TLS library (the README's "RAM on a
 real ESP8266" says why that is safe):
   1. capture: TCP + TLS up to the peer's Certificate message, which the tap
-     copies into this connection's send buffer; then TLS and socket are
-     dropped (the peer saw a ClientHello, nothing else);
+     copies into a buffer of its length (at most espconn_secure_set_size);
+     then TLS and socket are dropped (the peer saw a ClientHello, nothing else);
   2. check: the verifier modules load, check the captured chain, and are
      unloaded; the message's SHA-256 is kept;
   3. connect: a new TCP + TLS connection whose tap refuses the stream before
      the TLS library reads the last byte of a Certificate message with
      another SHA-256.  connectcb fires once the peer's Finished has passed.
 No application byte is written before connectcb, and none received reaches
-recvcb before it.  Order of work in one step, which keeps axTLS happy: read
+recvcb before it.  Heap is checked before wrap_socket (room) and by the tap
+before axTLS's key exchange, so axTLS never runs out (it would crash).  Order of work in one step, which keeps axTLS happy: read
 first (the handshake only advances on reads; afterwards read until "would
 block": half-duplex), then write, at most _OUT (1024) bytes at a time.
 """
