@@ -123,7 +123,8 @@ def test_default_heap_leaves_an_esp8266s_headroom(board):
     print("default heap %d: %d free after boot" % (heap, free))
     assert default_heap() == (DEFAULT_HEAP_32 if bits32 else DEFAULT_HEAP_64)
     assert (DEFAULT_HEAP_32, DEFAULT_HEAP_64) == ("38K", "56K")
-    assert heap - 4096 - 1024 <= free <= heap - 4096 + 3072
+    # the boot script's own code is freed only after it ran: up to ~4 KB more
+    assert heap - 4096 - 1024 <= free <= heap
 
 
 # -- mpremote ------------------------------------------------------------------------
