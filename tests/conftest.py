@@ -14,6 +14,8 @@ ESP8266_HEAP = "38K"
 
 
 def micropython_binary():
+    """The unix-port binary every firmware test runs: $ESPSSL_MICROPYTHON (e.g. a 32-bit
+    axTLS build), else the installed one; the same lookup as the virtual board's."""
     from espssl.vboard.board import micropython_path
 
     found = micropython_path()

@@ -415,7 +415,7 @@ bad = espconn()
 bad.type = ESPCONN_UDP
 out("arg", espconn_secure_connect(None), espconn_secure_connect(bad), espconn_secure_send("x", b"1"),
     espconn_secure_accept(42), espconn_regist_recvcb(None, print), espconn_secure_disconnect(bad),
-    espconn_secure_delete(object()))
+    espconn_secure_delete(object()), espconn_run("10"))
 nc = espconn()
 out("not_connected", espconn_secure_send(nc, b"x"))
 
@@ -474,7 +474,7 @@ def test_server_ca_check_refused_with_reason(rules):
 
 
 def test_bad_espconn_is_arg(rules):
-    assert rules["arg"] == (-12,) * 7
+    assert rules["arg"] == (-12,) * 8
 
 
 def test_send_unconnected_is_conn(rules):
@@ -1329,3 +1329,68 @@ def test_send_copies_mutable_data(device, peers):
     res = {r[0]: r[1:] for r in device.run(MUTABLE, [peers("good").port])}
     assert res["send"] == (0, -5)
     assert res["got"] == (b"original",)
+
+
+SERVER_NO_HEAP = r"""
+port = int(sys.argv[1])
+espconn_secure_cert_req_enable(ESPCONN_SERVER, 0x96)
+srv = espconn()
+srv.proto.tcp.local_port = port
+srv.proto.tcp.local_ip = bytes((127, 0, 0, 1))
+ev = []
+espconn_regist_connectcb(srv, lambda a: ev.append("connect"))
+espconn_regist_recvcb(srv, lambda a, d, n: espconn_secure_send(a, bytes(d)))
+espconn_regist_disconcb(srv, lambda a: ev.append("discon"))
+espconn_regist_reconcb(srv, lambda a, e: ev.append(("recon", e, espconn_secure_last_error(a))))
+out("accept", espconn_secure_accept(srv))
+gc.collect()
+hog = [None] * 1024
+i = 0
+while gc.mem_free() > 18500:  # enough for the client's buffer, not for axTLS's private-key operation
+    hog[i] = bytearray(256)
+    i += 1
+out("listening")
+t0 = time.ticks_ms()
+while not ev and time.ticks_diff(time.ticks_ms(), t0) < 10000:
+    D.run(10)
+hog = None
+gc.collect()
+out("low", list(ev), srv.state)
+ev[:] = []
+t0 = time.ticks_ms()
+while "discon" not in ev and time.ticks_diff(time.ticks_ms(), t0) < 10000:
+    D.run(10)
+out("after", ev)
+espconn_secure_delete(srv)
+"""
+
+
+def test_server_without_heap_for_tls_refuses_the_client_and_keeps_listening(device, pki):
+    port = _free_port()
+    proc = device.start(SERVER_NO_HEAP, [port])
+    lines, got = [], []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("@ ('listening'"):
+                break
+        for n in (1, 2):  # the first is turned away for want of heap, the second is served
+            try:
+                got.append(_echo_client(pki, 5)(port)["back"])
+            except (OSError, ssl.SSLError):
+                got.append(None)
+            time.sleep(0.3)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    res = {r[0]: r[1:] for r in results("".join(lines) + out)}
+    assert res["accept"] == (0,), out + err
+    ev, state = res["low"]
+    # refused by the pre-check (which counts the server's private-key operation), before
+    # wrap_socket: reconcb(ESPCONN_MEM), and the server still ESPCONN_LISTEN
+    assert [e[:2] for e in ev] == [("recon", -1)] and state == 2
+    assert ev[0][2][0] == "no_memory" and "TLS needs" in ev[0][2][1]
+    assert got[0] in (None, b"") and got[1] == payload(5)
+    assert res["after"][0][:1] == ["connect"]

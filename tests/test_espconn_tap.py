@@ -103,9 +103,9 @@ def recut(data, size):
     return out
 
 
-def drive(data, sizes, buf=None, want=None):
-    # capture mode when given a buffer; match mode when given a digest; else pass
-    tap = Tap(Feed(data, sizes), bytearray(2048) if buf is None else buf, want, 2048, buf is not None)
+def drive(data, sizes, cap=0, want=None):
+    # capture mode when given a size (set_size); match mode when given a digest; else pass
+    tap = Tap(Feed(data, sizes), None if cap else bytearray(2048), want, 2048, cap)
     out = bytearray(5000)
     k = 0
     while True:
@@ -131,11 +131,10 @@ def cert_body(data):
 def test_chain_captured_from_any_cut(flight, recsize, sizes):
     # capture mode: the Certificate body lands in the connection's buffer and the stream stops there
     data, chain = flight
-    buf = bytearray(2048)
-    tap, n = drive(recut(data, recsize), sizes, buf=buf)
+    tap, n = drive(recut(data, recsize), sizes, cap=2048)
     assert n == -103 and tap.err is None
-    assert tap.got == len(cert_body(data)) and bytes(buf[: tap.got]) == cert_body(data)
-    assert [bytes(c) for c in check.chain(memoryview(buf)[: tap.got])] == chain
+    assert tap.got == len(cert_body(data)) == len(tap.buf) and bytes(tap.buf) == cert_body(data)
+    assert [bytes(c) for c in check.chain(memoryview(tap.buf))] == chain
     assert not tap.finished
     assert tap.readinto(bytearray(100)) == -103  # nothing more reaches the TLS library
 
@@ -159,7 +158,7 @@ def test_match_refuses_another_certificate_before_its_last_byte(flight):
 
 def test_certificate_bigger_than_the_buffer_names_set_size(flight):
     data, _ = flight
-    tap, n = drive(data, [333], buf=bytearray(200))
+    tap, n = drive(data, [333], cap=200)
     assert n == -103 and tap.err[0] == "cert_too_big"
     assert "espconn_secure_set_size(ESPCONN_CLIENT, %d)" % len(cert_body(data)) in text(tap.err[1])
     assert not tap.got
@@ -184,7 +183,7 @@ def test_no_check_passes_everything(flight):
     ],
 )
 def test_unreadable_input_fails_closed(junk, reason):
-    tap, n = drive(junk, [7], buf=bytearray(2048))
+    tap, n = drive(junk, [7], cap=2048)
     assert n == -103 and tap.err[0] == reason
     assert not tap.got
 

@@ -95,36 +95,49 @@ def _no(reason, text, e=None):
     return False
 
 
-def _regist(e, on_tcp, field, cb):
-    # connect/reconnect/disconnect/write-finish callbacks live in esp_tcp, recv/sent in espconn (as in the SDK)
+# -- callbacks: ESPCONN_OK, or ESPCONN_ARG for a bad espconn.  The SDK keeps the
+# connect/reconnect/disconnect/write-finish callbacks in esp_tcp, recv/sent in
+# espconn: so do we.  (Written out: one function object less than a helper.)
+def espconn_regist_connectcb(e, cb):
     if not _ok(e):
         return ESPCONN_ARG
-    setattr(e.proto.tcp if on_tcp else e, field, cb)
+    e.proto.tcp.connect_callback = cb
     return ESPCONN_OK
 
 
-def espconn_regist_connectcb(e, cb):
-    return _regist(e, True, "connect_callback", cb)
-
-
 def espconn_regist_reconcb(e, cb):
-    return _regist(e, True, "reconnect_callback", cb)
+    if not _ok(e):
+        return ESPCONN_ARG
+    e.proto.tcp.reconnect_callback = cb
+    return ESPCONN_OK
 
 
 def espconn_regist_disconcb(e, cb):
-    return _regist(e, True, "disconnect_callback", cb)
+    if not _ok(e):
+        return ESPCONN_ARG
+    e.proto.tcp.disconnect_callback = cb
+    return ESPCONN_OK
 
 
 def espconn_regist_write_finish(e, cb):
-    return _regist(e, True, "write_finish_fn", cb)
+    if not _ok(e):
+        return ESPCONN_ARG
+    e.proto.tcp.write_finish_fn = cb
+    return ESPCONN_OK
 
 
 def espconn_regist_recvcb(e, cb):
-    return _regist(e, False, "recv_callback", cb)
+    if not _ok(e):
+        return ESPCONN_ARG
+    e.recv_callback = cb
+    return ESPCONN_OK
 
 
 def espconn_regist_sentcb(e, cb):
-    return _regist(e, False, "sent_callback", cb)
+    if not _ok(e):
+        return ESPCONN_ARG
+    e.sent_callback = cb
+    return ESPCONN_OK
 
 
 def espconn_port():
@@ -201,23 +214,24 @@ def espconn_secure_cert_req_disable(level):
     return _set(level, "cert_sector", -1)
 
 
-def _server_der(name, data):
+def espconn_secure_set_default_certificate(data):
+    """The server's certificate (DER) for espconn_secure_accept."""
     from . import conn
 
     if conn.server is not None or not isinstance(data, (bytes, bytearray)) or not data:
         return _no("bad_arg", ("der",))
-    setattr(conn, name, bytes(data))
+    conn.default_cert = bytes(data)  # type: ignore[assignment]
     return True
-
-
-def espconn_secure_set_default_certificate(data):
-    """The server's certificate (DER) for espconn_secure_accept."""
-    return _server_der("default_cert", data)
 
 
 def espconn_secure_set_private_key(data):
     """The server's private key (PKCS#1 RSAPrivateKey DER) for espconn_secure_accept."""
-    return _server_der("default_key", data)
+    from . import conn
+
+    if conn.server is not None or not isinstance(data, (bytes, bytearray)) or not data:
+        return _no("bad_arg", ("der",))
+    conn.default_key = bytes(data)  # type: ignore[assignment]
+    return True
 
 
 # -- beyond the SDK, same style --------------------------------------------------
@@ -356,15 +370,11 @@ espconn_sent = espconn_send
 
 
 # -- driving the engine (the background timer does it on a board) -----------------
-def espconn_poll():
-    """One pass over the open connections; returns how many are open."""
-    from . import dispatch
-
-    return dispatch.poll()
-
-
 def espconn_run(ms=-1):
-    """Drive callbacks for ``ms`` milliseconds (ms < 0: until nothing is open)."""
+    """Drive callbacks for ``ms`` milliseconds (ms < 0: until nothing is open; 0: one
+    pass over the open connections); returns how many are open (ESPCONN_ARG for a bad ms)."""
+    if not isinstance(ms, int):
+        return ESPCONN_ARG
     from . import dispatch
 
     return dispatch.run(ms)

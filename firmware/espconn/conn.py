@@ -8,15 +8,16 @@ A checked client connection (CA store or pin) is made in two passes, so the
 verifier never shares the heap with the TLS library (the README's "RAM on a
 real ESP8266" says why that is safe):
   1. capture: TCP + TLS up to the peer's Certificate message, which the tap
-     copies into this connection's send buffer; then TLS and socket are
-     dropped (the peer saw a ClientHello, nothing else);
+     copies into a buffer of its length (at most espconn_secure_set_size);
+     then TLS and socket are dropped (the peer saw a ClientHello, nothing else);
   2. check: the verifier modules load, check the captured chain, and are
      unloaded; the message's SHA-256 is kept;
   3. connect: a new TCP + TLS connection whose tap refuses the stream before
      the TLS library reads the last byte of a Certificate message with
      another SHA-256.  connectcb fires once the peer's Finished has passed.
 No application byte is written before connectcb, and none received reaches
-recvcb before it.  Order of work in one step, which keeps axTLS happy: read
+recvcb before it.  Heap is checked before wrap_socket (room) and by the tap
+before axTLS's key exchange, so axTLS never runs out (it would crash).  Order of work in one step, which keeps axTLS happy: read
 first (the handshake only advances on reads; afterwards read until "would
 block": half-duplex), then write, at most _OUT (1024) bytes at a time.
 """
@@ -205,7 +206,7 @@ class Conn:
         cap = self.check and self.want is None
         lst = self.listener
         # a server's RSA private-key operation: measured 19.4 KB free needed with a 2048-bit key
-        n = _TLS_HEAP + (size[1] if cap else 0) + (_SRV_PER_KEY_BYTE * len(lst.key) if lst else 0)
+        n = _TLS_HEAP + (_SRV_PER_KEY_BYTE * len(lst.key) if lst else 0)
         if not room(n):
             set_error(self.esp, "no_memory", ("mem_tls", gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
             return False
@@ -223,9 +224,8 @@ class Conn:
 
             c, k = read_cert_bin(cert_sector[1])
             ctx.load_cert_chain(c, k)
-        if cap:  # pass 1: the whole Certificate message, in a buffer of the size the user set
-            self.cap = bytearray(size[1])
-        self.tap = Tap(self.sock, self.cap if cap else self.rx, self.want, size[self.level], cap)
+        # pass 1: the tap captures the whole Certificate message (up to set_size bytes)
+        self.tap = Tap(self.sock, None if cap else self.rx, self.want, size[self.level], size[1] if cap else 0)
         if self.hostname:
             self.tls = ctx.wrap_socket(self.tap, server_side=lst is not None, do_handshake_on_connect=False, server_hostname=self.hostname)
         else:
@@ -235,6 +235,7 @@ class Conn:
     def verify(self):
         # Pass 2: the tap holds the peer's Certificate message; TLS and socket go first.
         n = self.tap.got  # type: ignore[union-attr]
+        self.cap = self.tap.buf  # type: ignore[union-attr]
         self.drop()
         esp = self.esp
         try:
@@ -272,10 +273,15 @@ class Conn:
         try:
             if self.tls is None:
                 return self.step_connect()
-            did = self.step_read()
-            if not self.closed and self.up and not self.more and self.txoff < self.txlen:
-                did = self.step_write() or did
-            return did
+            self.step_read()
+            if self.closed:
+                return True
+            if self.up and not self.more and self.txoff < self.txlen:
+                self.step_write()
+            # Another pass at once only if this one left work that needs no new
+            # bytes from the network: decrypted data still unread, or a send not
+            # all written.  Otherwise the next event is the socket's (run() waits on it).
+            return self.more or self.txoff < self.txlen
         except MemoryError:
             set_error(self.esp, "no_memory", ("mem_run",), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))

@@ -40,12 +40,13 @@ def _idle(ms):
     # Sleep until a socket is readable (or ms pass): no fixed latency per round trip.
     import select
 
-    socks = [it.sock for it in items if it.sock is not None and not it.closed]
+    # readable, or writable for a TCP connect in progress (a Conn's poller is set then)
+    socks = [(it.sock, getattr(it, "poller", None) is not None) for it in items if it.sock is not None and not it.closed]
     if socks != _pl[1]:  # a connection opened, closed or changed its socket: a new poll
         p = _pl[0] = select.poll()
         _pl[1] = socks
-        for s in socks:
-            p.register(s, select.POLLIN)
+        for s, out in socks:
+            p.register(s, select.POLLOUT if out else select.POLLIN)
     if socks:
         _pl[0].poll(ms)  # type: ignore[attr-defined]
     else:
@@ -68,6 +69,8 @@ def remove(item):
     if item in items:
         items.remove(item)
     if not items:
+        _pl[0] = None  # nothing open: the poll and the sockets it held go too
+        _pl[1] = []
         _stop()
 
 

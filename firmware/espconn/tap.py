@@ -8,16 +8,20 @@ the TLS 1.2 records in transit and, in plaintext, the peer's handshake:
     record    := type(1) version(2) length(2, big-endian) fragment[length]
     handshake := msg_type(1) length(3) body[length]    (may span records)
 
-It follows records with a few counters and acts on the Certificate message
-(msg_type 11) in one of three modes, chosen by the connection:
-  pass    (buf and want None): CA check off, as on the SDK;
-  capture (buf): copy the Certificate body into ``buf`` (the connection's own
-           send buffer, espconn_secure_set_size bytes) and stop the stream
-           there: ``got`` is its length; the connection verifies it with the
-           TLS library gone (see conn.py);
-  match   (want): SHA-256 the Certificate body as it passes and refuse the
-           stream, before the TLS library sees its last byte, unless it is the
-           one just verified.
+It follows records with a few counters and acts on the peer's Certificate
+message (msg_type 11) in one of three modes, chosen by the connection:
+  pass    (CA check off, as on the SDK): let it through;
+  capture (``capture``: espconn_secure_set_size): copy it whole into ``buf``
+           (allocated at its header, as long as the message, refused beyond
+           ``capture`` bytes) and stop the stream there: ``got`` is its
+           length; the connection verifies it with the TLS library gone
+           (see conn.py);
+  match   (``want``): SHA-256 it as it passes and refuse the stream, before
+           the TLS library sees its last byte, unless it is the one verified.
+In pass and match mode the start of the message goes into ``buf`` (the
+connection's receive buffer, unused during the handshake): from the leaf's
+RSA modulus the tap knows the heap axTLS's key exchange is about to take,
+and refuses (``no_memory``) before axTLS could run out and crash the board.
 Fail closed: once ``err`` is set (reason, text) every read returns
 -ECONNABORTED.  A record the tap does not understand, one longer than axTLS
 takes (5115 bytes), encrypted records from the peer before its certificate
@@ -94,10 +98,10 @@ def room(need):
 
 
 class Tap(io.IOBase):
-    def __init__(self, sock, buf, want, limit, capture=False):
+    def __init__(self, sock, buf, want, limit, capture=0):
         self.sock = sock
         self.buf = buf  # the Certificate body (capture), or as much of its start as fits
-        self.capture = capture
+        self.capture = capture  # capture mode: the largest Certificate message taken (set_size)
         self.want = want  # match mode: SHA-256 the Certificate body must have
         self.limit = limit + _CBC_OVERHEAD  # largest application record (ciphertext)
         self.hdr = bytearray(9)  # [0:5] record header, [5:9] handshake header
@@ -139,6 +143,12 @@ class Tap(io.IOBase):
             if n == 0 and (self.hn or self.left):
                 self.fail("truncated_record", ("cut_close",))
             return n  # None: would block; 0: end of stream
+        if self.ccs and self.left >= n:
+            # fast path: inside an encrypted record body (nothing in it for the tap)
+            self.left -= n
+            if not self.left and self.ctype == _CT_HANDSHAKE:
+                self.finished = True  # the encrypted Finished has passed
+            return n
         r = self._scan(buf, n)
         return n if r is None else r
 
@@ -227,8 +237,13 @@ class Tap(io.IOBase):
                 if hdr[5] == _HS_CERTIFICATE and not self.kx:
                     if ln < 4:
                         return self.fail("no_certificate", ("no_cert",))
-                    if self.capture and ln > len(self.buf):
-                        return self.fail("cert_too_big", ("cert_big", ln, len(self.buf), ln))
+                    if self.capture:
+                        if ln > self.capture:
+                            return self.fail("cert_too_big", ("cert_big", ln, self.capture, ln))
+                        try:
+                            self.buf = bytearray(ln)  # as large as this chain, no larger
+                        except MemoryError:
+                            return self.fail("no_memory", ("mem_cert", ln))
                     if self.want is not None:
                         import hashlib
 

@@ -89,6 +89,8 @@ _TEXTS = (
     'certificate message of %d bytes exceeds the %d-byte buffer: espconn_secure_set_size(ESPCONN_CLIENT, %d) or more',
     'mem_kx',
     '%d bytes of heap free: the key exchange with this certificate needs %d',
+    'mem_cert',
+    'no heap for the %d-byte certificate message',
     'changed',
     'the peer showed another certificate than the one just verified',
 )

@@ -323,7 +323,7 @@ def register(subparsers):
 
     def board_opts(q):
         q.add_argument("--flash", choices=FLASH_SIZES, type=str.upper,
-                       help="flash size of a new image (default %s); an existing image must match"
+                       help="flash size of a new image (default %s, 1M for --variant FLASH_1M); an existing image must match"
                        % DEFAULT_FLASH)
         q.add_argument("--heap", default=DEFAULT_HEAP,
                        help="MicroPython GC heap; default: what leaves a program the headroom of an "

@@ -27,7 +27,7 @@
 #   -260 INVALID_HANDSHAKE during the handshake and -256 after it (the mbedTLS
 #   code is kept as the last argument).
 # - RAM: axTLS takes ~8 KiB per connection from the GC heap and needs a
-#   peak during the RSA key exchange, by key size (see _AXTLS_CONN).  Each
+#   peak during the RSA key exchange, by key size and role (see _BITS).  Each
 #   connection holds a ballast so that its total (mbedTLS's own GC allocations
 #   included) matches, and the key exchange (seen in the records the tap
 #   passes) allocates axTLS's peak for the key size.  (mbedTLS's own peak on
@@ -54,14 +54,21 @@ CERT_NONE = _const(0)
 _MAX_RECORD = _const(5115)  # axTLS: RT_MAX_PLAIN_LENGTH buffer of 5 KiB less the header
 _OUT_RECORD = _const(1024)  # axTLS cuts outgoing plaintext into records this long
 # Calibrated on real axTLS (a 32-bit unix port built as the ESP8266 builds
-# it, axTLS on the GC heap), plain client echo, RSA-1024/2048/4096 server:
-# free heap needed at the start 10832/12816/16848 B, held once connected
-# 8272/8528/9040 B.  So: 8272 B per connection from wrap_socket, the peer's
-# key kept after the key exchange ((bits - 1024) / 4 B more), and for the RSA
-# operation of the key exchange a peak of about 800 + 1.75 * bits B over that.
-_AXTLS_CONN = _const(8272)  # axTLS's per-connection heap use from wrap_socket on
+# it, axTLS on the GC heap), 64-byte echo, RSA-1024/2048/4096 keys (bytes):
+#   client (the server's key):  free needed at wrap 10832/12816/16848, held
+#                               once connected 8272/8528/9040
+#   server (its own key):       free needed at wrap 10480/13616/17968, held
+#                               once connected 9072/10992/15856
+# A client holds 8272 from wrap_socket and the rest once the key exchange
+# (where the peak is) shows the key size; a server knows its key at wrap.
+# Between and beyond the three sizes: linear.
+_BITS = (1024, 2048, 4096)
+_CLIENT_NEED = (10832, 12816, 16848)
+_CLIENT_HELD = (8272, 8528, 9040)
+_SERVER_NEED = (10480, 13616, 17968)
+_SERVER_HELD = (9072, 10992, 15856)
+_AXTLS_CONN = _const(8272)  # what a connection holds from wrap_socket on (client)
 _MBEDTLS_GC = _const(4192)  # what the unix port's SSLSocket takes from the GC heap itself
-_KX_BASE = _const(800)  # key exchange peak: _KX_BASE + bits * 7 // 4 bytes
 _EIO = _const(5)
 _EAGAIN = _const(11)
 _EINVAL = _const(22)
@@ -129,6 +136,24 @@ def _error(code, name, *extra):
     return OSError(code, name, *extra)
 
 
+def _by_bits(bits, table):
+    # TABLE's figure for an RSA key of BITS, linear between (and beyond) _BITS.
+    i = 0 if bits < _BITS[1] else 1
+    x0, x1, y0, y1 = _BITS[i], _BITS[i + 1], table[i], table[i + 1]
+    return max(0, y0 + (y1 - y0) * (bits - x0) // (x1 - x0))
+
+
+def _key_bits(key):
+    # The modulus size of a PKCS#1 RSAPrivateKey DER (checked by _is_pkcs1_key).
+    off, end = _der_seq(key, 0)
+    voff, vend = _der_seq(key, off)  # version
+    moff, mend = _der_seq(key, vend)  # modulus
+    n = mend - moff
+    if n and key[moff] == 0:
+        n -= 1
+    return n * 8
+
+
 def _crash():
     # axTLS dereferences the NULL its unchecked calloc returned: the board dies.
     _uctypes.bytearray_at(0, 4)[0] = 0
@@ -146,6 +171,7 @@ class _Tap(_io.IOBase):
         self.lost = None  # what the stream did (its exception, error code or "eof"): CONN_LOST
         self.body = False  # the next record byte starts a handshake record's body
         self.key = None  # what axTLS keeps of the peer's key after the key exchange
+        self.server_bits = 0  # server role: the size of its own RSA key
         self.poller = None  # select.poll over a real socket, made on first poll
 
     def readinto(self, buf):
@@ -191,13 +217,19 @@ class _Tap(_io.IOBase):
         return n
 
     def key_exchange(self, n):
-        # RSA key exchange with an N-byte modulus: axTLS's bigint work, then the
-        # key it keeps; an allocation that fails is a crash, as in axTLS.
+        # RSA key exchange with an N-byte modulus: axTLS's bigint work (the
+        # peak), then what it keeps; an allocation that fails is a crash.
         bits = n * 8
+        if self.server_bits:
+            need, held = _by_bits(self.server_bits, _SERVER_NEED), _by_bits(self.server_bits, _SERVER_HELD)
+            base = held
+        else:
+            need, held = _by_bits(bits, _CLIENT_NEED), _by_bits(bits, _CLIENT_HELD)
+            base = _AXTLS_CONN
         try:
-            peak = bytearray(_KX_BASE + bits * 7 // 4)
+            peak = bytearray(max(need - base, 16))
             peak = None
-            self.key = bytearray(max(bits - 1024, 0) // 4)
+            self.key = bytearray(max(held - base, 0))
         except MemoryError:
             _crash()
 
@@ -245,13 +277,17 @@ class _Tap(_io.IOBase):
 class SSLSocket(_io.IOBase):
     # What wrap_socket returns: a stream (read/readinto/readline/write/
     # setblocking/close, and ioctl so select.poll works on it).
-    def __init__(self, ctx, sock, server_side, do_handshake_on_connect, server_hostname):
+    def __init__(self, ctx, sock, server_side, do_handshake_on_connect, server_hostname, key_bits=0):
         self._tap = _Tap(sock)
         self._s = None
         self._closed = False
         blocking = do_handshake_on_connect and not server_side
+        held = _AXTLS_CONN
+        if server_side and key_bits:
+            self._tap.server_bits = key_bits
+            held = _by_bits(key_bits, _SERVER_HELD)
         try:
-            self._ballast = bytearray(_AXTLS_CONN - _MBEDTLS_GC)
+            self._ballast = bytearray(max(held - _MBEDTLS_GC, 16))
             self._hs = True  # the handshake is not over
             self._s = ctx.wrap_socket(
                 self._tap,
@@ -315,8 +351,14 @@ class SSLSocket(_io.IOBase):
         return n
 
     def read(self, n=-1):
-        s = self._s
-        data = self._call(s.read, n) if n >= 0 else self._call(s.read)
+        if n < 0:
+            data = self._call(self._s.read)
+        else:
+            # The result buffer is MicroPython's, not axTLS's: out of heap
+            # there is a MemoryError as on a board, not a crash.
+            buf = bytearray(n)
+            got = self._call(self._s.readinto, buf)
+            data = None if got is None else bytes(memoryview(buf)[:got])
         if data is None and self._tap.lost is not None:
             return b""
         if data:
@@ -419,4 +461,5 @@ class SSLContext:
                 ctx.load_cert_chain(cert, key)
             except (ValueError, OSError):
                 raise ValueError("invalid key")
-        return SSLSocket(ctx, sock, server_side, do_handshake_on_connect, server_hostname)
+        bits = _key_bits(self._key) if self._key is not None else 0
+        return SSLSocket(ctx, sock, server_side, do_handshake_on_connect, server_hostname, bits)

@@ -45,16 +45,20 @@
 # asks for a hard reset (the supervisor boots with "power"); anything else is a
 # soft reset (Ctrl-D, sys.exit(), machine.soft_reset()).
 #
-# Steps: install the device modules in sys.modules (the unix port's built-in
-# `machine`, `tls` and `os` would shadow files of those names; the frozen
-# `ssl` wrapper then builds on the `tls` shim, as on a board), open the flash
-# image, unmount the host filesystem from '/', mount the board's filesystem from the
-# image there (littlefs v2 or FAT, detected, as vfs.mount(bdev, "/") does on
+# Steps: reserve the user's heap (one block, on the still empty heap); map
+# the ROMFS partition if there is one (esp._rom_load); install the device
+# modules in sys.modules (the unix port's built-in `machine`, `os`, `vfs`,
+# `socket` and an mbedTLS `tls` would shadow files of those names; the frozen
+# `ssl` wrapper then builds on the `tls` shim, as on a board; an axTLS `tls`
+# is kept as it is), unmount the host filesystem from '/', mount a valid
+# ROMFS at /rom (as mp_init() does), mount the board's filesystem from the
+# image at '/' (littlefs v2 or FAT, detected, as vfs.mount(bdev, "/") does on
 # the ESP8266); if it does not mount and its first sector is erased, make it
 # as inisetup.py does on first boot (VfsLfs2.mkfs + a default boot.py); if it
 # is not erased, report it corrupt as inisetup.fs_corrupted() does (repeating;
-# Ctrl-C goes on to the REPL without a filesystem).  Then chdir('/'),
-# sys.path = ['', '.frozen', '/lib'], boot.py, and main.py on a normal boot.
+# Ctrl-C goes on to the REPL without a filesystem).  Then chdir('/'), sys.path
+# = ['', '.frozen', ('/rom', '/rom/lib',) '/lib', '/'], take the surplus away
+# (fill every hole, free the reserve), boot.py, and main.py on a normal boot.
 import gc
 import sys
 from os import getenv as _vboard_getenv  # the unix port's; the board's os has none
@@ -158,6 +162,9 @@ def _vboard_initial_setup(vfs, bdev):
 def _vboard_fs_corrupted(bdev):
     import time
 
+    import micropython
+
+    micropython.kbd_intr(3)  # as inisetup.fs_corrupted(): Ctrl-C leaves the loop
     try:
         while True:
             print(
@@ -169,6 +176,7 @@ def _vboard_fs_corrupted(bdev):
             time.sleep(3)
     except KeyboardInterrupt:
         pass
+    micropython.kbd_intr(-1)
 
 
 def _vboard_target():
@@ -246,6 +254,13 @@ def _vboard_run(name, g):
         sys.print_exception(e)
 
 
+# The board's own boot is not interruptible (on an ESP8266 it takes
+# milliseconds; here, loading the device modules, up to a second): a Ctrl-C
+# that comes now (mpremote's, right after a reset) waits for the REPL, as
+# input does.  boot.py and main.py take Ctrl-C again.
+import micropython
+
+micropython.kbd_intr(-1)
 gc.collect()
 _vboard_reserved = _vboard_reserve()
 _vboard_setup()
@@ -257,6 +272,8 @@ del _vboard_reserved, _vboard_reserve
 gc.collect()  # here, not in _vboard_heap: the GC scans the C stack, a live frame's stale copy would keep the reserve
 _vboard_trim()
 del _vboard_trim, _vboard_target, _vboard_getenv
+micropython.kbd_intr(3)
+del micropython
 _vboard_run("boot.py", globals())
 if _vboard_run_main:
     _vboard_run("main.py", globals())
