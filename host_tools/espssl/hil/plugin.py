@@ -148,19 +148,10 @@ def _prepare_all(config):
 
 
 def _deploy(port):
-    """espssl deploy, quietly; once more if the board was still booting after esptool's reset."""
-    import time
-
+    """espssl deploy, quietly (deploy.Board waits out a board still booting after esptool)."""
     from ..deploy import deploy
-    from ..errors import DeviceError
 
-    try:
-        deploy(port, out=lambda *_: None)
-    except DeviceError as e:
-        if "raw REPL" not in str(e):
-            raise
-        time.sleep(1.0)  # MicroPython's boot after the esptool session can swallow the first Ctrl-A
-        deploy(port, out=lambda *_: None)
+    deploy(port, out=lambda *_: None)
 
 
 @pytest.hookimpl(tryfirst=True)

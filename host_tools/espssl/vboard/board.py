@@ -353,7 +353,7 @@ class Board:
         self.dir = Path(directory).resolve()
         self.profile = profile
         self.heap = heap or default_heap(micropython)
-        self.romfs = variant.romfs if variant is not None else None
+        self.romfs = variant.romfs(self.profile.flash_size) if variant is not None else None
         self.micropython = micropython
         self.image = self.dir / "flash.bin"
         self.boot_script = Path(boot_script) if boot_script else BOOT_SCRIPT

@@ -9,6 +9,7 @@ filesystem, SDK parameters) still comes from the flash size.
 
 from dataclasses import dataclass
 
+from .. import layout
 from ..errors import EspsslError
 
 
@@ -17,8 +18,11 @@ class Variant:
     name: str
     title: str
     flash: tuple  # flash sizes it runs on ("1M", "2M", "4M"), the default first
-    romfs: tuple | None = None  # (start, end) of the ROMFS partition in flash
     reason: str = ""  # why a board cannot be this variant ("" if it can)
+
+    def romfs(self, flash_size):
+        """(start, end) of this build's ROMFS partition, or None, from its board profile (boards/*.json)."""
+        return layout.for_variant("" if self.name == GENERIC else self.name, flash_size).romfs
 
 
 GENERIC = "GENERIC"
@@ -26,10 +30,9 @@ VARIANTS = {
     v.name: v
     for v in (
         Variant(GENERIC, "ESP8266_GENERIC, the plain 2 MiB+ build", ("4M", "2M")),
-        # esp8266_2MiB_ROMFS.ld: irom0 ends at 0xB0000, FLASH_ROMFS is 320 KiB at
-        # 0x402B0000 (flash 0xB0000), the filesystem starts at 0x100000 as in GENERIC.
+        # Its ROMFS partition (flash 0xB0000..0xFFFFF) is stated once, in boards/esp8266-*-romfs.json.
         Variant("FLASH_2M_ROMFS", "ESP8266_GENERIC-FLASH_2M_ROMFS, 2 MiB+ with a 320 KiB ROMFS",
-                ("4M", "2M"), romfs=(0xB0000, 0x100000)),
+                ("4M", "2M")),
         Variant("FLASH_1M", "ESP8266_GENERIC-FLASH_1M, for 1 MiB boards", ("1M",)),
         Variant("FLASH_512K", "ESP8266_GENERIC-FLASH_512K", ("512K",),
                 reason="the 512 KiB build has no filesystem and no .mpy loader, so espconn cannot "
