@@ -108,3 +108,23 @@ def firmware_mpy(tmp_path_factory):
     """``firmware_mpy(empty_init=False, modules=None)`` -> dir with espconn/*.mpy;
     ``firmware_mpy.driver(dest, name, code)`` compiles a driver module."""
     return FirmwareMpy(tmp_path_factory)
+
+
+# -- the espssl CLI in-process -------------------------------------------------------
+def espssl(argv, capsys):
+    """Run ``espssl ARGV`` in-process: (exit status, stdout, stderr) of that run alone."""
+    from espssl.cli import main
+
+    capsys.readouterr()  # drop what came before (esptool prints)
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No accidental use of a developer's running board or backup dir; cwd in tmp."""
+    monkeypatch.setenv("ESPSSL_VBOARD_DIR", str(tmp_path / "no-board-here"))
+    monkeypatch.setenv("ESPSSL_BACKUP_DIR", str(tmp_path / "backups"))
+    monkeypatch.chdir(tmp_path)

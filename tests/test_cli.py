@@ -8,18 +8,14 @@ import pytest
 
 from espconn import binfmt
 from espssl import certs
-from espssl.cli import main
 from espssl.vboard import cli as vboard
+from conftest import espssl
 
 ESPSSL = [sys.executable, "-m", "espssl"]
 
 
 def run(argv, capsys):
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
+    return espssl(argv, capsys)
 
 
 def one_line(err, *words):
@@ -29,10 +25,8 @@ def one_line(err, *words):
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("ESPSSL_VBOARD_DIR", str(tmp_path / "no-board-here"))
-    monkeypatch.setenv("ESPSSL_BACKUP_DIR", str(tmp_path / "backups"))
-    monkeypatch.chdir(tmp_path)
+def _isolated(isolated):
+    pass
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from espssl import deploy
-from espssl.cli import main
 from espssl.vboard import cli as vboard
+from conftest import espssl
 
 pytestmark = pytest.mark.vboard
 
@@ -34,10 +34,7 @@ def src(tmp_path):
 
 
 def run(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
+    return espssl(argv, capsys)
 
 
 def board_hashes(port, dest, names=None):

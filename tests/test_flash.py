@@ -13,8 +13,8 @@ import pytest
 
 from espconn import binfmt
 from espssl import certs
-from espssl.cli import main
 from espssl.vboard import cli as vboard
+from conftest import espssl
 
 pytestmark = pytest.mark.vboard
 SECTOR = 4096
@@ -38,11 +38,8 @@ def boards(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    # No accidental use of a developer's running board; backups go to tmp.
-    monkeypatch.setenv("ESPSSL_VBOARD_DIR", str(tmp_path / "no-board-here"))
-    monkeypatch.setenv("ESPSSL_BACKUP_DIR", str(tmp_path / "backups"))
-    monkeypatch.chdir(tmp_path)
+def _isolated(isolated):
+    pass
 
 
 def _cert(cn="espssl test CA"):
@@ -73,11 +70,7 @@ def esptool_read(port, offset, size, tmp_path):
 
 
 def run(argv, capsys):
-    capsys.readouterr()  # drop what earlier esptool reads printed
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
+    return espssl(argv, capsys)
 
 
 def refused(rc, err, *needles):

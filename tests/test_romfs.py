@@ -14,8 +14,8 @@ import sys
 import pytest
 
 from espssl import deploy, flash, layout, romfs
-from espssl.cli import main
 from espssl.vboard import cli as vboard
+from conftest import espssl
 
 pytestmark = [pytest.mark.vboard, pytest.mark.slow]
 if "variant" not in inspect.signature(vboard.start).parameters:
@@ -34,18 +34,12 @@ def board(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("ESPSSL_VBOARD_DIR", str(tmp_path / "no-board-here"))
-    monkeypatch.setenv("ESPSSL_BACKUP_DIR", str(tmp_path / "backups"))
-    monkeypatch.chdir(tmp_path)
+def _isolated(isolated):
+    pass
 
 
 def run(argv, capsys):
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
+    return espssl(argv, capsys)
 
 
 def mpremote(port, *args):
