@@ -13,7 +13,7 @@ name check (anything else -> bad_name).  A CA store that is erased, empty or
 damaged raises espconn.errors.StoreError (its ``.reason`` says which) out of
 verify_chain: never "no CAs, so accept".
 
-Certificates are walked in place over a memoryview with espconn.der: nothing
+Certificates are walked in place over a memoryview (the DER walker below): nothing
 is copied, names are compared byte for byte, nothing recurses.  Path building
 is a depth-first search over every candidate issuer, iterative (one index per
 depth), bounded: each sent certificate at most once per path, at most
@@ -41,7 +41,7 @@ Checked
     subject Name equals the issuer Name byte for byte; every candidate issuer
     is tried, backtracking; a sent certificate byte-identical to an anchor is
     trusted as it is -> unknown_issuer, chain_too_long
-  - signatures: RSA PKCS#1 v1.5 with SHA-1 or SHA-256 (espconn.rsa) ->
+  - signatures: RSA PKCS#1 v1.5 with SHA-1 or SHA-256 (see "RSA") ->
     bad_signature; any other algorithm (SHA-384/512, ECDSA, PSS, MD5) ->
     unsupported_algorithm; SHA-1 refused when ``allow_sha1`` is off -> weak_hash
   - the anchor's integrity: a self-issued anchor (subject == issuer) must carry
@@ -67,7 +67,7 @@ Checked
   - critical extensions other than basicConstraints, keyUsage, subjectAltName,
     extKeyUsage -> unknown_critical_extension; a critical authority or subject
     key identifier (RFC 5280 4.2.1.1/2: never critical) -> malformed
-  - the name (leaf only): subjectAltName dNSName (espconn.names.match_dns: RFC
+  - the name (leaf only): subjectAltName dNSName (match_dns: RFC
     6125 wildcards) and iPAddress entries; the subject CN only for certificates
     without subjectAltName and only with ``cn_fallback`` -> name_mismatch
 
@@ -99,13 +99,15 @@ Time
 
 try:
     from micropython import const
+
+    _MP = True  # on MicroPython: collect garbage before the big-number burst (RSA)
 except ImportError:  # CPython
+    _MP = False
 
     def const(x):  # type: ignore[misc]
         return x
 
 
-from . import der, rsa
 from .errors import VerifyError
 
 # The firmware's release date, 2026-11-01T00:00:00Z in unix seconds: no
@@ -117,7 +119,7 @@ _EPOCH_2000 = const(946684800)  # 2000-01-01 in unix seconds: the ESP8266 epoch
 _MAX_CHAIN = const(16)  # hard cap on policy.max_chain
 _CACHE = const(8)  # anchors remembered in a store's ``verified`` list
 
-# DER tags (see der.py).
+# DER tags.
 _SEQ = const(0x30)
 _BOOL = const(0x01)
 _INT = const(0x02)
@@ -153,7 +155,7 @@ _CE_EKU = const(37)
 # Fields of the tuple _parse() returns.
 _TBS_OFF = const(0)  # TLV span of tbsCertificate (what is signed)
 _TBS_END = const(1)
-_HASH = const(2)  # rsa.SHA1 / rsa.SHA256, 0: unsupported signature algorithm
+_HASH = const(2)  # SHA1 / SHA256, 0: unsupported signature algorithm
 _SIG_OFF = const(3)  # signature bytes (after the unused-bits byte)
 _SIG_END = const(4)
 _ISS_OFF = const(5)  # issuer Name TLV
@@ -225,8 +227,6 @@ class Policy:
 _default = None  # the default Policy, made on first use
 
 
-def _bad(msg):
-    return VerifyError("malformed", msg)
 
 
 def _fail(reason, what):
@@ -243,6 +243,479 @@ def unix_time():
     if time.gmtime(0)[0] == 2000:
         t += _EPOCH_2000
     return t
+
+
+
+
+def _bad(msg):
+    return VerifyError("malformed", msg)
+
+
+# --- DER (was espconn.der) ------------------------------------------------------
+_CONSTRUCTED = const(0x20)  # bit 6 of the identifier octet
+_HIGH_TAG = const(0x1F)  # low 5 bits all ones: multi-byte tag follows
+_MAX_DEPTH = const(32)  # hard cap for check()
+
+
+def read(buf, off, end):
+    """The TLV at ``off`` inside ``[off, end)`` -> ``(tag, voff, vend)``.
+
+    ``voff``/``vend`` bound the value; ``vend <= end`` always holds.
+    """
+    if off < 0 or end > len(buf) or off + 2 > end:
+        raise _bad("DER: truncated TLV")
+    tag = buf[off]
+    if tag & _HIGH_TAG == _HIGH_TAG:
+        raise _bad("DER: multi-byte tag")
+    n = buf[off + 1]
+    off += 2
+    if n & 0x80:
+        k = n & 0x7F
+        if k == 0:
+            raise _bad("DER: indefinite length")
+        if k > 3:
+            raise _bad("DER: length too long")
+        if off + k > end:
+            raise _bad("DER: truncated length")
+        if buf[off] == 0:
+            raise _bad("DER: non-minimal length")
+        n = buf[off]  # unrolled: no range object per TLV
+        if k > 1:
+            n = (n << 8) | buf[off + 1]
+            if k > 2:
+                n = (n << 8) | buf[off + 2]
+        if n < 0x80:
+            raise _bad("DER: non-minimal length")
+        off += k
+    if n > end - off:
+        raise _bad("DER: length beyond its container")
+    return tag, off, off + n
+
+
+def expect(buf, off, end, tag):
+    """``read()`` one TLV that must carry ``tag`` -> ``(voff, vend)``."""
+    t, v, e = read(buf, off, end)
+    if t != tag:
+        raise VerifyError("malformed", "DER: expected tag 0x%02x, found 0x%02x" % (tag, t))
+    return v, e
+
+
+def natural(buf, voff, vend):
+    """Check that ``buf[voff:vend]`` is the content of a non-negative, minimally
+    encoded INTEGER (not empty, no sign bit, no needless leading zero)."""
+    if voff < 0 or vend > len(buf) or vend <= voff:
+        raise _bad("DER: empty INTEGER")
+    b = buf[voff]
+    if b & 0x80:
+        raise _bad("DER: negative INTEGER")
+    if b == 0 and vend - voff > 1 and not buf[voff + 1] & 0x80:
+        raise _bad("DER: non-minimal INTEGER")
+
+
+def uint(buf, voff, vend):
+    """The value of a non-negative, minimally encoded INTEGER's content bytes."""
+    natural(buf, voff, vend)
+    n = 0
+    for i in range(voff, vend):
+        n = (n << 8) | buf[i]
+    return n
+
+
+def equal(buf_a, a_off, a_end, buf_b, b_off, b_end):
+    """True when ``buf_a[a_off:a_end]`` and ``buf_b[b_off:b_end]`` hold the same bytes."""
+    n = a_end - a_off
+    if n != b_end - b_off:
+        return False
+    if a_off < 0 or b_off < 0 or n < 0 or a_end > len(buf_a) or b_end > len(buf_b):
+        raise _bad("DER: span outside its buffer")
+    d = b_off - a_off
+    for i in range(a_off, a_end):
+        if buf_a[i] != buf_b[i + d]:
+            return False
+    return True
+
+
+def cert_names(cert):
+    """Spans of the issuer and subject Name TLVs (tag included) of a DER Certificate.
+
+    Walks Certificate -> TBSCertificate -> [version] serial signature issuer
+    validity subject; checks only the tags on the way.
+    """
+    end = len(cert)
+    v, e = expect(cert, 0, end, _SEQ)  # Certificate
+    v, e = expect(cert, v, e, _SEQ)  # TBSCertificate
+    tag, p, q = read(cert, v, e)
+    if tag == _CTX0:  # version
+        tag, p, q = read(cert, q, e)
+    if tag != _INT:  # serialNumber
+        raise _bad("DER: certificate serial is not an INTEGER")
+    p, q = expect(cert, q, e, _SEQ)  # signature AlgorithmIdentifier
+    iss = q
+    p, iss_end = expect(cert, iss, e, _SEQ)  # issuer Name
+    p, q = expect(cert, iss_end, e, _SEQ)  # validity
+    sub = q
+    p, sub_end = expect(cert, sub, e, _SEQ)  # subject Name
+    return iss, iss_end, sub, sub_end
+
+
+def check(buf, off, end, depth=8):
+    """Check that ``[off, end)`` is a sequence of well-formed TLVs, nested ones too.
+
+    Constructed values (bit 6 of the tag) must be filled exactly by their
+    children, down to ``depth`` levels (at most 32); deeper nesting is
+    malformed.  Iterative: a fixed list of container ends, no recursion.
+    Returns the number of TLVs seen.
+    """
+    if depth > _MAX_DEPTH:
+        depth = _MAX_DEPTH
+    ends = [0] * (depth + 1)
+    ends[0] = end
+    level = 0
+    count = 0
+    while True:
+        if off == ends[level]:
+            if level == 0:
+                return count
+            level -= 1
+            continue
+        tag, v, e = read(buf, off, ends[level])
+        count += 1
+        if tag & _CONSTRUCTED and v < e:
+            if level == depth:
+                raise _bad("DER: nested too deep")
+            level += 1
+            ends[level] = e
+            off = v
+        else:
+            off = e
+
+
+# --- RSA (was espconn.rsa) ------------------------------------------------------
+# Hash identifiers used by x509.py and the tests.
+SHA1 = const(1)
+SHA256 = const(2)
+
+# RFC 8017 9.2 note 1: DER of DigestInfo up to (and including) the OCTET STRING
+# header, for each hash.  Constant bytes: frozen, they stay in flash.
+_PREFIX_SHA1 = b"\x30\x21\x30\x09\x06\x05\x2b\x0e\x03\x02\x1a\x05\x00\x04\x14"
+_PREFIX_SHA256 = b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20"
+
+_MIN_PAD = const(8)  # PS is at least 8 bytes of 0xFF (RFC 8017 9.2 step 3)
+MAX_BITS = const(4096)  # largest modulus accepted: bounds the work per signature
+_MAX_E_BITS = const(32)  # largest public exponent: bounds the number of squarings
+
+
+def modexp(base, exp, mod):
+    """``base ** exp % mod`` for ints, without three-argument ``pow()``.
+
+    Left-to-right binary method: one squaring per bit of ``exp`` and one
+    multiplication per set bit, each reduced at once so no temporary exceeds
+    twice the size of ``mod``.
+    """
+    if mod <= 0 or exp < 0:
+        raise ValueError("modexp: bad arguments")
+    if mod == 1:
+        return 0
+    base %= mod
+    # Top bit of exp; int.bit_length() is missing on MicroPython.
+    top = 0
+    while (exp >> top) > 1:
+        top += 1
+    result = 1
+    if exp == 0:
+        return result
+    collect = None
+    if _MP:
+        # Each step leaves ~1.5 KiB of garbage in 0.5 KiB pieces (RSA-2048):
+        # collecting it at once keeps the peak near the live set instead of
+        # letting the pieces fragment the heap.
+        import gc
+
+        collect = gc.collect
+    i = top
+    while i >= 0:
+        # Two statements, not (r * r) % mod: the old result is garbage before
+        # the reduction allocates its quotient and remainder.
+        result = result * result
+        result = result % mod
+        if (exp >> i) & 1:
+            result = result * base
+            result = result % mod
+        if collect:
+            collect()
+        i -= 1
+    return result
+
+
+def bits(n):
+    """Number of significant bits of the unsigned big-endian integer in buffer ``n``."""
+    i = 0
+    end = len(n)
+    while i < end and n[i] == 0:
+        i += 1
+    if i == end:
+        return 0
+    b = n[i]
+    nb = 0
+    while b:
+        nb += 1
+        b >>= 1
+    return (end - i - 1) * 8 + nb
+
+
+def check_key(n, e, min_bits=1024):
+    """Check an RSA public key: ``n`` big-endian modulus buffer, ``e`` int exponent.
+
+    Returns the modulus size in bits.  ``weak_key`` for a modulus shorter than
+    ``min_bits``, an even modulus or an exponent that is even or below 3;
+    ``unsupported_algorithm`` for a modulus above MAX_BITS or an exponent of
+    more than 32 bits (both would make one signature check cost too much).
+    """
+    nbits = bits(n)
+    if nbits > MAX_BITS:
+        raise VerifyError("unsupported_algorithm", "RSA-%d" % nbits)
+    if nbits < min_bits:
+        raise VerifyError("weak_key", "RSA-%d" % nbits)
+    if not n[len(n) - 1] & 1:
+        raise VerifyError("weak_key", "RSA modulus")
+    if e < 3 or not e & 1:
+        raise VerifyError("weak_key", "RSA exponent")
+    if e >> _MAX_E_BITS:
+        raise VerifyError("unsupported_algorithm", "RSA exponent")
+    return nbits
+
+
+def verify(n, e, sig, digest, hash_id):
+    """Check a PKCS#1 v1.5 signature; return None or raise VerifyError("bad_signature").
+
+    ``n``: modulus, big-endian buffer (a leading 00 byte, as in a DER INTEGER, is
+    allowed); ``e``: public exponent (int); ``sig``: the signature buffer, which
+    must be exactly as long as the modulus; ``digest``: the hash of the signed
+    data; ``hash_id``: SHA1 or SHA256.  Call check_key() first: this function
+    trusts the key's size.  Buffers may be memoryviews: nothing is copied.
+    """
+    if hash_id == SHA1:
+        prefix = _PREFIX_SHA1
+        hlen = 20
+    elif hash_id == SHA256:
+        prefix = _PREFIX_SHA256
+        hlen = 32
+    else:
+        raise VerifyError("unsupported_algorithm", "hash")
+    if len(digest) != hlen:
+        raise VerifyError("bad_signature", "RSA signature")
+    # k: modulus length in bytes, without a DER sign byte.
+    k = (bits(n) + 7) // 8
+    if len(sig) != k:
+        raise VerifyError("bad_signature", "RSA signature")
+    tlen = len(prefix) + hlen
+    if k < tlen + _MIN_PAD + 3:
+        raise VerifyError("bad_signature", "RSA signature")
+    if _MP:
+        # The exponentiation needs a few KiB in 0.5 KiB pieces (RSA-2048):
+        # free the garbage first so the pieces come from one clean region.
+        import gc
+
+        gc.collect()
+    mod = int.from_bytes(n, "big")
+    s = int.from_bytes(sig, "big")
+    if s >= mod:
+        raise VerifyError("bad_signature", "RSA signature")
+    em = modexp(s, e, mod).to_bytes(k, "big")
+    s = mod = 0  # drop the big ints before comparing
+    ok = em[0] == 0 and em[1] == 1
+    sep = k - tlen - 1  # index of the 00 separator
+    i = 2
+    while i < sep:
+        ok = ok and em[i] == 0xFF
+        i += 1
+    ok = ok and em[sep] == 0
+    j = 0
+    plen = len(prefix)
+    while j < plen:
+        ok = ok and em[sep + 1 + j] == prefix[j]
+        j += 1
+    base = sep + 1 + plen
+    j = 0
+    while j < hlen:
+        ok = ok and em[base + j] == digest[j]
+        j += 1
+    if not ok:
+        raise VerifyError("bad_signature", "RSA signature")
+
+
+# --- names (was espconn.names) --------------------------------------------------
+_MAX_NAME = const(253)  # RFC 1035 2.3.4, without the trailing dot
+_MAX_LABEL = const(63)
+
+
+def _dec(part):
+    # "0".."255", 1..3 digits, no leading zero -> int, else -1
+    n = len(part)
+    if n == 0 or n > 3 or (n > 1 and part[0] == "0"):
+        return -1
+    v = 0
+    for ch in part:
+        if ch < "0" or ch > "9":
+            return -1
+        v = v * 10 + ord(ch) - 48
+    return v if v <= 255 else -1
+
+
+def _ipv4(text, out, pos):
+    # Dotted quad into out[pos:pos + 4]; False if not one.
+    parts = text.split(".")
+    if len(parts) != 4:
+        return False
+    for i in range(4):
+        v = _dec(parts[i])
+        if v < 0:
+            return False
+        out[pos + i] = v
+    return True
+
+
+def _hex(group):
+    # 1..4 hex digits -> int, else -1
+    n = len(group)
+    if n == 0 or n > 4:
+        return -1
+    v = 0
+    for ch in group:
+        o = ord(ch)
+        if 48 <= o <= 57:
+            d = o - 48
+        elif 97 <= o <= 102:
+            d = o - 87
+        elif 65 <= o <= 70:
+            d = o - 55
+        else:
+            return -1
+        v = (v << 4) | d
+    return v
+
+
+def _groups(text, out, pos, limit, v4):
+    # Colon-separated hex groups of ``text`` written at out[pos:]; the last
+    # one may be a dotted IPv4 address (two groups' worth) when ``v4`` (the
+    # text ends the address).  At most ``limit`` groups.  Returns the number
+    # of 16-bit groups written, -1 if malformed.
+    if text == "":
+        return 0
+    parts = text.split(":")
+    n = 0
+    for i in range(len(parts)):
+        p = parts[i]
+        if "." in p:
+            if not v4 or i != len(parts) - 1 or n + 2 > limit or not _ipv4(p, out, pos + 2 * n):
+                return -1
+            return n + 2
+        v = _hex(p)
+        if v < 0 or n >= limit:
+            return -1
+        out[pos + 2 * n] = v >> 8
+        out[pos + 2 * n + 1] = v & 0xFF
+        n += 1
+    return n
+
+
+def _ipv6(text):
+    if len(text) > 45:  # longest form: 6 groups of 4, ':' x 6, 15-char IPv4
+        return None
+    out = bytearray(16)
+    i = text.find("::")
+    if i < 0:
+        if _groups(text, out, 0, 8, True) != 8:
+            return None
+        return bytes(out)
+    head = text[:i]
+    tail = text[i + 2 :]
+    if "::" in tail or (tail[:1] == ":") or (head[-1:] == ":") or (head[:1] == ":"):
+        return None
+    if tail[-1:] == ":":
+        return None
+    nh = _groups(head, out, 0, 7, False)
+    if nh < 0:
+        return None
+    # The tail is parsed into a scratch buffer, then moved to the end.
+    tmp = bytearray(16)
+    nt = _groups(tail, tmp, 0, 7 - nh, True)
+    if nt < 0 or nh + nt > 7:  # "::" stands for at least one zero group
+        return None
+    out[16 - 2 * nt :] = tmp[: 2 * nt]
+    return bytes(out)
+
+
+def parse_ip(text):
+    """Strict IPv4 (dotted quad) or IPv6 text -> 4 or 16 bytes; else None."""
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode()
+        except Exception:
+            return None
+    if not isinstance(text, str) or not text:
+        return None
+    if ":" in text:
+        return _ipv6(text)
+    if len(text) > 15:
+        return None
+    out = bytearray(4)
+    return bytes(out) if _ipv4(text, out, 0) else None
+
+
+def _labels(name, wildcard):
+    # A name -> its lower-cased label list, or None when it is not a
+    # well-formed host name (or pattern, when ``wildcard`` allows a leading "*").
+    if name[-1:] == ".":
+        name = name[:-1]
+    if not name or len(name) > _MAX_NAME:
+        return None
+    for ch in name:
+        o = ord(ch)
+        if not (
+            48 <= o <= 57 or 65 <= o <= 90 or 97 <= o <= 122 or o == 45 or o == 46 or o == 95 or (o == 42 and wildcard)
+        ):
+            return None
+    labels = name.lower().split(".")  # ASCII only by now: plain case folding
+    for i in range(len(labels)):
+        lab = labels[i]
+        if not lab or len(lab) > _MAX_LABEL:
+            return None
+        if "*" in lab and (i != 0 or lab != "*"):
+            return None  # partial-label or non-left-most wildcard
+    # The right-most label is a top-level domain, which never starts with a
+    # digit: "01.2.3.4", "1.2.3" or "1.2.3.0x4" are addresses to inet_aton,
+    # never host names.
+    last = labels[-1]
+    if "0" <= last[0] <= "9":
+        return None
+    return labels
+
+
+def match_dns(pattern, host):
+    """True when the certificate name ``pattern`` (bytes or str) covers ``host``."""
+    if isinstance(pattern, (bytes, bytearray, memoryview)):
+        for b in pattern:
+            if b >= 0x80:
+                return False
+        pattern = bytes(pattern).decode()
+    if not isinstance(pattern, str) or not isinstance(host, str):
+        return False
+    if parse_ip(host) is not None:
+        return False
+    h = _labels(host, False)
+    p = _labels(pattern, True)
+    if h is None or p is None or len(h) != len(p):
+        return False
+    start = 0
+    if p[0] == "*":
+        if len(p) < 3:  # "*.com", "*": too broad
+            return False
+        start = 1
+    for i in range(start, len(p)):
+        if p[i] != h[i]:
+            return False
+    return True
 
 
 # --- dates ----------------------------------------------------------------------
@@ -274,7 +747,7 @@ def civil_to_unix(y, mo, d, h, mi, s):
 
 def _time(buf, off, end):
     """One Time (UTCTime or GeneralizedTime) at off -> (unix seconds, next offset)."""
-    tag, v, e = der.read(buf, off, end)
+    tag, v, e = read(buf, off, end)
     if tag == _UTCTIME:
         if e - v != 13:
             raise _bad("time")
@@ -304,19 +777,19 @@ def _time(buf, off, end):
 
 def _sig_hash(c, off, end):
     # AlgorithmIdentifier content -> rsa hash id, 0 if not supported.
-    o, e = der.expect(c, off, end, _OID)
+    o, e = expect(c, off, end, _OID)
     if e != end:
         # Parameters: absent or NULL for the PKCS#1 v1.5 algorithms (RFC 4055
         # 5); anything else (PSS parameters...) is another algorithm.
-        tag, po, pe = der.read(c, e, end)
+        tag, po, pe = read(c, e, end)
         if tag != _NULL or po != pe or pe != end:
             return 0
-    if e - o == 9 and der.equal(c, o, o + 8, _OID_RSA, 0, 8):
+    if e - o == 9 and equal(c, o, o + 8, _OID_RSA, 0, 8):
         last = c[o + 8]
         if last == _PKCS1_SHA256:
-            return rsa.SHA256
+            return SHA256
         if last == _PKCS1_SHA1:
-            return rsa.SHA1
+            return SHA1
     return 0
 
 
@@ -324,7 +797,7 @@ def _bit_string(c, off, end, ku=False):
     # BIT STRING filling [off, end) -> offset of its first content byte after
     # the unused-bits count, which must be 0; for keyUsage (ku) -> that first
     # byte (unused bits allowed, 0 if no bits).
-    v, e = der.expect(c, off, end, _BITS)
+    v, e = expect(c, off, end, _BITS)
     if e != end or e == v or c[v] > (7 if ku else 0):
         raise _bad("structure")
     if ku:
@@ -334,16 +807,16 @@ def _bit_string(c, off, end, ku=False):
 
 def _int(c, off, end):
     # An INTEGER TLV at off: content non-empty, non-negative, minimal -> (voff, vend).
-    v, e = der.expect(c, off, end, _INT)
-    der.natural(c, v, e)
+    v, e = expect(c, off, end, _INT)
+    natural(c, v, e)
     return v, e
 
 
 def _parse(c):
     """Walk one DER certificate (a memoryview); return the field tuple (see _TBS_OFF...)."""
-    ex = der.expect  # locals: shorter bytecode than der.x at each of the many calls
-    rd = der.read
-    eq = der.equal
+    ex = expect  # locals: shorter bytecode than x at each of the many calls
+    rd = read
+    eq = equal
     end = len(c)
     v, e = ex(c, 0, end, _SEQ)
     if e != end:
@@ -402,8 +875,8 @@ def _parse(c):
         if ee != ke:
             raise _bad("structure")
         # -1: longer than 32 bits (unsupported); a zero exponent becomes 1,
-        # which rsa.check_key refuses as weak_key like any e < 3.
-        exp = (der.uint(c, eo, ee) or 1) if ee - eo <= 5 else -1
+        # which check_key refuses as weak_key like any e < 3.
+        exp = (uint(c, eo, ee) or 1) if ee - eo <= 5 else -1
     p = spki_end
 
     ca = -1 if version else -2
@@ -463,7 +936,7 @@ def _parse(c):
                     q, qe = _int(c, bo, be)
                     if qe != be or qe - q > 5:  # up to 2^32 - 1
                         raise _bad("extensions")
-                    pathlen = der.uint(c, q, qe)
+                    pathlen = uint(c, q, qe)
             elif kind == _CE_KU:
                 q = _bit_string(c, vo, ve, True)
                 ku = 1 if q & 0x04 else 0  # bit 5 keyCertSign: 0x04 of the first byte
@@ -504,7 +977,7 @@ def _check_key(c, info, pol, what):
     if info[_E] <= 0:  # not an RSA key, or an exponent over 32 bits
         raise _fail("unsupported_algorithm", what)
     try:
-        rsa.check_key(c[info[_N_OFF] : info[_N_END]], info[_E], pol.min_rsa_bits)
+        check_key(c[info[_N_OFF] : info[_N_END]], info[_E], pol.min_rsa_bits)
     except VerifyError as exc:
         raise VerifyError(exc.reason, what + ": " + exc.msg)
 
@@ -540,7 +1013,7 @@ def _check_sig(c, info, ic, iinfo, pol, what, left, own=False):
     h = info[_HASH]
     if h == 0:
         raise _fail("unsupported_algorithm", what)
-    if h == rsa.SHA1 and not pol.allow_sha1 and not own:
+    if h == SHA1 and not pol.allow_sha1 and not own:
         raise _fail("weak_hash", what)
     if left[0] <= 0:
         left[0] = -1  # out of budget: the search stops (see verify_chain)
@@ -548,10 +1021,10 @@ def _check_sig(c, info, ic, iinfo, pol, what, left, own=False):
     left[0] -= 1
     import hashlib
 
-    d = hashlib.sha256() if h == rsa.SHA256 else hashlib.sha1()
+    d = hashlib.sha256() if h == SHA256 else hashlib.sha1()
     d.update(c[info[_TBS_OFF] : info[_TBS_END]])
     try:
-        rsa.verify(ic[iinfo[_N_OFF] : iinfo[_N_END]], iinfo[_E], c[info[_SIG_OFF] : info[_SIG_END]], d.digest(), h)
+        verify(ic[iinfo[_N_OFF] : iinfo[_N_END]], iinfo[_E], c[info[_SIG_OFF] : info[_SIG_END]], d.digest(), h)
     except VerifyError as exc:
         if own:
             raise _fail("bad_anchor", what)
@@ -577,45 +1050,43 @@ def _trust(a, ai, pol, left, seen):
 
 
 def _check_name(c, info, name, pol):
-    from . import names  # only when a name is checked: its code stays out of RAM otherwise
-
-    ip = names.parse_ip(name)
+    ip = parse_ip(name)
     so = info[_SAN_OFF]
     se = info[_SAN_END]
     if se:
         q = so
         while q < se:
-            tag, v, q = der.read(c, q, se)
+            tag, v, q = read(c, q, se)
             if ip is not None:
-                if tag == _GN_IP and der.equal(c, v, q, ip, 0, len(ip)):
+                if tag == _GN_IP and equal(c, v, q, ip, 0, len(ip)):
                     return
-            elif tag == _GN_DNS and names.match_dns(bytes(c[v:q]), name):
+            elif tag == _GN_DNS and match_dns(bytes(c[v:q]), name):
                 return
         raise _fail("name_mismatch", name)
     if not pol.cn_fallback:
         raise _fail("name_mismatch", name)
     # Subject CN(s): Name ::= SEQUENCE OF SET OF AttributeTypeAndValue.
-    v, e = der.expect(c, info[_SUB_OFF], info[_SUB_END], _SEQ)
+    v, e = expect(c, info[_SUB_OFF], info[_SUB_END], _SEQ)
     while v < e:
-        so, se = der.expect(c, v, e, _SET)
+        so, se = expect(c, v, e, _SET)
         v = se
         while so < se:
-            ao, ae = der.expect(c, so, se, _SEQ)
+            ao, ae = expect(c, so, se, _SEQ)
             so = ae
-            oo, oe = der.expect(c, ao, ae, _OID)
-            tag, to, te = der.read(c, oe, ae)
-            if not der.equal(c, oo, oe, _OID_CN, 0, 3):
+            oo, oe = expect(c, ao, ae, _OID)
+            tag, to, te = read(c, oe, ae)
+            if not equal(c, oo, oe, _OID_CN, 0, 3):
                 continue
             if tag not in (0x0C, 0x13, 0x14, 0x16):  # UTF8, Printable, Teletex, IA5
                 continue
             cn = bytes(c[to:te])
             if ip is not None:
                 try:
-                    if names.parse_ip(cn.decode()) == ip:
+                    if parse_ip(cn.decode()) == ip:
                         return
                 except ValueError:  # not UTF-8 (UnicodeError is a ValueError)
                     pass
-            elif names.match_dns(cn, name):
+            elif match_dns(cn, name):
                 return
     raise _fail("name_mismatch", name)
 
@@ -627,10 +1098,10 @@ def _among(certs, buf, off, end):
     for a in certs:
         m = memoryview(a)
         try:
-            s0, s1 = der.cert_names(m)[2:]
+            s0, s1 = cert_names(m)[2:]
         except VerifyError:
             continue
-        if der.equal(m, s0, s1, buf, off, end):
+        if equal(m, s0, s1, buf, off, end):
             yield a
 
 
@@ -714,7 +1185,7 @@ def verify_chain(certs, anchors, now=None, name=None, policy=None):
             for a in find(cur, io, ie):
                 am = memoryview(a)
                 try:
-                    if der.equal(am, 0, len(am), cur, 0, len(cur)):
+                    if equal(am, 0, len(am), cur, 0, len(cur)):
                         _trust(am, info, pol, left, seen)  # cur itself is trusted
                         return
                     if d + 2 > limit:
@@ -733,8 +1204,8 @@ def verify_chain(certs, anchors, now=None, name=None, policy=None):
             if not used[j]:
                 c = memoryview(certs[j])
                 try:
-                    s0, s1 = der.cert_names(c)[2:]
-                    if der.equal(c, s0, s1, cur, io, ie):
+                    s0, s1 = cert_names(c)[2:]
+                    if equal(c, s0, s1, cur, io, ie):
                         if d + 3 > limit:
                             raise _fail("chain_too_long", "chain")
                         ci = _link(cur, info, c, path[limit + d], False, now, mode, pol, left, seen)
