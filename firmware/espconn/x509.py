@@ -549,57 +549,33 @@ _MAX_NAME = const(253)  # RFC 1035 2.3.4, without the trailing dot
 _MAX_LABEL = const(63)
 
 
-def _dec(part):
-    # "0".."255", 1..3 digits, no leading zero -> int, else -1
-    n = len(part)
-    if n == 0 or n > 3 or (n > 1 and part[0] == "0"):
-        return -1
-    v = 0
-    for ch in part:
-        if ch < "0" or ch > "9":
-            return -1
-        v = v * 10 + ord(ch) - 48
-    return v if v <= 255 else -1
+_DIGITS = "0123456789"
+_HEXDIGITS = "0123456789abcdefABCDEF"
 
 
 def _ipv4(text, out, pos):
-    # Dotted quad into out[pos:pos + 4]; False if not one.
+    # Dotted quad into out[pos:pos + 4]; False if not one.  Each part "0".."255":
+    # 1..3 ASCII digits (strip() leaves nothing else), no leading zero.
     parts = text.split(".")
     if len(parts) != 4:
         return False
     for i in range(4):
-        v = _dec(parts[i])
-        if v < 0:
+        p = parts[i]
+        n = len(p)
+        if n == 0 or n > 3 or p.strip(_DIGITS) or (n > 1 and p[0] == "0"):
+            return False
+        v = int(p)
+        if v > 255:
             return False
         out[pos + i] = v
     return True
 
 
-def _hex(group):
-    # 1..4 hex digits -> int, else -1
-    n = len(group)
-    if n == 0 or n > 4:
-        return -1
-    v = 0
-    for ch in group:
-        o = ord(ch)
-        if 48 <= o <= 57:
-            d = o - 48
-        elif 97 <= o <= 102:
-            d = o - 87
-        elif 65 <= o <= 70:
-            d = o - 55
-        else:
-            return -1
-        v = (v << 4) | d
-    return v
-
-
 def _groups(text, out, pos, limit, v4):
-    # Colon-separated hex groups of ``text`` written at out[pos:]; the last
-    # one may be a dotted IPv4 address (two groups' worth) when ``v4`` (the
-    # text ends the address).  At most ``limit`` groups.  Returns the number
-    # of 16-bit groups written, -1 if malformed.
+    # Colon-separated groups of 1..4 hex digits of ``text`` written at
+    # out[pos:]; the last one may be a dotted IPv4 address (two groups' worth)
+    # when ``v4`` (the text ends the address).  At most ``limit`` groups.
+    # Returns the number of 16-bit groups written, -1 if malformed.
     if text == "":
         return 0
     parts = text.split(":")
@@ -610,40 +586,15 @@ def _groups(text, out, pos, limit, v4):
             if not v4 or i != len(parts) - 1 or n + 2 > limit or not _ipv4(p, out, pos + 2 * n):
                 return -1
             return n + 2
-        v = _hex(p)
-        if v < 0 or n >= limit:
+        # strip() leaves nothing but for a non-hex character: no "0x", sign,
+        # space or "_" reaches int().
+        if not 0 < len(p) <= 4 or p.strip(_HEXDIGITS) or n >= limit:
             return -1
+        v = int(p, 16)
         out[pos + 2 * n] = v >> 8
         out[pos + 2 * n + 1] = v & 0xFF
         n += 1
     return n
-
-
-def _ipv6(text):
-    if len(text) > 45:  # longest form: 6 groups of 4, ':' x 6, 15-char IPv4
-        return None
-    out = bytearray(16)
-    i = text.find("::")
-    if i < 0:
-        if _groups(text, out, 0, 8, True) != 8:
-            return None
-        return bytes(out)
-    head = text[:i]
-    tail = text[i + 2 :]
-    if "::" in tail or (tail[:1] == ":") or (head[-1:] == ":") or (head[:1] == ":"):
-        return None
-    if tail[-1:] == ":":
-        return None
-    nh = _groups(head, out, 0, 7, False)
-    if nh < 0:
-        return None
-    # The tail is parsed into a scratch buffer, then moved to the end.
-    tmp = bytearray(16)
-    nt = _groups(tail, tmp, 0, 7 - nh, True)
-    if nt < 0 or nh + nt > 7:  # "::" stands for at least one zero group
-        return None
-    out[16 - 2 * nt :] = tmp[: 2 * nt]
-    return bytes(out)
 
 
 def parse_ip(text):
@@ -655,12 +606,34 @@ def parse_ip(text):
             return None
     if not isinstance(text, str) or not text:
         return None
-    if ":" in text:
-        return _ipv6(text)
-    if len(text) > 15:
+    if ":" not in text:
+        if len(text) > 15:
+            return None
+        out = bytearray(4)
+        return bytes(out) if _ipv4(text, out, 0) else None
+    # IPv6
+    if len(text) > 45:  # longest form: 6 groups of 4, ':' x 6, 15-char IPv4
         return None
-    out = bytearray(4)
-    return bytes(out) if _ipv4(text, out, 0) else None
+    out = bytearray(16)
+    i = text.find("::")
+    if i < 0:
+        if _groups(text, out, 0, 8, True) != 8:
+            return None
+        return bytes(out)
+    head = text[:i]
+    tail = text[i + 2 :]
+    if "::" in tail or (tail[:1] == ":") or (head[-1:] == ":") or (head[:1] == ":") or tail[-1:] == ":":
+        return None
+    nh = _groups(head, out, 0, 7, False)
+    if nh < 0:
+        return None
+    # The tail is parsed into a scratch buffer, then moved to the end.
+    tmp = bytearray(16)
+    nt = _groups(tail, tmp, 0, 7 - nh, True)
+    if nt < 0 or nh + nt > 7:  # "::" stands for at least one zero group
+        return None
+    out[16 - 2 * nt :] = tmp[: 2 * nt]
+    return bytes(out)
 
 
 def _labels(name, wildcard):
@@ -775,24 +748,6 @@ def _time(buf, off, end):
 # --- parsing --------------------------------------------------------------------
 
 
-def _sig_hash(c, off, end):
-    # AlgorithmIdentifier content -> rsa hash id, 0 if not supported.
-    o, e = expect(c, off, end, _OID)
-    if e != end:
-        # Parameters: absent or NULL for the PKCS#1 v1.5 algorithms (RFC 4055
-        # 5); anything else (PSS parameters...) is another algorithm.
-        tag, po, pe = read(c, e, end)
-        if tag != _NULL or po != pe or pe != end:
-            return 0
-    if e - o == 9 and equal(c, o, o + 8, _OID_RSA, 0, 8):
-        last = c[o + 8]
-        if last == _PKCS1_SHA256:
-            return SHA256
-        if last == _PKCS1_SHA1:
-            return SHA1
-    return 0
-
-
 def _bit_string(c, off, end, ku=False):
     # BIT STRING filling [off, end) -> offset of its first content byte after
     # the unused-bits count, which must be 0; for keyUsage (ku) -> that first
@@ -827,7 +782,20 @@ def _parse(c):
     a, a_end = ex(c, alg_off, e, _SEQ)
     sig_off = _bit_string(c, a_end, e)
     sig_end = e
-    h = _sig_hash(c, a, a_end)
+    # AlgorithmIdentifier -> hash id, 0 if not supported.  Parameters: absent
+    # or NULL for the PKCS#1 v1.5 algorithms (RFC 4055 5); anything else (PSS
+    # parameters...) is another algorithm.
+    h = 0
+    o, q = ex(c, a, a_end, _OID)
+    tag = _NULL
+    po = pe = q
+    if q != a_end:
+        tag, po, pe = rd(c, q, a_end)
+    if tag == _NULL and po == pe and pe == a_end and q - o == 9 and eq(c, o, o + 8, _OID_RSA, 0, 8):
+        if c[o + 8] == _PKCS1_SHA256:
+            h = SHA256
+        elif c[o + 8] == _PKCS1_SHA1:
+            h = SHA1
 
     # tbsCertificate
     version = 0
@@ -996,17 +964,6 @@ def _check_dates(info, now, mode, pol, what):
         raise _fail("expired", what)
 
 
-def _check_issuer(info, n, anchor, pol, what):
-    # n: non-self-issued intermediates under this issuer in the path.
-    ca = info[_CA]
-    if ca != 1 and not (ca == -2 and anchor and pol.anchor_without_ca):
-        raise _fail("not_a_ca", what)
-    if info[_KU] == 0:
-        raise _fail("key_usage", what)
-    if info[_PATHLEN] >= 0 and n > info[_PATHLEN]:
-        raise _fail("path_len", what)
-
-
 def _check_sig(c, info, ic, iinfo, pol, what, left, own=False):
     # Is c (fields info) signed by the key of ic (fields iinfo)?  ``left``:
     # [signature checks left]; ``own``: an anchor's own signature (integrity).
@@ -1091,38 +1048,18 @@ def _check_name(c, info, name, pol):
     raise _fail("name_mismatch", name)
 
 
-def _among(certs, buf, off, end):
-    # Anchors given as a list, looked up like the CA store's issuers(): yield
-    # those whose subject equals the Name buf[off:end].  A malformed one is
-    # skipped: it names nothing.
-    for a in certs:
-        m = memoryview(a)
-        try:
-            s0, s1 = cert_names(m)[2:]
-        except VerifyError:
-            continue
-        if equal(m, s0, s1, buf, off, end):
-            yield a
-
-
-def _clock_mode(now, pol):
-    if now is not None:
-        return now, 0
-    t = pol.clock() if pol.clock is not None else unix_time()
-    if t >= pol.release:
-        return t, 0
-    if pol.unset_clock == "skip":
-        return t, 2
-    if pol.unset_clock == "refuse":
-        raise _fail("clock_unset", "clock")
-    return t, 1
-
-
 def _link(cur, info, c, n, anchor, now, mode, pol, left, seen):
     # Is certificate c (anchor or sent) a valid issuer of cur?  Its fields, or raise.
     what = "anchor" if anchor else "intermediate"
     ci = _parse(c)
-    _check_issuer(ci, n, anchor, pol, what)
+    # n: non-self-issued intermediates under this issuer in the path.
+    ca = ci[_CA]
+    if ca != 1 and not (ca == -2 and anchor and pol.anchor_without_ca):
+        raise _fail("not_a_ca", what)
+    if ci[_KU] == 0:
+        raise _fail("key_usage", what)
+    if ci[_PATHLEN] >= 0 and n > ci[_PATHLEN]:
+        raise _fail("path_len", what)
     _check_dates(ci, now, mode, pol, what)
     _check_key(c, ci, pol, what)
     if anchor:
@@ -1147,14 +1084,30 @@ def verify_chain(certs, anchors, now=None, name=None, policy=None):
     limit = pol.max_chain
     if count > limit:
         raise _fail("chain_too_long", "chain")
-    now, mode = _clock_mode(now, pol)
+    mode = 0  # 0: full window at now; 1: unset clock, notAfter >= release; 2: skip
+    if now is None:
+        now = pol.clock() if pol.clock is not None else unix_time()
+        if now < pol.release:
+            if pol.unset_clock == "refuse":
+                raise _fail("clock_unset", "clock")
+            mode = 2 if pol.unset_clock == "skip" else 1
     find = getattr(anchors, "issuers", None)
     seen = getattr(anchors, "verified", None)
     if find is None:
         lst = list(anchors)
 
         def find(buf, off, end):
-            return _among(lst, buf, off, end)
+            # Anchors given as a list, looked up like the CA store's issuers():
+            # those whose subject equals the Name buf[off:end].  A malformed one
+            # is skipped: it names nothing.
+            for a in lst:
+                m = memoryview(a)
+                try:
+                    s0, s1 = cert_names(m)[2:]
+                except VerifyError:
+                    continue
+                if equal(m, s0, s1, buf, off, end):
+                    yield a
 
     cur = memoryview(certs[0])
     info = _parse(cur)
