@@ -417,7 +417,8 @@ def modexp(base, exp, mod):
         raise ValueError("modexp: bad arguments")
     if mod == 1:
         return 0
-    base %= mod
+    if base < 0 or base >= mod:  # verify() passes 0 <= s < n: no 0.5 KiB copy then
+        base %= mod
     # Top bit of exp; int.bit_length() is missing on MicroPython.
     top = 0
     while (exp >> top) > 1:
@@ -981,8 +982,9 @@ def _check_sig(c, info, ic, iinfo, pol, what, left, own=False):
 
     d = hashlib.sha256() if h == SHA256 else hashlib.sha1()
     d.update(c[info[_TBS_OFF] : info[_TBS_END]])
+    d = d.digest()  # the hash object is garbage before the RSA work
     try:
-        verify(ic[iinfo[_N_OFF] : iinfo[_N_END]], iinfo[_E], c[info[_SIG_OFF] : info[_SIG_END]], d.digest(), h)
+        verify(ic[iinfo[_N_OFF] : iinfo[_N_END]], iinfo[_E], c[info[_SIG_OFF] : info[_SIG_END]], d, h)
     except VerifyError as exc:
         if own:
             raise _fail("bad_anchor", what)
