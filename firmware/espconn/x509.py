@@ -139,12 +139,31 @@ _GN_DNS = const(0x82)  # GeneralName dNSName [2] IA5String
 _GN_IP = const(0x87)  # GeneralName iPAddress [7] OCTET STRING
 
 # OID values (content bytes only).
-_OID_RSA = b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01"  # 1.2.840.113549.1.1.1 rsaEncryption
-_PKCS1_SHA1 = const(5)  # 1.2.840.113549.1.1.5 sha1WithRSAEncryption: _OID_RSA[:8] + 5
+# One constant table, so one global (each costs RAM on the board, and a
+# module dict with many entries makes every gc.collect() slower):
+#   rsaEncryption OID 1.2.840.113549.1.1.1 (9 bytes; sha1/sha256WithRSAEncryption
+#   are its first 8 + 5 / 11), commonName 2.5.4.3 (3), id-kp 1.3.6.1.5.5.7.3
+#   (7: + 1 serverAuth, 2 clientAuth), anyExtendedKeyUsage 2.5.29.37.0 (4), the
+#   days of each month in a common year (12), then RFC 8017 9.2 note 1: the DER
+#   of DigestInfo up to the OCTET STRING header for SHA-1 (15) and SHA-256 (19).
+_K = (
+    b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01"
+    b"\x55\x04\x03"
+    b"\x2b\x06\x01\x05\x05\x07\x03"
+    b"\x55\x1d\x25\x00"
+    b"\x1f\x1c\x1f\x1e\x1f\x1e\x1f\x1f\x1e\x1f\x1e\x1f"
+    b"\x30\x21\x30\x09\x06\x05\x2b\x0e\x03\x02\x1a\x05\x00\x04\x14"
+    b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20"
+)
+_K_RSA = const(0)
+_K_CN = const(9)
+_K_KP = const(12)
+_K_ANY_EKU = const(19)
+_K_MDAYS = const(23)
+_K_SHA1 = const(35)
+_K_SHA256 = const(50)
+_PKCS1_SHA1 = const(5)  # 1.2.840.113549.1.1.5 sha1WithRSAEncryption: rsaEncryption[:8] + 5
 _PKCS1_SHA256 = const(11)  # sha256WithRSAEncryption
-_OID_CN = b"\x55\x04\x03"  # 2.5.4.3 commonName
-_OID_KP = b"\x2b\x06\x01\x05\x05\x07\x03"  # 1.3.6.1.5.5.7.3.x id-kp-x (1 serverAuth, 2 clientAuth)
-_OID_ANY_EKU = b"\x55\x1d\x25\x00"  # 2.5.29.37.0 anyExtendedKeyUsage
 _ID_CE = const(0x1D)  # 2.5.29.x: 55 1D x
 _CE_SKI = const(14)
 _CE_KU = const(15)
@@ -178,9 +197,6 @@ _SPKI_END = const(20)
 _EKU = const(21)  # extKeyUsage: -1 absent, else bit k per id-kp-k, bit 0 anyExtendedKeyUsage
 _SELF = const(22)  # self-issued: issuer Name == subject Name
 
-# Days before each month, days in each month, in a common year.
-_CUM_DAYS = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
-_MDAYS = b"\x1f\x1c\x1f\x1e\x1f\x1e\x1f\x1f\x1e\x1f\x1e\x1f"
 
 
 class Policy:
@@ -396,10 +412,6 @@ def check(buf, off, end, depth=8):
 SHA1 = const(1)
 SHA256 = const(2)
 
-# RFC 8017 9.2 note 1: DER of DigestInfo up to (and including) the OCTET STRING
-# header, for each hash.  Constant bytes: frozen, they stay in flash.
-_PREFIX_SHA1 = b"\x30\x21\x30\x09\x06\x05\x2b\x0e\x03\x02\x1a\x05\x00\x04\x14"
-_PREFIX_SHA256 = b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20"
 
 _MIN_PAD = const(8)  # PS is at least 8 bytes of 0xFF (RFC 8017 9.2 step 3)
 MAX_BITS = const(4096)  # largest modulus accepted: bounds the work per signature
@@ -496,11 +508,14 @@ def verify(n, e, sig, digest, hash_id):
     data; ``hash_id``: SHA1 or SHA256.  Call check_key() first: this function
     trusts the key's size.  Buffers may be memoryviews: nothing is copied.
     """
+    # The DigestInfo prefix: _K[po:po + plen] (see _K).
     if hash_id == SHA1:
-        prefix = _PREFIX_SHA1
+        po = _K_SHA1
+        plen = 15
         hlen = 20
     elif hash_id == SHA256:
-        prefix = _PREFIX_SHA256
+        po = _K_SHA256
+        plen = 19
         hlen = 32
     else:
         raise VerifyError("unsupported_algorithm", "hash")
@@ -510,7 +525,7 @@ def verify(n, e, sig, digest, hash_id):
     k = (bits(n) + 7) // 8
     if len(sig) != k:
         raise VerifyError("bad_signature", "RSA signature")
-    tlen = len(prefix) + hlen
+    tlen = plen + hlen
     if k < tlen + _MIN_PAD + 3:
         raise VerifyError("bad_signature", "RSA signature")
     if _MP:
@@ -531,17 +546,9 @@ def verify(n, e, sig, digest, hash_id):
     while i < sep:
         ok = ok and em[i] == 0xFF
         i += 1
-    ok = ok and em[sep] == 0
-    j = 0
-    plen = len(prefix)
-    while j < plen:
-        ok = ok and em[sep + 1 + j] == prefix[j]
-        j += 1
-    base = sep + 1 + plen
-    j = 0
-    while j < hlen:
-        ok = ok and em[base + j] == digest[j]
-        j += 1
+    # The prefix and the digest fill the rest exactly (k = sep + 1 + tlen).
+    ok = ok and em[sep] == 0 and equal(em, sep + 1, sep + 1 + plen, _K, po, po + plen)
+    ok = ok and equal(em, k - hlen, k, digest, 0, hlen)
     if not ok:
         raise VerifyError("bad_signature", "RSA signature")
 
@@ -549,10 +556,6 @@ def verify(n, e, sig, digest, hash_id):
 # --- names (was espconn.names) --------------------------------------------------
 _MAX_NAME = const(253)  # RFC 1035 2.3.4, without the trailing dot
 _MAX_LABEL = const(63)
-
-
-_DIGITS = "0123456789"
-_HEXDIGITS = "0123456789abcdefABCDEF"
 
 
 def _ipv4(text, out, pos):
@@ -564,7 +567,7 @@ def _ipv4(text, out, pos):
     for i in range(4):
         p = parts[i]
         n = len(p)
-        if n == 0 or n > 3 or p.strip(_DIGITS) or (n > 1 and p[0] == "0"):
+        if n == 0 or n > 3 or p.strip("0123456789") or (n > 1 and p[0] == "0"):
             return False
         v = int(p)
         if v > 255:
@@ -590,7 +593,7 @@ def _groups(text, out, pos, limit, v4):
             return n + 2
         # strip() leaves nothing but for a non-hex character: no "0x", sign,
         # space or "_" reaches int().
-        if not 0 < len(p) <= 4 or p.strip(_HEXDIGITS) or n >= limit:
+        if not 0 < len(p) <= 4 or p.strip("0123456789abcdefABCDEF") or n >= limit:
             return -1
         v = int(p, 16)
         out[pos + 2 * n] = v >> 8
@@ -709,12 +712,14 @@ def _digits(buf, off, n):
 def civil_to_unix(y, mo, d, h, mi, s):
     """Unix seconds of a UTC date and time; ValueError if it does not exist."""
     leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
-    if not (1 <= mo <= 12 and 1 <= d and h <= 23 and mi <= 59 and s <= 59) or d > _MDAYS[mo - 1] + (mo == 2 and leap):
+    if not (1 <= mo <= 12 and 1 <= d and h <= 23 and mi <= 59 and s <= 59) or d > _K[_K_MDAYS + mo - 1] + (mo == 2 and leap):
         raise ValueError("bad date")
     # Leap days in [1970, y): leap years in [1, y) (floor division keeps year 0
     # right) minus the 477 before 1970.
     p = y - 1
-    days = (y - 1970) * 365 + p // 4 - p // 100 + p // 400 - 477 + _CUM_DAYS[mo - 1] + d - 1
+    days = (y - 1970) * 365 + p // 4 - p // 100 + p // 400 - 477 + d - 1
+    for i in range(mo - 1):  # the months before
+        days += _K[_K_MDAYS + i]
     if mo > 2 and leap:
         days += 1
     return ((days * 24 + h) * 60 + mi) * 60 + s
@@ -793,7 +798,7 @@ def _parse(c):
     po = pe = q
     if q != a_end:
         tag, po, pe = rd(c, q, a_end)
-    if tag == _NULL and po == pe and pe == a_end and q - o == 9 and eq(c, o, o + 8, _OID_RSA, 0, 8):
+    if tag == _NULL and po == pe and pe == a_end and q - o == 9 and eq(c, o, o + 8, _K, _K_RSA, _K_RSA + 8):
         if c[o + 8] == _PKCS1_SHA256:
             h = SHA256
         elif c[o + 8] == _PKCS1_SHA1:
@@ -833,7 +838,7 @@ def _parse(c):
     exp = 0
     oo, oe = ex(c, ao, ae, _OID)
     k = _bit_string(c, ae, spki_end)
-    if eq(c, oo, oe, _OID_RSA, 0, 9):
+    if eq(c, oo, oe, _K, _K_RSA, _K_RSA + 9):
         # rsaEncryption: parameters NULL (RFC 3279 2.3.1); RSAPublicKey ::=
         # SEQUENCE { modulus INTEGER, publicExponent INTEGER }, both minimal.
         tag, po, pe = rd(c, oe, ae)
@@ -924,15 +929,22 @@ def _parse(c):
                 eku = 0
                 while q < qe:
                     qo, q = ex(c, q, qe, _OID)
-                    if q - qo == 8 and eq(c, qo, q - 1, _OID_KP, 0, 7) and 0 < c[q - 1] < 30:
+                    if q - qo == 8 and eq(c, qo, q - 1, _K, _K_KP, _K_KP + 7) and 0 < c[q - 1] < 30:
                         eku |= 1 << c[q - 1]
-                    elif eq(c, qo, q, _OID_ANY_EKU, 0, 4):
+                    elif eq(c, qo, q, _K, _K_ANY_EKU, _K_ANY_EKU + 4):
                         eku |= 1
             elif kind == _CE_SKI or kind == _CE_AKI:
                 if crit:  # RFC 5280 4.2.1.1, 4.2.1.2: never critical
                     raise _bad("extensions")
             elif crit:
                 raise _fail("unknown_critical_extension", "certificate")
+    if _MP:
+        # The walk left a tuple per TLV as garbage: collect it first, so the
+        # fields (held through the check) go low in the heap, not between the
+        # free blocks the RSA work needs.
+        import gc
+
+        gc.collect()
     return (
         tbs_off, tbs_end, h, sig_off, sig_end, iss_off, iss_end, sub_off, sub_end, nb, na,
         n_off, n_end, exp, ca, pathlen, ku, san_off, san_end, spki_off, spki_end, eku,
@@ -943,27 +955,22 @@ def _parse(c):
 # --- checks ---------------------------------------------------------------------
 
 
-def _check_key(c, info, pol, what):
+def _check_cert(c, info, now, mode, pol, what):
+    # Dates, then the key.  mode 0: full window at now; 1: unset clock,
+    # notAfter >= release; 2: no dates.
+    if mode == 1 and info[_NOT_AFTER] < pol.release:
+        raise _fail("expired", what)
+    if mode == 0:
+        if now < info[_NOT_BEFORE]:
+            raise _fail("not_yet_valid", what)
+        if now > info[_NOT_AFTER]:
+            raise _fail("expired", what)
     if info[_E] <= 0:  # not an RSA key, or an exponent over 32 bits
         raise _fail("unsupported_algorithm", what)
     try:
         check_key(c[info[_N_OFF] : info[_N_END]], info[_E], pol.min_rsa_bits)
     except VerifyError as exc:
         raise VerifyError(exc.reason, what + ": " + exc.msg)
-
-
-def _check_dates(info, now, mode, pol, what):
-    # mode 0: full window at now; 1: unset clock, notAfter >= release; 2: skip.
-    if mode == 2:
-        return
-    if mode == 1:
-        if info[_NOT_AFTER] < pol.release:
-            raise _fail("expired", what)
-        return
-    if now < info[_NOT_BEFORE]:
-        raise _fail("not_yet_valid", what)
-    if now > info[_NOT_AFTER]:
-        raise _fail("expired", what)
 
 
 def _check_sig(c, info, ic, iinfo, pol, what, left, own=False):
@@ -1035,7 +1042,7 @@ def _check_name(c, info, name, pol):
             so = ae
             oo, oe = expect(c, ao, ae, _OID)
             tag, to, te = read(c, oe, ae)
-            if not equal(c, oo, oe, _OID_CN, 0, 3):
+            if not equal(c, oo, oe, _K, _K_CN, _K_CN + 3):
                 continue
             if tag not in (0x0C, 0x13, 0x14, 0x16):  # UTF8, Printable, Teletex, IA5
                 continue
@@ -1063,8 +1070,7 @@ def _link(cur, info, c, n, anchor, now, mode, pol, left, seen):
         raise _fail("key_usage", what)
     if ci[_PATHLEN] >= 0 and n > ci[_PATHLEN]:
         raise _fail("path_len", what)
-    _check_dates(ci, now, mode, pol, what)
-    _check_key(c, ci, pol, what)
+    _check_cert(c, ci, now, mode, pol, what)
     if anchor:
         _trust(c, ci, pol, left, seen)
     _check_sig(cur, info, c, ci, pol, "certificate", left)
@@ -1114,8 +1120,7 @@ def verify_chain(certs, anchors, now=None, name=None, policy=None):
 
     cur = memoryview(certs[0])
     info = _parse(cur)
-    _check_key(cur, info, pol, "leaf")
-    _check_dates(info, now, mode, pol, "leaf")
+    _check_cert(cur, info, now, mode, pol, "leaf")
     if not info[_EKU] & (1 | 1 << pol.purpose):  # -1 (absent) allows all
         raise _fail("ext_key_usage", "leaf")
     if name is not None:
@@ -1215,3 +1220,6 @@ def spki_sha256(cert):
     c = memoryview(cert)
     info = _parse(c)
     return hashlib.sha256(c[info[_SPKI_OFF] : info[_SPKI_END]]).digest()
+
+
+del const  # only the module body used it: one global less
