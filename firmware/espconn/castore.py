@@ -323,21 +323,6 @@ def _show(name):
     return "".join([chr(b) if 32 <= b < 127 else "\\x%02x" % b for b in name])
 
 
-def _name(hdr):
-    # The name is NUL-padded: bytes up to the first NUL, nothing but NULs after.
-    end = -1
-    for i in range(NAME_LEN):
-        if hdr[i] == 0:
-            end = i
-            break
-    if end <= 0:
-        return None
-    for i in range(end, NAME_LEN):
-        if hdr[i]:
-            return None
-    return bytes(hdr[:end])
-
-
 def walk(read, size, hdr=None):
     """Yield ``(name, data_offset, data_length)`` for each entry, streaming.
 
@@ -366,9 +351,13 @@ def walk(read, size, hdr=None):
         length = hdr[NAME_LEN] | hdr[NAME_LEN + 1] << 8
         if length == _END_MARK:
             return
-        name = _name(hdr)
-        if name is None:
+        # The name is NUL-padded: 1..31 bytes up to the first NUL, nothing but
+        # NULs after.
+        name = bytes(hdr[:NAME_LEN])
+        k = name.find(b"\0")
+        if k <= 0 or name.count(b"\0", k) != NAME_LEN - k:
             raise FormatError("bad_name", "entry %d at offset 0x%x has no valid NUL-padded name" % (index, off))
+        name = name[:k]
         if length == 0:
             raise FormatError("empty", "entry %d (%s) at offset 0x%x is empty" % (index, _show(name), off))
         off += HEADER_LEN
