@@ -13,6 +13,11 @@ name check (anything else -> bad_name).  A CA store that is erased, empty or
 damaged raises espconn.errors.StoreError (its ``.reason`` says which) out of
 verify_chain: never "no CAs, so accept".
 
+One module on purpose: every check needs the DER walker, RSA and the name
+rules together, and on the board each module, function and global costs RAM
+of its own (espconn.der, espconn.rsa and espconn.names re-export those parts
+for the host tools and the tests).
+
 Certificates are walked in place over a memoryview (the DER walker below): nothing
 is copied, names are compared byte for byte, nothing recurses.  Path building
 is a depth-first search over every candidate issuer, iterative (one index per
@@ -268,7 +273,30 @@ def _bad(msg):
     return VerifyError("malformed", msg)
 
 
-# --- DER (was espconn.der) ------------------------------------------------------
+# --- DER (espconn.der re-exports it) --------------------------------------------
+#
+# A small DER walker for certificates, over bytes, bytearray or memoryview.
+#
+# Plain functions on (buffer, offset, end) triples: nothing is copied, nothing
+# recurses, and every length is checked against the container it sits in, so
+# any byte sequence either yields spans inside ``[off, end)`` or raises
+# ``VerifyError("malformed", ...)``.  Runs unchanged on MicroPython and CPython.
+#
+#     read(buf, off, end)   -> (tag, voff, vend)   one TLV at off
+#     expect(buf, off, end, tag) -> (voff, vend)   read() and check the tag
+#     natural(buf, voff, vend)                     INTEGER content minimal, >= 0?
+#     uint(buf, voff, vend) -> int                 non-negative INTEGER value
+#     equal(a, ao, ae, b, bo, be) -> bool          byte compare of two spans
+#     cert_names(cert) -> (issuer_off, issuer_end, subject_off, subject_end)
+#     check(buf, off, end, depth=8) -> int         whole TLV tree well formed?
+#
+# What is DER here (ITU-T X.690 section 10): single-byte tags only (the
+# high-tag-number form, low 5 bits all ones, is rejected), definite lengths
+# only, in their shortest form (a long form for a length under 128, or with a
+# leading zero byte, is rejected), at most 3 length bytes (16 MiB: far beyond
+# any certificate the device can hold).  INTEGERs read by ``uint`` must be
+# minimal and non-negative.
+
 _CONSTRUCTED = const(0x20)  # bit 6 of the identifier octet
 _HIGH_TAG = const(0x1F)  # low 5 bits all ones: multi-byte tag follows
 _MAX_DEPTH = const(32)  # hard cap for check()
@@ -407,7 +435,27 @@ def check(buf, off, end, depth=8):
             off = e
 
 
-# --- RSA (was espconn.rsa) ------------------------------------------------------
+# --- RSA (espconn.rsa re-exports it) --------------------------------------------
+#
+# RSA PKCS#1 v1.5 signature verification (RFC 8017 section 8.2.2), SHA-1 and SHA-256.
+#
+# Plain functions, no state.  The ESP8266 port has no three-argument ``pow()``,
+# so the modular exponentiation is written out as left-to-right
+# square-and-multiply over Python ints (MicroPython's mpz).  With the usual
+# public exponent 65537 that is 17 squarings and one multiplication, each
+# followed by one reduction: the largest temporary is a product of two
+# modulus-sized numbers (512 bytes for RSA-2048).
+#
+# The encoded message is checked byte for byte, never parsed:
+#
+#     EM = 00 01 FF..FF 00 || DigestInfo(hash OID, NULL params) || digest
+#
+# with at least 8 bytes of FF padding and the DigestInfo prefix exactly the DER
+# that RFC 8017 (section 9.2, note 1) lists; the variant without the NULL
+# parameters, BER length forms, trailing garbage and short padding are all
+# rejected as ``bad_signature``.  Key limits (``weak_key`` /
+# ``unsupported_algorithm``) keep the work per signature bounded.
+
 # Hash identifiers used by x509.py and the tests.
 SHA1 = const(1)
 SHA256 = const(2)
@@ -553,7 +601,39 @@ def verify(n, e, sig, digest, hash_id):
         raise VerifyError("bad_signature", "RSA signature")
 
 
-# --- names (was espconn.names) --------------------------------------------------
+# --- names (espconn.names re-exports it) ----------------------------------------
+#
+# Host name and IP address matching for certificate checks.
+#
+#     parse_ip(text) -> bytes or None
+#     match_dns(pattern, host) -> bool
+#
+# ``parse_ip`` is strict, because a string that is not clearly an address must
+# not be checked as one (nor, by ``match_dns``, as a DNS name):
+#   - IPv4: exactly four dot-separated decimal numbers 0..255, one to three
+#     digits each, no leading zeros ("01.2.3.4" is refused: inet_aton reads it as
+#     octal, other parsers as decimal), no shorthand ("1.2.3", "1.2.0x3.4"), no
+#     trailing dot, no spaces or signs.
+#   - IPv6 (RFC 4291 2.2): eight groups of 1..4 hex digits, one "::" standing
+#     for at least one zero group, optionally ending in a dotted IPv4 address
+#     (parsed as above) in the last 32 bits.  No brackets, no zone ("%eth0"),
+#     no prefix length.
+#   -> 4 or 16 bytes in network order; anything else -> None.
+#
+# ``match_dns`` follows RFC 6125 section 6.4: a pattern (a subjectAltName
+# dNSName or, for legacy certificates, a CN) matches a host name when they are
+# equal ignoring ASCII case and one trailing dot.  A "*" is allowed only as the
+# whole left-most label and stands for exactly one non-empty label; it needs at
+# least two labels after it ("*.com", "*" never match), partial-label wildcards
+# ("f*.example.com", "*x.example.com") never match, and neither does any
+# pattern for a host that is an IP address (addresses are checked against
+# iPAddress entries by the verifier, byte for byte).  A name whose right-most
+# label starts with a digit ("1.2.3", "01.2.3.4": forms inet_aton reads as
+# addresses) is not a host name and matches nothing.  Names must be ASCII
+# (IDNs as A-labels), labels 1..63 bytes of letters, digits, "-" and "_", the
+# whole name at most 253 bytes; anything else does not match.  There is no
+# public-suffix list: "*.co.uk" matches "x.co.uk".
+
 _MAX_NAME = const(253)  # RFC 1035 2.3.4, without the trailing dot
 _MAX_LABEL = const(63)
 
