@@ -23,7 +23,7 @@ pytestmark = pytest.mark.micropython
 def mpydir(firmware_mpy):
     """The modules binfmt needs, and only those, as .mpy from mpy-cross: how they
     are deployed (a 38 KiB heap cannot compile the espconn package from source)."""
-    return firmware_mpy(modules=("__init__", "codes", "errors", "der", "castore", "binfmt"))  # binfmt.walk is castore.walk
+    return firmware_mpy(modules=("__init__", "codes", "errors", "x509", "castore", "binfmt"))  # binfmt.walk is castore.walk (castore needs x509)
 
 
 # Runs on MicroPython: walks FILE streaming (one 34-byte header buffer, data read
@@ -116,7 +116,8 @@ def bins(tmp_path_factory):
 @pytest.mark.parametrize("which", ["der", "pem", "cert", "flash"])
 def test_micropython_sees_what_cpython_sees(micropython, mpydir, bins, which):
     path = bins[which]
-    proc = micropython.run(_MP_WALK, args=[path], path=[mpydir], heapsize="48K")
+    # 64K: walk lives in castore, which loads the verifier (x509) with it; 64-bit objects.
+    proc = micropython.run(_MP_WALK, args=[path], path=[mpydir], heapsize="64K")
     mp = json.loads(proc.stdout.strip().splitlines()[-1])
     print("%s: streaming walk of %d bytes, heap delta %d bytes" % (which, mp["size"], mp["walk_heap_delta"]))
     del mp["walk_heap_delta"]
@@ -209,7 +210,7 @@ def test_format_errors_on_micropython(micropython, mpydir, bins, tmp_path):
     for i, c in enumerate(cases):
         files.append(tmp_path / ("case%d.bin" % i))
         files[-1].write_bytes(c)
-    proc = micropython.run(_MP_ERRORS, args=files, path=[mpydir], heapsize="48K")
+    proc = micropython.run(_MP_ERRORS, args=files, path=[mpydir], heapsize="64K")
     mp = json.loads(proc.stdout.strip().splitlines()[-1])
     expect_walk = ["ok 2", "ok 2", "ok 0", "truncated", "truncated", "bad_name", "bad_name", "bad_name", "empty",
                    "truncated"]  # fmt: skip

@@ -16,9 +16,9 @@ words, so the figures are an upper bound for the board) and under 56K.
 Nothing is asserted.
 
 Heap peak methods ("baseline" = gc.mem_free() after gc.collect() with the
-modules (x509, rsa, der, names; castore and binfmt for the store cases), the
-peer's chain, the CAStore object (after its one-time check()) or, for the list
-case, the anchor already in RAM):
+modules (x509, which holds the DER walker, RSA and names; castore for the
+store cases), the peer's chain, the CAStore object (after its one-time
+check()) or, for the list case, the anchor already in RAM):
   sampled  gc.collect() then gc.mem_free() at every flash read of the store
            and on entry/exit of every rsa.verify call (the points where the
            store buffers and a certificate pair are live); peak of baseline -
@@ -76,7 +76,8 @@ leaf = open(a[1], "rb").read()
 inter = open(a[2], "rb").read()
 root = open(a[3], "rb").read()
 store_path, now, name, what, reps = a[4], int(a[5]), a[6], a[7], int(a[8])
-from espconn import x509, rsa, names
+from espconn import x509
+rsa = x509  # RSA (and the DER walker, names) live in x509: patch it there
 chain = [leaf, inter]
 peak = [0, 0]  # [baseline free, lowest free seen]
 sampling = what == "sample"
@@ -328,11 +329,11 @@ def main(argv=None):
             got, err = run(mp, mpy, files, None, "imports", 1, heap)
             if got:
                 print(
-                    "[heap %s: %s bytes free with the chain + x509/rsa/der/names loaded, %s once castore loads too]"
+                    "[heap %s: %s bytes free with the chain + x509 (DER, RSA, names included) loaded, %s once castore loads too]"
                     % (heap or "default", got[1], got[2])
                 )
             else:
-                print("[heap %s: castore does not even load next to the chain + x509/rsa/der/names: %s]" % (heap, err))
+                print("[heap %s: castore does not even load next to the chain + x509: %s]" % (heap, err))
             for label, store, nbytes in cases:
                 t, err = run(mp, mpy, files, store, "time", args.reps, heap)
                 if t is None:

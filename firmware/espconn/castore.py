@@ -18,8 +18,8 @@ headers are read one at a time by walk, a DER entry is read into one
 certificate buffer reused for every entry, and PEM text is read in 64-byte
 chunks and decoded block by block, 48 bytes at a time, into that same buffer.
 The buffer is as large as the largest certificate seen (at most 4 KiB) and
-lives only while a scan runs.  Subjects are compared in place (der.cert_names
-and der.equal); only a match is copied out as ``bytes``.
+lives only while a scan runs.  Subjects are compared in place (x509.cert_names
+and x509.equal); only a match is copied out as ``bytes``.
 
 Fail closed.  The first use of a store checks every entry end to end: each
 certificate is parsed as espconn.x509 parses it (dates, key, extensions), and
@@ -51,7 +51,7 @@ except ImportError:  # CPython
         return x
 
 
-from . import der
+from . import x509
 from .errors import FormatError, StoreError, VerifyError
 
 NAME_LEN = const(32)  # entry header: NUL-padded name, then a uint16 LE length
@@ -64,7 +64,7 @@ _CHUNK = const(64)  # PEM text read per flash access
 _B64 = const(64)  # base64 characters decoded at a time (-> 48 bytes)
 _LINE = const(80)  # bytes kept of a text line outside a PEM body
 _FAST = const(66)  # a 64-character base64 line and CRLF
-_DEPTH = const(10)  # DER nesting a certificate may use (der.check)
+_DEPTH = const(10)  # DER nesting a certificate may use (x509.check)
 _GROW = const(256)  # certificate buffer granularity
 
 # PEM armor (RFC 7468).
@@ -307,8 +307,8 @@ class CAStore:
         want = end - off
         for _name, sc, n in self._certs():
             mv = memoryview(sc[0])[:n]
-            s0, s1 = der.cert_names(mv)[2:]
-            if s1 - s0 == want and der.equal(mv, s0, s1, name_buf, off, end):
+            s0, s1 = x509.cert_names(mv)[2:]
+            if s1 - s0 == want and x509.equal(mv, s0, s1, name_buf, off, end):
                 c = bytes(mv)
                 # The caller checks the candidate (RSA: the heap peak) while
                 # this scan waits: let the scan buffer go meanwhile.
@@ -321,21 +321,6 @@ def _show(name):
     # A name for an error message: printable ASCII as is, other bytes as \\xNN
     # (names come from flash and may be anything; decode() could raise).
     return "".join([chr(b) if 32 <= b < 127 else "\\x%02x" % b for b in name])
-
-
-def _name(hdr):
-    # The name is NUL-padded: bytes up to the first NUL, nothing but NULs after.
-    end = -1
-    for i in range(NAME_LEN):
-        if hdr[i] == 0:
-            end = i
-            break
-    if end <= 0:
-        return None
-    for i in range(end, NAME_LEN):
-        if hdr[i]:
-            return None
-    return bytes(hdr[:end])
 
 
 def walk(read, size, hdr=None):
@@ -366,9 +351,13 @@ def walk(read, size, hdr=None):
         length = hdr[NAME_LEN] | hdr[NAME_LEN + 1] << 8
         if length == _END_MARK:
             return
-        name = _name(hdr)
-        if name is None:
+        # The name is NUL-padded: 1..31 bytes up to the first NUL, nothing but
+        # NULs after.
+        name = bytes(hdr[:NAME_LEN])
+        k = name.find(b"\0")
+        if k <= 0 or name.count(b"\0", k) != NAME_LEN - k:
             raise FormatError("bad_name", "entry %d at offset 0x%x has no valid NUL-padded name" % (index, off))
+        name = name[:k]
         if length == 0:
             raise FormatError("empty", "entry %d (%s) at offset 0x%x is empty" % (index, _show(name), off))
         off += HEADER_LEN
@@ -401,24 +390,22 @@ def _cert(name, buf, n, deep):
     # (check(), the store's first use): every TLV, and parsed as x509 does.
     mv = memoryview(buf)[:n]
     try:
-        tag, v, e = der.read(mv, 0, n)
+        tag, v, e = x509.read(mv, 0, n)
         if tag != 0x30:
             raise _ent("not_certificate", name, "not a certificate")
         if e != n:
             raise _ent("corrupt", name, "bytes after the certificate")
-        t, tv, te = der.read(mv, v, e)
+        t, tv, te = x509.read(mv, v, e)
         if t == 0x02:
             # SEQUENCE { INTEGER version, ... }: RSAPrivateKey (PKCS#1) or
             # PrivateKeyInfo (PKCS#8), never a certificate.
             raise _ent("private_key", name, "private key")
         if t != 0x30:
             raise _ent("not_certificate", name, "not a certificate")
-        der.cert_names(mv)
+        x509.cert_names(mv)
         if deep:
-            der.check(mv, 0, n, _DEPTH)
+            x509.check(mv, 0, n, _DEPTH)
             try:
-                from . import x509
-
                 x509._parse(mv)  # what the verifier will read of it: dates, key, extensions
             except VerifyError as ex:
                 if ex.reason == "malformed":
