@@ -115,7 +115,6 @@ class Tap(io.IOBase):
         self.cert = 0  # 1 while the (first) Certificate body passes
         self.kx = False  # that message has passed
         self.certn = 0  # its bytes so far
-        self.need = 0  # heap the key exchange needs, checked by readinto once the message passed
         self.h = None  # match mode: running SHA-256
         self.seen = not capture and want is None  # certificate checked (or no check asked)
         self.ccs = False  # peer switched to encryption
@@ -153,12 +152,6 @@ class Tap(io.IOBase):
                 self.finished = True  # the encrypted Finished has passed
             return n
         r = self._scan(buf, n)
-        if self.need:
-            # refused here if the heap cannot hold the key exchange (axTLS would crash the board)
-            need = self.need
-            self.need = 0
-            if not room(need):
-                return self.fail("no_memory", ("mem_kx", gc.mem_free(), need))
         return n if r is None else r
 
     def write(self, buf):
@@ -279,10 +272,11 @@ class Tap(io.IOBase):
                     self.got = self.certn  # captured: the TLS library goes no further
                     return -_ECONNABORTED
                 # axTLS parses the chain and does the RSA key exchange with the leaf's key
-                # next: readinto checks the heap for it once this frame (which saw the
-                # buffer) is gone, so the buffer's heap is free by then
-                self.need = _KX_HEAP + _KX_PER_BYTE * (self.mod or modulus(self.buf, self.certn)) + self.certn
-                self.buf = None
+                # next: refused here if the heap cannot hold that (axTLS would crash the board)
+                need = _KX_HEAP + _KX_PER_BYTE * (self.mod or modulus(self.buf, self.certn)) + self.certn
+                self.buf = None  # its heap goes back before axTLS takes more
+                if not room(need):
+                    return self.fail("no_memory", ("mem_kx", gc.mem_free(), need))
                 if self.h is not None:
                     if self.h.digest() != self.want:
                         return self.fail("certificate_changed", ("changed",))
