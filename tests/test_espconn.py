@@ -896,6 +896,27 @@ def test_ca_check_passes_with_the_right_ca(ca_check):
     assert [(e["handshake"], e["app"]) for e in logs["good"][:2]] == [(False, b""), (True, b"app-secret")]
 
 
+ANCHORS = r"""
+import espconn.conn as C
+port = int(sys.argv[1])
+espconn_secure_ca_enable(ESPCONN_CLIENT, 0x98)
+seen = []
+for i in range(3):
+    r = Client(port, quit_on_connect=True).wait().ev
+    seen.append((r, [binascii.hexlify(h).decode() for h in C.anchors]))
+out("anchors", seen, id(C.anchors) == id(sys.modules["espconn.conn"].anchors))
+"""
+
+
+def test_the_anchor_signature_check_is_paid_once_per_boot(device, peers, pki):
+    # the CA's own signature is checked at the first connection, then remembered
+    # (castore.open(sector, verified=conn.anchors)): one resident entry for every later one
+    (_, seen, same), = device.run(ANCHORS, [peers("good").port])
+    root = hashlib.sha256(der(pki.ca)).hexdigest()
+    assert [ev for ev, _ in seen] == [["connect", "discon"]] * 3
+    assert [a for _, a in seen] == [[root]] * 3 and same
+
+
 @pytest.mark.parametrize(
     "leaf,reasons",
     [

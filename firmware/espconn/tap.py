@@ -274,9 +274,10 @@ class Tap(io.IOBase):
                 # axTLS parses the chain and does the RSA key exchange with the leaf's key
                 # next: refused here if the heap cannot hold that (axTLS would crash the board)
                 need = _KX_HEAP + _KX_PER_BYTE * (self.mod or modulus(self.buf, self.certn)) + self.certn
-                self.buf = None  # its heap goes back before axTLS takes more
+                # (measured with buf still held, as calibrated: its heap is axTLS's margin)
                 if not room(need):
                     return self.fail("no_memory", ("mem_kx", gc.mem_free(), need))
+                self.buf = None
                 if self.h is not None:
                     if self.h.digest() != self.want:
                         return self.fail("certificate_changed", ("changed",))
