@@ -212,9 +212,12 @@ class Peer(_Listener):
 # ---------------------------------------------------------------- device runner
 PRELUDE = r"""
 import sys, gc
-import machine_shim, tls_shim
+import machine_shim
 sys.modules["machine"] = machine_shim
-sys.modules["tls"] = tls_shim
+import tls
+if hasattr(tls, "MBEDTLS_VERSION"):  # the 64-bit port: the board's axTLS-like shim; real axTLS as it is
+    import tls_shim
+    sys.modules["tls"] = tls_shim
 gc.collect()
 _ballast = bytearray(gc.mem_free() - %(free)d) if gc.mem_free() > %(free)d + 64 else None
 gc.collect()
@@ -1210,34 +1213,35 @@ def test_no_contiguous_block_for_tls_is_mem(device, peers):
 # device here does the same over the board's shim: the reason the tap kept
 # must survive, and a reset stays a reset.
 AXTLS_EOF = r"""
-import tls_shim
-class _Sock:
-    def __init__(self, s):
-        self.s = s
-    def readinto(self, b):
-        try:
-            return self.s.readinto(b)
-        except OSError as e:
-            if e.args and e.args[0] == -257:
-                raise
-            return 0  # SSL_ERROR_CONN_LOST -> EOF
-    def write(self, b):
-        return self.s.write(b)
-    def close(self):
-        self.s.close()
-class _Ctx:
-    def __init__(self, p):
-        self.c = tls_shim.SSLContext(p)
-    def load_cert_chain(self, c, k):
-        self.c.load_cert_chain(c, k)
-    def wrap_socket(self, sock, **kw):
-        return _Sock(self.c.wrap_socket(sock, **kw))
-class axtls:
-    SSLContext = _Ctx
-    PROTOCOL_TLS_CLIENT = 0
-    PROTOCOL_TLS_SERVER = 1
-    CERT_NONE = 0
-sys.modules["tls"] = axtls
+if "tls_shim" in sys.modules:  # the 64-bit port: make its stream errors EOF as axTLS does; real axTLS does it itself
+    import tls_shim
+    class _Sock:
+        def __init__(self, s):
+            self.s = s
+        def readinto(self, b):
+            try:
+                return self.s.readinto(b)
+            except OSError as e:
+                if e.args and e.args[0] == -257:
+                    raise
+                return 0  # SSL_ERROR_CONN_LOST -> EOF
+        def write(self, b):
+            return self.s.write(b)
+        def close(self):
+            self.s.close()
+    class _Ctx:
+        def __init__(self, p):
+            self.c = tls_shim.SSLContext(p)
+        def load_cert_chain(self, c, k):
+            self.c.load_cert_chain(c, k)
+        def wrap_socket(self, sock, **kw):
+            return _Sock(self.c.wrap_socket(sock, **kw))
+    class axtls:
+        SSLContext = _Ctx
+        PROTOCOL_TLS_CLIENT = 0
+        PROTOCOL_TLS_SERVER = 1
+        CERT_NONE = 0
+    sys.modules["tls"] = axtls
 espconn_secure_ca_enable(ESPCONN_CLIENT, 0x98)
 names = sys.argv[1::2]
 for i, port in enumerate(sys.argv[2::2]):
@@ -1310,7 +1314,6 @@ c = Client(port)
 while c.c._conn is not None and c.c._conn.tls is None:
     c.c._conn.step()  # one step at a time, until wrap_socket has run: the handshake starts with the next read
 gc.collect()
-# (room left for the tap's 1 KB look at the leaf, not for the key exchange)
 hog = [None] * 1024
 i = 0
 while gc.mem_free() > 4608:
