@@ -105,7 +105,7 @@ def recut(data, size):
 
 def drive(data, sizes, cap=0, want=None):
     # capture mode when given a size (set_size); match mode when given a digest; else pass
-    tap = Tap(Feed(data, sizes), None if cap else bytearray(2048), want, 2048, cap)
+    tap = Tap(Feed(data, sizes), want, 2048, cap)
     out = bytearray(5000)
     k = 0
     while True:
@@ -228,7 +228,7 @@ def test_socket_reset_is_kept_and_names_a_cut_record():
                 raise OSError(104)
             return super().readinto(buf)
 
-    tap = Tap(Reset(bytes([22, 3, 3, 0, 50]) + bytes(10), [100]), bytearray(10), None, 2048)
+    tap = Tap(Reset(bytes([22, 3, 3, 0, 50]) + bytes(10), [100]), None, 2048)
     assert tap.readinto(bytearray(100)) == 15
     assert tap.readinto(bytearray(100)) == -104
     assert tap.sock_err == 104 and tap.err[0] == "truncated_record"
@@ -244,9 +244,9 @@ def test_modulus_of_the_leaf_key_for_the_key_exchange_check(tmp_path):
         k = certs.new_key(bits)
         c = certs.cert_der(certs.make_cert("x", k))
         msg = bytearray((len(c) + 3).to_bytes(3, "big") + len(c).to_bytes(3, "big") + c)
-        assert tap._modulus(msg, len(msg)) == bits // 8
-        assert tap._modulus(msg, 40) == 512  # key not in the part kept: assume RSA-4096
-    assert tap._modulus(bytearray(100), 100) == 512
+        assert tap.modulus(msg, len(msg)) == bits // 8
+        assert tap.modulus(msg, 40) == 512  # key not in the part kept: assume RSA-4096
+    assert tap.modulus(bytearray(100), 100) == 512
 
 
 def test_tap_is_an_iobase_first():

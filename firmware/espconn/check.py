@@ -33,8 +33,11 @@ def chain(msg):
     return certs
 
 
-def run(msg, sector, pin, name):
-    """Check the captured Certificate body ``msg`` (memoryview); its SHA-256."""
+def run(msg, sector, pin, name, verified=None):
+    """Check the captured Certificate body ``msg`` (memoryview); its SHA-256.
+
+    ``verified``: the caller's resident list of anchors whose own signature
+    has been checked (castore.open), so that RSA check runs once per boot."""
     import hashlib
 
     certs = chain(msg)
@@ -49,5 +52,5 @@ def run(msg, sector, pin, name):
         from . import castore  # type: ignore[attr-defined]
         from .x509 import verify_chain
 
-        verify_chain(certs, castore.open(sector), name=name)
+        verify_chain(certs, castore.open(sector, verified=verified), name=name)
     return hashlib.sha256(msg).digest()

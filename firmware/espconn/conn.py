@@ -30,7 +30,7 @@ import sys
 import time
 
 from . import dispatch
-from .tap import Tap
+from .tap import Tap, modulus
 
 # The SDK's codes (espconn.codes), inlined as underscored consts: no globals.
 _ESPCONN_OK = const(0)
@@ -52,6 +52,7 @@ _ST_CLOSE = const(6)
 
 _OUT = const(1024)  # axTLS cuts plaintext into 1024-byte records: write no more at once
 _RX = const(1024)  # decrypted bytes handed to recvcb per call
+_HS_RX = const(64)  # read buffer during the handshake (data then is refused anyway)
 _READS = const(8)  # reads in one step (fairness between connections)
 _CONNECT_MS = const(10000)  # TCP connect timeout (lwIP's SYN retries take about as long)
 # Free heap checked before every wrap_socket, measured on real axTLS (32-bit,
@@ -78,6 +79,7 @@ default_key = None  # espconn_secure_set_private_key(): server key, PKCS#1 DER
 client = None  # type: object  # the one client Conn, or None
 server = None  # type: object  # the one Listener, or None
 _port = 49152  # espconn_port(): next local port handed out
+anchors = []  # type: list  # SHA-256 of CA anchors whose own signature checked: once per boot
 
 
 def room(need):
@@ -131,6 +133,7 @@ class Conn:
         self.hostname = None
         self.check = listener is None and (ca_sector[1] >= 0 or esp._pin is not None)
         self.want = None  # SHA-256 of the checked Certificate message (pass 3)
+        self.mod = 0  # and its leaf's RSA modulus bytes (the tap's key-exchange check)
         self.t0 = self.heap = self.m0 = self.txlen = self.txoff = 0
         self.up = self.more = self.closed = False
         self.rx = self.rxmv = self.out = self.cap = None
@@ -138,17 +141,16 @@ class Conn:
 
     # -- set-up ------------------------------------------------------------
     def alloc(self):
-        # One buffer per connection: received data for recvcb (and, during the
-        # handshake, the start of the peer's Certificate message for the tap).
-        # Sent data is not copied unless it is mutable (see send).
-        n = _RX + _TLS_HEAP
-        if not room(n):
-            set_error(self.esp, "no_memory", ("mem_conn", gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
+        # Heap for TCP + TLS; the receive buffer comes once the handshake is over
+        # (not held through axTLS's key exchange nor the chain check): until
+        # then reads go into a _HS_RX one.  Sent data is not copied unless it
+        # is mutable (see send).
+        if not room(_TLS_HEAP):
+            set_error(self.esp, "no_memory", ("mem_conn", gc.mem_free(), _TLS_BLOCK, _TLS_HEAP), _ESPCONN_MEM)
             return False
         self.m0 = gc.mem_free()
         try:
-            self.rx = bytearray(_RX)
-            self.rxmv = memoryview(self.rx)
+            self.rxmv = memoryview(bytearray(_HS_RX))
         except MemoryError:
             self.release()
             set_error(self.esp, "no_memory", ("mem_buf",), _ESPCONN_MEM)
@@ -225,7 +227,7 @@ class Conn:
             c, k = read_cert_bin(cert_sector[1])
             ctx.load_cert_chain(c, k)
         # pass 1: the tap captures the whole Certificate message (up to set_size bytes)
-        self.tap = Tap(self.sock, None if cap else self.rx, self.want, size[self.level], size[1] if cap else 0)
+        self.tap = Tap(self.sock, self.want, size[self.level], size[1] if cap else 0, self.mod)
         if self.hostname:
             self.tls = ctx.wrap_socket(self.tap, server_side=lst is not None, do_handshake_on_connect=False, server_hostname=self.hostname)
         else:
@@ -237,11 +239,12 @@ class Conn:
         n = self.tap.got  # type: ignore[union-attr]
         self.cap = self.tap.buf  # type: ignore[union-attr]
         self.drop()
+        self.mod = modulus(self.cap, n)
         esp = self.esp
         try:
             from . import check
 
-            self.want = check.run(memoryview(self.cap)[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip))  # type: ignore[arg-type]
+            self.want = check.run(memoryview(self.cap)[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip), anchors)  # type: ignore[arg-type]
         except MemoryError:
             set_error(esp, "no_memory", ("mem_verify",), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
@@ -312,7 +315,8 @@ class Conn:
         did = False
         esp = self.esp
         for _ in range(_READS):
-            n = self.tls.readinto(self.rxmv)  # type: ignore[union-attr]
+            mv = self.rxmv
+            n = self.tls.readinto(mv)  # type: ignore[union-attr]
             tap = self.tap
             if tap.got:  # type: ignore[union-attr]
                 self.verify()
@@ -320,6 +324,8 @@ class Conn:
             if not self.up and tap.finished and tap.seen:  # type: ignore[union-attr]
                 # handshake over, peer checked: connected
                 self.up = did = True
+                self.rx = bytearray(_RX)  # (MemoryError: step() closes with ESPCONN_MEM)
+                self.rxmv = memoryview(self.rx)
                 gc.collect()
                 h = self.m0 - gc.mem_free()
                 self.heap = h if h > 0 else 0
@@ -339,7 +345,7 @@ class Conn:
                 return True
             self.more = did = True
             esp.state = _ST_READ
-            fire(esp, "recv", esp.recv_callback, esp, self.rxmv[:n], n)  # type: ignore[index]
+            fire(esp, "recv", esp.recv_callback, esp, mv[:n], n)  # type: ignore[index]
             if self.closed:
                 return True
             if esp.state == _ST_READ:

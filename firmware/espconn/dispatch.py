@@ -40,14 +40,23 @@ def _idle(ms):
     # Sleep until a socket is readable (or ms pass): no fixed latency per round trip.
     import select
 
-    # readable, or writable for a TCP connect in progress (a Conn's poller is set then)
-    socks = [(it.sock, getattr(it, "poller", None) is not None) for it in items if it.sock is not None and not it.closed]
-    if socks != _pl[1]:  # a connection opened, closed or changed its socket: a new poll
+    # readable, or writable for a TCP connect in progress (a Conn's poller is set then);
+    # the poll is rebuilt only when that changed (compared without allocating: once per wait)
+    old = _pl[1]
+    k = 0
+    for it in items:
+        if it.sock is not None and not it.closed:
+            if k >= len(old) or old[k][0] is not it.sock or old[k][1] != (getattr(it, "poller", None) is not None):
+                k = -1
+                break
+            k += 1
+    if k != len(old):  # a connection opened, closed or changed its socket: a new poll
+        socks = [(it.sock, getattr(it, "poller", None) is not None) for it in items if it.sock is not None and not it.closed]
         p = _pl[0] = select.poll()
         _pl[1] = socks
         for s, out in socks:
             p.register(s, select.POLLOUT if out else select.POLLIN)
-    if socks:
+    if _pl[1]:
         _pl[0].poll(ms)  # type: ignore[attr-defined]
     else:
         time.sleep_ms(ms)  # type: ignore[attr-defined]

@@ -18,10 +18,10 @@ message (msg_type 11) in one of three modes, chosen by the connection:
            (see conn.py);
   match   (``want``): SHA-256 it as it passes and refuse the stream, before
            the TLS library sees its last byte, unless it is the one verified.
-In pass and match mode the start of the message goes into ``buf`` (the
-connection's receive buffer, unused during the handshake): from the leaf's
-RSA modulus the tap knows the heap axTLS's key exchange is about to take,
-and refuses (``no_memory``) before axTLS could run out and crash the board.
+In pass and match mode the start of the message goes into ``buf`` (_PEEK
+bytes, allocated at its header and dropped at its end): from the leaf's RSA
+modulus the tap knows the heap axTLS's key exchange is about to take, and
+refuses (``no_memory``) before axTLS could run out and crash the board.
 Fail closed: once ``err`` is set (reason, text) every read returns
 -ECONNABORTED.  A record the tap does not understand, one longer than axTLS
 takes (5115 bytes), encrypted records from the peer before its certificate
@@ -55,12 +55,13 @@ _CBC_OVERHEAD = const(64)  # IV 16 + HMAC-SHA256 32 + padding 16: ciphertext bey
 # Heap axTLS takes after the peer's Certificate message header (parsing the
 # chain, the RSA key exchange), measured on real axTLS: a base and a part
 # growing with the message (the key sizes in it).
-_KX_HEAP = const(2560)  # free heap needed at the Certificate message: 2560 + 16 per modulus byte
-_KX_PER_BYTE = const(16)  # + the message (RSA-1024 6.2 KB, RSA-2048 8.2 KB, RSA-4096 12.3 KB)
+_KX_HEAP = const(1536)  # free heap needed at the Certificate message: 1536 + 16 per modulus byte
+_KX_PER_BYTE = const(16)  # + the message (asks RSA-1024 4.3 KB, RSA-2048 6.5 KB, RSA-4096 10.8 KB)
 _MAX_MODULUS = const(512)  # assumed when the leaf's RSA key cannot be found: RSA-4096
+_PEEK = const(1024)  # start of the Certificate message kept to find the leaf's modulus
 
 
-def _modulus(b, n):
+def modulus(b, n):
     # Bytes of the leaf's RSA modulus, found after the rsaEncryption OID in b[:n]
     # (SubjectPublicKeyInfo: OID, NULL, BIT STRING { 0, SEQUENCE { INTEGER n, ... } }).
     i = b.find(b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01", 0, n)
@@ -98,9 +99,10 @@ def room(need):
 
 
 class Tap(io.IOBase):
-    def __init__(self, sock, buf, want, limit, capture=0):
+    def __init__(self, sock, want, limit, capture=0, mod=0):
         self.sock = sock
-        self.buf = buf  # the Certificate body (capture), or as much of its start as fits
+        self.mod = mod  # match mode: the leaf's modulus bytes, known from the capture
+        self.buf = None  # the Certificate body (capture), or its first _PEEK bytes
         self.capture = capture  # capture mode: the largest Certificate message taken (set_size)
         self.want = want  # match mode: SHA-256 the Certificate body must have
         self.limit = limit + _CBC_OVERHEAD  # largest application record (ciphertext)
@@ -237,11 +239,12 @@ class Tap(io.IOBase):
                 if hdr[5] == _HS_CERTIFICATE and not self.kx:
                     if ln < 4:
                         return self.fail("no_certificate", ("no_cert",))
-                    if self.capture:
-                        if ln > self.capture:
-                            return self.fail("cert_too_big", ("cert_big", ln, self.capture, ln))
+                    if self.capture and ln > self.capture:
+                        return self.fail("cert_too_big", ("cert_big", ln, self.capture, ln))
+                    if not self.mod:
                         try:
-                            self.buf = bytearray(ln)  # as large as this chain, no larger
+                            # capture: as large as this chain, no larger; else its start
+                            self.buf = bytearray(ln if self.capture or ln < _PEEK else _PEEK)
                         except MemoryError:
                             return self.fail("no_memory", ("mem_cert", ln))
                     if self.want is not None:
@@ -256,7 +259,7 @@ class Tap(io.IOBase):
                 part = memoryview(buf)[i : i + take]
                 if self.h is not None:
                     self.h.update(part)
-                k = len(self.buf) - self.certn  # type: ignore[arg-type]
+                k = len(self.buf) - self.certn if self.buf is not None else 0
                 if k > 0:  # (all of it in capture mode; the leaf comes first)
                     self.buf[self.certn : self.certn + (take if take < k else k)] = part[:k]  # type: ignore[index]
                 self.certn += take
@@ -270,9 +273,11 @@ class Tap(io.IOBase):
                     return -_ECONNABORTED
                 # axTLS parses the chain and does the RSA key exchange with the leaf's key
                 # next: refused here if the heap cannot hold that (axTLS would crash the board)
-                need = _KX_HEAP + _KX_PER_BYTE * _modulus(self.buf, self.certn) + self.certn
+                need = _KX_HEAP + _KX_PER_BYTE * (self.mod or modulus(self.buf, self.certn)) + self.certn
+                # (measured with buf still held, as calibrated: its heap is axTLS's margin)
                 if not room(need):
                     return self.fail("no_memory", ("mem_kx", gc.mem_free(), need))
+                self.buf = None
                 if self.h is not None:
                     if self.h.digest() != self.want:
                         return self.fail("certificate_changed", ("changed",))
