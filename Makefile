@@ -34,20 +34,20 @@ test: setup typecheck
 #   make demo PORT=/dev/ttyUSB0 HOST=192.168.1.23 SSID=mynet PASSWORD=secret
 # HOST is this machine's LAN address (the board connects to it); SSID/PASSWORD
 # reach the board through the environment only and are never printed.
-# The virtual board runs the 64-bit unix port, whose objects are about twice an
-# ESP8266's: it gets a larger heap than a board's 38K (see README).
+# The virtual board gets the headroom of an ESP8266 (its default heap, calibrated
+# on the 64-bit port: README "Virtual board"); VBOARD_HEAP=SIZE overrides it.
 PORT        ?=
 HOST        ?=
 DEMO        := out/demo
 VBOARD_DIR  ?= $(DEMO)/vboard
-VBOARD_HEAP ?= 176K
+VBOARD_HEAP ?=
 
 demo: setup
 	@set -e; \
 	if [ -z "$(PORT)" ]; then \
 	  $(BIN)/espssl vboard stop --dir $(VBOARD_DIR) >/dev/null; \
 	  rm -f $(VBOARD_DIR)/flash.bin; \
-	  port=$$($(BIN)/espssl vboard start --dir $(VBOARD_DIR) --flash 4M --variant FLASH_2M_ROMFS --heap $(VBOARD_HEAP)); \
+	  port=$$($(BIN)/espssl vboard start --dir $(VBOARD_DIR) --flash 4M --variant FLASH_2M_ROMFS $(if $(VBOARD_HEAP),--heap $(VBOARD_HEAP))); \
 	  trap '$(BIN)/espssl vboard stop --dir $(VBOARD_DIR)' EXIT; \
 	  host=127.0.0.1; wifi=; \
 	  echo "== virtual board on $$port"; \
@@ -78,7 +78,7 @@ demo: setup
 	  echo "The board keeps its flash (CA bundle at sector $$ca, espconn in its ROMFS at /rom) in $(VBOARD_DIR)/flash.bin."; \
 	  echo "Start it again with espconn on it, then open its REPL:"; \
 	  echo "  export ESPSSL_VBOARD_DIR=$(VBOARD_DIR)   # espssl commands find the board without --port"; \
-	  echo "  port=\$$($(BIN)/espssl vboard start --heap $(VBOARD_HEAP))"; \
+	  echo "  port=\$$($(BIN)/espssl vboard start$(if $(VBOARD_HEAP), --heap $(VBOARD_HEAP)))"; \
 	  echo "  $(BIN)/mpremote connect \$$port repl"; \
 	else \
 	  echo "At the board's REPL: $(BIN)/mpremote connect $$port repl"; \
