@@ -99,6 +99,7 @@ bench: setup
 	$(BIN)/python tools/bench_espconn.py
 	$(BIN)/python tools/bench_heap.py
 	$(BIN)/python tools/bench_verify.py
+	$(BIN)/python tools/bench_deploy.py $(if $(MICROPYTHON),--micropython $(MICROPYTHON))
 	$(BIN)/python tools/bench_ram.py $(if $(MICROPYTHON),--micropython $(MICROPYTHON)) \
 	    $(if $(FROZEN_MICROPYTHON),--frozen-micropython $(FROZEN_MICROPYTHON))
 
