@@ -846,7 +846,10 @@ def test_200_connect_disconnect_cycles_heap_back_to_baseline(device, peers):
     print("200 verified cycles: %d ms, heap baseline %d, after %d" % (ms, base, after))
     assert ok == 200
     assert items == 0
-    assert after >= base - 64, "heap lost %d bytes over 200 cycles" % (base - after)
+    # A leak keeps at least one 16-byte GC block per cycle: 3200 bytes over 200. What may
+    # move once (a dict or list growing, a block a stale stack word keeps alive for the
+    # conservative GC) is far less: seen up to 192 bytes.
+    assert after >= base - 512, "heap lost %d bytes over 200 cycles" % (base - after)
 
 
 # ---------------------------------------------------------------- CA check (client role)
