@@ -136,7 +136,7 @@ class Conn:
         self.mod = 0  # and its leaf's RSA modulus bytes (the tap's key-exchange check)
         self.t0 = self.heap = self.m0 = self.txlen = self.txoff = 0
         self.up = self.more = self.closed = False
-        self.rx = self.rxmv = self.out = self.cap = None
+        self.rx = self.rxmv = self.out = None
         self.pending = None  # (name, code) of a callback to fire after close
 
     # -- set-up ------------------------------------------------------------
@@ -237,14 +237,14 @@ class Conn:
     def verify(self):
         # Pass 2: the tap holds the peer's Certificate message; TLS and socket go first.
         n = self.tap.got  # type: ignore[union-attr]
-        self.cap = self.tap.buf  # type: ignore[union-attr]
+        cap = self.tap.buf  # type: ignore[union-attr]  # a local: one attribute less on every Conn
         self.drop()
-        self.mod = modulus(self.cap, n)
+        self.mod = modulus(cap, n)
         esp = self.esp
         try:
             from . import check
 
-            self.want = check.run(memoryview(self.cap)[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip), anchors)  # type: ignore[arg-type]
+            self.want = check.run(memoryview(cap)[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip), anchors)  # type: ignore[arg-type]
         except MemoryError:
             set_error(esp, "no_memory", ("mem_verify",), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
@@ -254,7 +254,7 @@ class Conn:
             self.close(("reconnect", _ESPCONN_HANDSHAKE))
             return
         finally:
-            self.cap = None
+            cap = None  # noqa: F841
             drop_verifier()
         self.open()  # pass 3
 
@@ -470,7 +470,7 @@ class Conn:
 
     def release(self):
         self.drop()
-        self.rx = self.rxmv = self.out = self.cap = None
+        self.rx = self.rxmv = self.out = None
         self.txlen = self.txoff = 0
 
 
