@@ -296,7 +296,8 @@ def espconn_secure_connect(e):
     c = conn.Conn(e)
     # Registered before it starts: a timer tick may step (and even close) it at once.
     e._conn = conn.client = c
-    r = c.connect(e._host)
+    # (no Conn.connect: each method is heap from a ROMFS)
+    r = c.open() if c.alloc() else ESPCONN_MEM
     if r != ESPCONN_OK and conn.client is c:
         e._conn = conn.client = None
     return r

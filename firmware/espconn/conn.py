@@ -130,7 +130,7 @@ class Conn:
         self.listener = listener  # the Listener for a server-side connection
         self.level = 2 if listener is not None else 1
         self.sock = self.tls = self.tap = self.poller = None
-        self.hostname = None
+        self.hostname = None if listener else esp._host  # SNI and the name check (a client's)
         self.check = listener is None and (ca_sector[1] >= 0 or esp._pin is not None)
         self.want = None  # SHA-256 of the checked Certificate message (pass 3)
         self.mod = 0  # and its leaf's RSA modulus bytes (the tap's key-exchange check)
@@ -156,13 +156,6 @@ class Conn:
             set_error(self.esp, "no_memory", ("mem_buf",), _ESPCONN_MEM)
             return False
         return True
-
-    def connect(self, hostname):
-        """Start a client connection: _ESPCONN_OK or an error code."""
-        if not self.alloc():
-            return _ESPCONN_MEM
-        self.hostname = hostname
-        return self.open()
 
     def open(self):
         # A non-blocking TCP connect; step() watches it.
