@@ -49,6 +49,7 @@ ESPCONN_BOTH = const(3)
 
 _SECTOR = const(4096)  # SPI_FLASH_SEC_SIZE
 _last = None  # (reason, text) of the last refused call with no espconn to hold it
+_port = 49152  # espconn_port(): the last local port handed out
 
 
 class esp_tcp:
@@ -142,9 +143,9 @@ def espconn_regist_sentcb(e, cb):
 
 def espconn_port():
     """A free local port number, as the SDK hands out."""
-    from . import conn
-
-    return conn.new_port()
+    global _port
+    _port = _port + 1 if _port < 65000 else 49153
+    return _port
 
 
 # -- settings: levels 1 (client), 2 (server), 3 (both); before connect/accept --

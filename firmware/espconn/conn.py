@@ -30,7 +30,7 @@ import sys
 import time
 
 from . import dispatch
-from .tap import Tap, modulus
+from . import tap as _tap  # one global, not two
 
 # The SDK's codes (espconn.codes), inlined as underscored consts: no globals.
 _ESPCONN_OK = const(0)
@@ -78,7 +78,6 @@ default_cert = None  # espconn_secure_set_default_certificate(): server certific
 default_key = None  # espconn_secure_set_private_key(): server key, PKCS#1 DER
 client = None  # type: object  # the one client Conn, or None
 server = None  # type: object  # the one Listener, or None
-_port = 49152  # espconn_port(): next local port handed out
 anchors = []  # type: list  # SHA-256 of CA anchors whose own signature checked: once per boot
 
 
@@ -220,7 +219,7 @@ class Conn:
             c, k = read_cert_bin(cert_sector[1])
             ctx.load_cert_chain(c, k)
         # pass 1: the tap captures the whole Certificate message (up to set_size bytes)
-        self.tap = Tap(self.sock, self.want, size[self.level], size[1] if cap else 0, self.mod)
+        self.tap = _tap.Tap(self.sock, self.want, size[self.level], size[1] if cap else 0, self.mod)
         if self.hostname:
             self.tls = ctx.wrap_socket(self.tap, server_side=lst is not None, do_handshake_on_connect=False, server_hostname=self.hostname)
         else:
@@ -232,7 +231,7 @@ class Conn:
         n = self.tap.got  # type: ignore[union-attr]
         cap = self.tap.buf  # type: ignore[union-attr]  # a local: one attribute less on every Conn
         self.drop()
-        self.mod = modulus(cap, n)
+        self.mod = _tap.modulus(cap, n)
         esp = self.esp
         try:
             from . import check
@@ -467,24 +466,15 @@ class Conn:
         self.txlen = self.txoff = 0
 
 
-# The verifier's modules: loaded for the check (pass 2) and dropped at once,
-# so their bytecode goes back to the heap before the next TLS connection.
-_VERIFIER = ("check", "x509", "castore", "rsa", "der", "names", "binfmt", "errors")
-
-
 def drop_verifier():
+    # The verifier's modules: loaded for the check (pass 2) and dropped at once,
+    # so their bytecode goes back to the heap before the next TLS connection.
+    # (Names written here, not a global: each module global is heap from a ROMFS.)
     name = __name__[: __name__.rfind(".")]  # the package: "espconn"
     pkg = sys.modules.get(name)
-    for m in _VERIFIER:
+    for m in ("check", "x509", "castore", "rsa", "der", "names", "binfmt", "errors"):
         sys.modules.pop(name + "." + m, None)
         if pkg is not None and m in pkg.__dict__:
             delattr(pkg, m)
     gc.collect()
 
-
-def new_port():
-    global _port
-    _port += 1
-    if _port > 65000:
-        _port = 49153
-    return _port
