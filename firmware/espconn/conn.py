@@ -387,7 +387,7 @@ class Conn:
         self.txlen = length
         self.txoff = 0
         esp.state = _ST_WRITE
-        dispatch.kick()
+        dispatch.kicked = True
         return _ESPCONN_OK
 
     # -- endings -------------------------------------------------------------
@@ -443,7 +443,7 @@ class Conn:
         if pending is None:
             dispatch.remove(self)
         else:
-            dispatch.kick()
+            dispatch.kicked = True
 
     def drop(self):
         # TLS, tap and socket go (buffers stay).
