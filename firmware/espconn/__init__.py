@@ -49,6 +49,7 @@ ESPCONN_BOTH = const(3)
 
 _SECTOR = const(4096)  # SPI_FLASH_SEC_SIZE
 _last = None  # (reason, text) of the last refused call with no espconn to hold it
+_port = 49152  # espconn_port(): the last local port handed out
 
 
 class esp_tcp:
@@ -142,9 +143,9 @@ def espconn_regist_sentcb(e, cb):
 
 def espconn_port():
     """A free local port number, as the SDK hands out."""
-    from . import conn
-
-    return conn.new_port()
+    global _port
+    _port = _port + 1 if _port < 65000 else 49153
+    return _port
 
 
 # -- settings: levels 1 (client), 2 (server), 3 (both); before connect/accept --
@@ -296,7 +297,8 @@ def espconn_secure_connect(e):
     c = conn.Conn(e)
     # Registered before it starts: a timer tick may step (and even close) it at once.
     e._conn = conn.client = c
-    r = c.connect(e._host)
+    # (no Conn.connect: each method is heap from a ROMFS)
+    r = c.open() if c.alloc() else ESPCONN_MEM
     if r != ESPCONN_OK and conn.client is c:
         e._conn = conn.client = None
     return r

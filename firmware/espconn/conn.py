@@ -30,7 +30,7 @@ import sys
 import time
 
 from . import dispatch
-from .tap import Tap, modulus
+from . import tap as _tap  # one global, not two
 
 # The SDK's codes (espconn.codes), inlined as underscored consts: no globals.
 _ESPCONN_OK = const(0)
@@ -78,7 +78,6 @@ default_cert = None  # espconn_secure_set_default_certificate(): server certific
 default_key = None  # espconn_secure_set_private_key(): server key, PKCS#1 DER
 client = None  # type: object  # the one client Conn, or None
 server = None  # type: object  # the one Listener, or None
-_port = 49152  # espconn_port(): next local port handed out
 anchors = []  # type: list  # SHA-256 of CA anchors whose own signature checked: once per boot
 
 
@@ -130,13 +129,13 @@ class Conn:
         self.listener = listener  # the Listener for a server-side connection
         self.level = 2 if listener is not None else 1
         self.sock = self.tls = self.tap = self.poller = None
-        self.hostname = None
+        self.hostname = None if listener else esp._host  # SNI and the name check (a client's)
         self.check = listener is None and (ca_sector[1] >= 0 or esp._pin is not None)
         self.want = None  # SHA-256 of the checked Certificate message (pass 3)
         self.mod = 0  # and its leaf's RSA modulus bytes (the tap's key-exchange check)
         self.t0 = self.heap = self.m0 = self.txlen = self.txoff = 0
         self.up = self.more = self.closed = False
-        self.rx = self.rxmv = self.out = self.cap = None
+        self.rx = self.rxmv = self.out = None
         self.pending = None  # (name, code) of a callback to fire after close
 
     # -- set-up ------------------------------------------------------------
@@ -156,13 +155,6 @@ class Conn:
             set_error(self.esp, "no_memory", ("mem_buf",), _ESPCONN_MEM)
             return False
         return True
-
-    def connect(self, hostname):
-        """Start a client connection: _ESPCONN_OK or an error code."""
-        if not self.alloc():
-            return _ESPCONN_MEM
-        self.hostname = hostname
-        return self.open()
 
     def open(self):
         # A non-blocking TCP connect; step() watches it.
@@ -227,7 +219,7 @@ class Conn:
             c, k = read_cert_bin(cert_sector[1])
             ctx.load_cert_chain(c, k)
         # pass 1: the tap captures the whole Certificate message (up to set_size bytes)
-        self.tap = Tap(self.sock, self.want, size[self.level], size[1] if cap else 0, self.mod)
+        self.tap = _tap.Tap(self.sock, self.want, size[self.level], size[1] if cap else 0, self.mod)
         if self.hostname:
             self.tls = ctx.wrap_socket(self.tap, server_side=lst is not None, do_handshake_on_connect=False, server_hostname=self.hostname)
         else:
@@ -237,14 +229,14 @@ class Conn:
     def verify(self):
         # Pass 2: the tap holds the peer's Certificate message; TLS and socket go first.
         n = self.tap.got  # type: ignore[union-attr]
-        self.cap = self.tap.buf  # type: ignore[union-attr]
+        cap = self.tap.buf  # type: ignore[union-attr]  # a local: one attribute less on every Conn
         self.drop()
-        self.mod = modulus(self.cap, n)
+        self.mod = _tap.modulus(cap, n)
         esp = self.esp
         try:
             from . import check
 
-            self.want = check.run(memoryview(self.cap)[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip), anchors)  # type: ignore[arg-type]
+            self.want = check.run(memoryview(cap)[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip), anchors)  # type: ignore[arg-type]
         except MemoryError:
             set_error(esp, "no_memory", ("mem_verify",), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
@@ -254,7 +246,7 @@ class Conn:
             self.close(("reconnect", _ESPCONN_HANDSHAKE))
             return
         finally:
-            self.cap = None
+            cap = None  # noqa: F841
             drop_verifier()
         self.open()  # pass 3
 
@@ -395,7 +387,7 @@ class Conn:
         self.txlen = length
         self.txoff = 0
         esp.state = _ST_WRITE
-        dispatch.kick()
+        dispatch.kicked = True
         return _ESPCONN_OK
 
     # -- endings -------------------------------------------------------------
@@ -451,7 +443,7 @@ class Conn:
         if pending is None:
             dispatch.remove(self)
         else:
-            dispatch.kick()
+            dispatch.kicked = True
 
     def drop(self):
         # TLS, tap and socket go (buffers stay).
@@ -470,28 +462,19 @@ class Conn:
 
     def release(self):
         self.drop()
-        self.rx = self.rxmv = self.out = self.cap = None
+        self.rx = self.rxmv = self.out = None
         self.txlen = self.txoff = 0
 
 
-# The verifier's modules: loaded for the check (pass 2) and dropped at once,
-# so their bytecode goes back to the heap before the next TLS connection.
-_VERIFIER = ("check", "x509", "castore", "rsa", "der", "names", "binfmt", "errors")
-
-
 def drop_verifier():
+    # The verifier's modules: loaded for the check (pass 2) and dropped at once,
+    # so their bytecode goes back to the heap before the next TLS connection.
+    # (Names written here, not a global: each module global is heap from a ROMFS.)
     name = __name__[: __name__.rfind(".")]  # the package: "espconn"
     pkg = sys.modules.get(name)
-    for m in _VERIFIER:
+    for m in ("check", "x509", "castore", "rsa", "der", "names", "binfmt", "errors"):
         sys.modules.pop(name + "." + m, None)
         if pkg is not None and m in pkg.__dict__:
             delattr(pkg, m)
     gc.collect()
 
-
-def new_port():
-    global _port
-    _port += 1
-    if _port > 65000:
-        _port = 49153
-    return _port

@@ -30,7 +30,7 @@ events = 0  # callbacks fired so far (any connection): wait() watches it
 last = None  # name of the last callback fired (any connection)
 _busy = False  # a pass is running (timer re-entry guard)
 _timer = None  # machine.Timer(-1) while anything is open
-_kicked = False  # something asked for a pass soon (send, close)
+kicked = False  # something asked for a pass soon (conn: send, close)
 
 
 _pl = [None, []]  # type: list  # run(): a select.poll and the sockets registered in it, kept between waits
@@ -63,49 +63,62 @@ def _idle(ms):
 
 
 def add(item):
+    global _timer
     if item not in items:
         items.append(item)
     s = getattr(item, "sock", None)
     if s is not None and sys.platform == "esp8266":
         try:
-            s.setsockopt(_SOL_SOCKET, _SO_CALLBACK, _sock_event)  # type: ignore[arg-type]
+            # modlwip runs the callback through micropython.schedule: already soft context
+            s.setsockopt(_SOL_SOCKET, _SO_CALLBACK, _tick)  # type: ignore[arg-type]
         except (OSError, TypeError, ValueError):
             pass
-    _start()
+    if _timer is not None:
+        return
+    try:
+        # __import__: the stubs' machine.pyi does not type-check by itself
+        Timer = __import__("machine").Timer
+    except (ImportError, AttributeError):
+        return  # unix port without the board shim: explicit driving only
+    try:
+        _timer = Timer(-1)
+        _timer.init(period=_PERIOD_MS, mode=Timer.PERIODIC, callback=_tick)
+    except (OSError, ValueError, TypeError):
+        _timer = None
 
 
 def remove(item):
+    # (the timer's start and stop written out here: each function is heap from a ROMFS)
+    global _timer
     if item in items:
         items.remove(item)
     if not items:
         _pl[0] = None  # nothing open: the poll and the sockets it held go too
         _pl[1] = []
-        _stop()
-
-
-def kick():
-    global _kicked
-    _kicked = True
+        t = _timer
+        _timer = None
+        if t is not None:
+            t.deinit()
 
 
 def poll():
     """One pass over every open connection; number of connections still open."""
-    global _busy, _kicked
+    global _busy, kicked
     if _busy:
         return len(items)
     _busy = True
     try:
-        _kicked = True
+        kicked = True
         rounds = 0
-        while _kicked and rounds < _ROUNDS:
+        while kicked and rounds < _ROUNDS:
             rounds += 1
-            _kicked = False
+            kicked = False
             did = False
             for it in items[:]:
                 if it.step():
                     did = True
             if did:
-                _kicked = True
+                kicked = True
     finally:
         _busy = False
     return len(items)
@@ -148,32 +161,3 @@ def _tick(_t):
         pe = getattr(sys, "print_exception", None)
         if pe is not None:
             pe(e)
-
-
-def _sock_event(_s):
-    # modlwip runs this through micropython.schedule: already soft context.
-    _tick(None)
-
-
-def _start():
-    global _timer
-    if _timer is not None:
-        return
-    try:
-        # __import__: the stubs' machine.pyi does not type-check by itself
-        Timer = __import__("machine").Timer
-    except (ImportError, AttributeError):
-        return  # unix port without the board shim: explicit driving only
-    try:
-        _timer = Timer(-1)
-        _timer.init(period=_PERIOD_MS, mode=Timer.PERIODIC, callback=_tick)
-    except (OSError, ValueError, TypeError):
-        _timer = None
-
-
-def _stop():
-    global _timer
-    t = _timer
-    _timer = None
-    if t is not None:
-        t.deinit()

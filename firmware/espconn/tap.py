@@ -89,15 +89,6 @@ def modulus(b, n):
         return _MAX_MODULUS
 
 
-def room(need):
-    # gc.mem_free() exists on MicroPython only (the tap also runs on CPython in tests)
-    f = getattr(gc, "mem_free", None)
-    if f is None or need <= 0:
-        return True
-    gc.collect()
-    return f() >= need
-
-
 class Tap(io.IOBase):
     def __init__(self, sock, want, limit, capture=0, mod=0):
         self.sock = sock
@@ -274,9 +265,13 @@ class Tap(io.IOBase):
                 # axTLS parses the chain and does the RSA key exchange with the leaf's key
                 # next: refused here if the heap cannot hold that (axTLS would crash the board)
                 need = _KX_HEAP + _KX_PER_BYTE * (self.mod or modulus(self.buf, self.certn)) + self.certn
-                # (measured with buf still held, as calibrated: its heap is axTLS's margin)
-                if not room(need):
-                    return self.fail("no_memory", ("mem_kx", gc.mem_free(), need))
+                # (measured with buf still held, as calibrated: its heap is axTLS's margin;
+                # gc.mem_free() exists on MicroPython only: the tap also runs on CPython in tests)
+                free = getattr(gc, "mem_free", None)
+                if free is not None:
+                    gc.collect()
+                    if free() < need:
+                        return self.fail("no_memory", ("mem_kx", free(), need))
                 self.buf = None
                 if self.h is not None:
                     if self.h.digest() != self.want:
