@@ -65,10 +65,10 @@ demo: setup
 	ca=$$(sed -n 's/.*default CA sector \(0x[0-9A-F]*\).*/\1/p' $(DEMO)/flash-ca.log); \
 	if [ -z "$(PORT)" ]; then \
 	  echo "== deploy espconn as .mpy to /lib, to compare (its bytecode is copied into the heap)"; \
-	  $(BIN)/espssl deploy --port $$port --target lib; \
+	  $(BIN)/espssl deploy --port $$port --target lib --backup-dir $(DEMO)/backups; \
 	fi; \
 	echo "== deploy espconn (mpy-cross + mpremote: into ROMFS when the firmware has one)"; \
-	$(BIN)/espssl deploy --port $$port --examples $$wifi; \
+	$(BIN)/espssl deploy --port $$port --examples --backup-dir $(DEMO)/backups $$wifi; \
 	echo "== loopback suite"; \
 	$(BIN)/espssl test --port $$port --host $$host --certs $(DEMO) --no-deploy \
 	    --backup-dir $(DEMO)/backups --junit $(DEMO)/junit.xml --logs $(DEMO)/logs; \
