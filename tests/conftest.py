@@ -128,3 +128,18 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("ESPSSL_VBOARD_DIR", str(tmp_path / "no-board-here"))
     monkeypatch.setenv("ESPSSL_BACKUP_DIR", str(tmp_path / "backups"))
     monkeypatch.chdir(tmp_path)
+
+
+def count_rsa(monkeypatch):
+    """Count the RSA signature checks the verifier makes (espconn.x509.verify) in a test."""
+    from espconn import x509
+
+    calls = []
+    real = x509.verify
+
+    def counting(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(x509, "verify", counting)
+    return calls

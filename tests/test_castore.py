@@ -10,6 +10,7 @@ import sys
 import types
 
 import pytest
+from conftest import count_rsa
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
@@ -363,20 +364,6 @@ def test_unknown_critical_extension_does_not_fail_the_store(pki):
     assert store_of(binfmt.image([("odd", c), ("a", pki.ders[0])])).check() == 2
 
 
-def _counting(monkeypatch):
-    from espconn import x509 as rsa  # rsa.verify lives in x509
-
-    calls = []
-    real = rsa.verify
-
-    def counting(*args):
-        calls.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(rsa, "verify", counting)
-    return calls
-
-
 def test_anchor_signature_checked_once_with_a_shared_list(pki, monkeypatch):
     from espconn import x509 as vx
 
@@ -384,7 +371,7 @@ def test_anchor_signature_checked_once_with_a_shared_list(pki, monkeypatch):
     img = binfmt.image([("ca%d" % i, pki.ders[i]) for i in (4, 5)])
     mem, read, _ = flash(img)
     seen = []
-    calls = _counting(monkeypatch)
+    calls = count_rsa(monkeypatch)
     for _ in range(3):  # three connections, each opening the store anew
         vx.verify_chain([leaf], castore.CAStore(read, 0, len(mem), verified=seen), name="127.0.0.1")
     assert len(calls) == 3 + 1  # the leaf's signature each time, the anchor's once

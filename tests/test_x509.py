@@ -15,6 +15,7 @@ import hashlib
 import pathlib
 
 import pytest
+from conftest import count_rsa
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -476,26 +477,12 @@ def test_many_same_named_candidates_bounded(w):
     assert reason(chain(w.leaf, *fakes), []) == "bad_signature"
 
 
-def _count_rsa(monkeypatch):
-    from espconn import x509 as rsa  # rsa.verify lives in x509
-
-    calls = []
-    real = rsa.verify
-
-    def counting(*args):
-        calls.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(rsa, "verify", counting)
-    return calls
-
-
 def test_signature_checks_are_bounded(w, monkeypatch):
     # A hostile store: 20 anchors named like the root, wrong keys, the real one
     # last.  At most 2 * max_chain + 2 RSA operations run (each impostor's own
     # signature is good, the leaf's is not), then it gives up.
     impostors = [CA("espssl root", bits=1024).der for _ in range(20)]
-    calls = _count_rsa(monkeypatch)
+    calls = count_rsa(monkeypatch)
     assert reason(chain(w.direct), impostors + [w.root.der]) == "chain_too_long"
     assert len(calls) == 2 * 8 + 2
     calls.clear()
@@ -514,7 +501,7 @@ def test_backtracking_is_bounded(w, monkeypatch):
     base = CA("loop", key=k)
     ring = [base.child_ca("loop", key=k) for _ in range(7)]
     leaf = base.issue("127.0.0.1", bits=1024)
-    calls = _count_rsa(monkeypatch)
+    calls = count_rsa(monkeypatch)
     assert reason(chain(leaf, *ring), [w.other_root.der]) == "chain_too_long"
     assert len(calls) == 2 * 8 + 2
 
@@ -794,7 +781,7 @@ def test_anchor_check_cached_by_sha256(w, monkeypatch):
         verified = []
 
     anchors = Anchors([w.root.der])
-    calls = _count_rsa(monkeypatch)
+    calls = count_rsa(monkeypatch)
     assert reason(chain(w.direct), anchors) is None
     assert len(calls) == 2 and anchors.verified == [hashlib.sha256(w.root.der).digest()]
     # Anchors as a plain list: no cache.

@@ -472,7 +472,7 @@ def drop_verifier():
     # (Names written here, not a global: each module global is heap from a ROMFS.)
     name = __name__[: __name__.rfind(".")]  # the package: "espconn"
     pkg = sys.modules.get(name)
-    for m in ("check", "x509", "castore", "rsa", "der", "names", "binfmt", "errors"):
+    for m in ("check", "x509", "castore", "binfmt", "errors"):
         sys.modules.pop(name + "." + m, None)
         if pkg is not None and m in pkg.__dict__:
             delattr(pkg, m)
