@@ -56,13 +56,18 @@ _HS_RX = const(64)  # read buffer during the handshake (data then is refused any
 _READS = const(8)  # reads in one step (fairness between connections)
 _CONNECT_MS = const(10000)  # TCP connect timeout (lwIP's SYN retries take about as long)
 # Free heap checked before every wrap_socket, measured on real axTLS (32-bit,
-# RT_MAX_PLAIN_LENGTH 1024, RT_EXTRA 4096, allocating from the GC heap): up to
-# the peer's Certificate message axTLS needs 11.5 KB free (it holds ~8 KB of
-# it after), _TLS_BLOCK of it in one piece.  The key exchange that follows is
-# checked by the tap, which knows the peer's key by then (tap._KX_HEAP).
-_TLS_HEAP = const(12288)
+# RT_MAX_PLAIN_LENGTH 1024, RT_EXTRA 4096, allocating from the GC heap): from
+# the context to the peer's Certificate message axTLS takes ~8 KB and did not
+# crash with 9 KB free; _TLS_HEAP leaves 1 KB over that.  Its 5.3 KB SSL
+# buffer is one piece: a _TLS_BLOCK block is asked for before the context and
+# again just before wrap_socket (the context's and the tap's allocations may
+# split it; what wrap_socket allocates before it fits in the 300 B over).  The
+# key exchange that follows is checked by the tap, which knows the peer's key
+# by then (tap._KX_HEAP).
+_TLS_HEAP = const(10240)
 _TLS_BLOCK = const(5632)
-_SRV_PER_KEY_BYTE = const(7)  # server role: + 7 B per byte of its PKCS#1 key (RSA-2048: 1.2 KB -> +8.3 KB)
+_SRV_HEAP = const(12288)  # server role: 12 KB + 7 B per byte of its PKCS#1 key (RSA-2048: 20.6 KB)
+_KEY_BYTE = const(7)  # (the same for a client's own key: a client certificate)
 
 _EAGAIN = const(11)  # errno values (same on lwIP and Linux for these)
 _EINPROGRESS = const(115)
@@ -81,7 +86,7 @@ server = None  # type: object  # the one Listener, or None
 anchors = []  # type: list  # SHA-256 of CA anchors whose own signature checked: once per boot
 
 
-def room(need):
+def room(need=0):
     """True if the heap holds ``need`` bytes and a _TLS_BLOCK piece of them."""
     gc.collect()
     if gc.mem_free() < need:
@@ -199,8 +204,16 @@ class Conn:
         """wrap_socket behind a tap; False (reason set) if the heap cannot hold TLS."""
         cap = self.check and self.want is None
         lst = self.listener
-        # a server's RSA private-key operation: measured 19.4 KB free needed with a 2048-bit key
-        n = _TLS_HEAP + (_SRV_PER_KEY_BYTE * len(lst.key) if lst else 0)
+        c = k = None
+        if lst:
+            c, k = lst.cert, lst.key
+        elif cert_sector[1] >= 0:
+            from .server import read_cert_bin
+
+            c, k = read_cert_bin(cert_sector[1])
+        # this side's RSA private-key operation (a server's, or a client certificate's)
+        x = _KEY_BYTE * len(k) if k else 0
+        n = (_SRV_HEAP if lst else _TLS_HEAP) + x
         if not room(n):
             set_error(self.esp, "no_memory", ("mem_tls", gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
             return False
@@ -211,15 +224,15 @@ class Conn:
             setattr(ctx, "verify_mode", tls.CERT_NONE)  # unix port: mbedTLS would check; axTLS never does
         except (AttributeError, TypeError):
             pass
-        if lst:
-            ctx.load_cert_chain(lst.cert, lst.key)
-        elif cert_sector[1] >= 0:
-            from .server import read_cert_bin
-
-            c, k = read_cert_bin(cert_sector[1])
+        if k:
             ctx.load_cert_chain(c, k)
         # pass 1: the tap captures the whole Certificate message (up to set_size bytes)
-        self.tap = _tap.Tap(self.sock, self.want, size[self.level], size[1] if cap else 0, self.mod)
+        self.tap = _tap.Tap(self.sock, self.want, size[self.level], size[1] if cap else 0, self.mod, 0 if lst else x)
+        # Last before wrap_socket (nothing else allocates in between): the SSL buffer's
+        # piece is still whole; the context and the tap may have split the one seen above.
+        if not room():
+            set_error(self.esp, "no_memory", ("mem_tls", gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
+            return False
         if self.hostname:
             self.tls = ctx.wrap_socket(self.tap, server_side=lst is not None, do_handshake_on_connect=False, server_hostname=self.hostname)
         else:

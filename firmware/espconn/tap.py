@@ -52,11 +52,13 @@ _HS_CERTIFICATE = const(11)  # HandshakeType certificate (RFC 5246 7.4)
 _AXTLS_MAX = const(5115)  # RT_MAX_PLAIN_LENGTH 1024 + RT_EXTRA 4096 - 5: axTLS's record limit
 _ECONNABORTED = const(103)  # errno returned (negated) once stopped
 _CBC_OVERHEAD = const(64)  # IV 16 + HMAC-SHA256 32 + padding 16: ciphertext beyond plaintext
-# Heap axTLS takes after the peer's Certificate message header (parsing the
-# chain, the RSA key exchange), measured on real axTLS: a base and a part
-# growing with the message (the key sizes in it).
-_KX_HEAP = const(1536)  # free heap needed at the Certificate message: 1536 + 16 per modulus byte
-_KX_PER_BYTE = const(16)  # + the message (asks RSA-1024 4.3 KB, RSA-2048 6.5 KB, RSA-4096 10.8 KB)
+# Free heap axTLS needs once the peer's Certificate message has passed (it
+# parses the chain, then the RSA key exchange), measured on real axTLS (32-bit,
+# GC heap) as the smallest that did not crash: 18 B per byte of the leaf's RSA
+# modulus (RSA-1024 2.3 KB, RSA-2048 4.6 KB, RSA-4096 9.2 KB; a second
+# certificate in the chain adds no more), plus _KX_HEAP of margin.
+_KX_HEAP = const(1280)
+_KX_PER_BYTE = const(18)
 _MAX_MODULUS = const(512)  # assumed when the leaf's RSA key cannot be found: RSA-4096
 _PEEK = const(1024)  # start of the Certificate message kept to find the leaf's modulus
 
@@ -90,9 +92,10 @@ def modulus(b, n):
 
 
 class Tap(io.IOBase):
-    def __init__(self, sock, want, limit, capture=0, mod=0):
+    def __init__(self, sock, want, limit, capture=0, mod=0, extra=0):
         self.sock = sock
         self.mod = mod  # match mode: the leaf's modulus bytes, known from the capture
+        self.extra = extra  # heap this side's own RSA key takes in the handshake (a client certificate)
         self.buf = None  # the Certificate body (capture), or its first _PEEK bytes
         self.capture = capture  # capture mode: the largest Certificate message taken (set_size)
         self.want = want  # match mode: SHA-256 the Certificate body must have
@@ -103,8 +106,7 @@ class Tap(io.IOBase):
         self.left = 0  # body bytes of that record still to come
         self.hshn = 0  # handshake header bytes collected
         self.hsleft = 0  # handshake body bytes still to come
-        self.cert = 0  # 1 while the (first) Certificate body passes
-        self.kx = False  # that message has passed
+        self.cert = 0  # the (first) Certificate message: 0 not yet, 1 passing, 2 passed
         self.certn = 0  # its bytes so far
         self.h = None  # match mode: running SHA-256
         self.seen = not capture and want is None  # certificate checked (or no check asked)
@@ -227,7 +229,7 @@ class Tap(io.IOBase):
                 self.hshn = 0
                 ln = hdr[6] << 16 | hdr[7] << 8 | hdr[8]
                 self.hsleft = ln
-                if hdr[5] == _HS_CERTIFICATE and not self.kx:
+                if hdr[5] == _HS_CERTIFICATE and not self.cert:
                     if ln < 4:
                         return self.fail("no_certificate", ("no_cert",))
                     if self.capture and ln > self.capture:
@@ -246,7 +248,7 @@ class Tap(io.IOBase):
                     self.certn = 0
                 continue
             take = self.hsleft if self.hsleft < end - i else end - i
-            if self.cert:
+            if self.cert == 1:
                 part = memoryview(buf)[i : i + take]
                 if self.h is not None:
                     self.h.update(part)
@@ -256,23 +258,21 @@ class Tap(io.IOBase):
                 self.certn += take
             self.hsleft -= take
             i += take
-            if self.hsleft == 0 and self.cert:
-                self.cert = 0
-                self.kx = True
+            if self.hsleft == 0 and self.cert == 1:
+                self.cert = 2
                 if self.capture:
                     self.got = self.certn  # captured: the TLS library goes no further
                     return -_ECONNABORTED
                 # axTLS parses the chain and does the RSA key exchange with the leaf's key
                 # next: refused here if the heap cannot hold that (axTLS would crash the board)
-                need = _KX_HEAP + _KX_PER_BYTE * (self.mod or modulus(self.buf, self.certn)) + self.certn
-                # (measured with buf still held, as calibrated: its heap is axTLS's margin;
-                # gc.mem_free() exists on MicroPython only: the tap also runs on CPython in tests)
+                need = _KX_HEAP + _KX_PER_BYTE * (self.mod or modulus(self.buf, self.certn)) + self.extra
+                self.buf = None
+                # (gc.mem_free() exists on MicroPython only: the tap also runs on CPython in tests)
                 free = getattr(gc, "mem_free", None)
                 if free is not None:
                     gc.collect()
                     if free() < need:
                         return self.fail("no_memory", ("mem_kx", free(), need))
-                self.buf = None
                 if self.h is not None:
                     if self.h.digest() != self.want:
                         return self.fail("certificate_changed", ("changed",))
