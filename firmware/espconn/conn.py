@@ -74,6 +74,27 @@ _EINPROGRESS = const(115)
 _ECONNRESET = const(104)
 _ENETUNREACH = const(101)
 _EHOSTUNREACH = const(113)
+# Text ids of its failures (espconn/texts.py)
+_T_CONNECT = const(12)
+_T_ROUTE = const(13)
+_T_TIMEOUT = const(14)
+_T_REFUSED = const(15)
+_T_NOT_UP = const(16)
+_T_PENDING = const(17)
+_T_TOO_LONG = const(18)
+_T_CLOSED_HS = const(19)
+_T_RESET = const(20)
+_T_HS_FAILED = const(21)
+_T_TLS_ERROR = const(22)
+_T_CUT_RESET = const(29)  # 29..30 truncated, 31..33 oversize, 34.. no memory
+_T_OVERFLOW = const(31)
+_T_MEM_CONN = const(34)
+_T_MEM_BUF = const(35)
+_T_MEM_SOCK = const(36)
+_T_MEM_TLS = const(37)
+_T_MEM_VERIFY = const(38)
+_T_MEM_RUN = const(39)
+_T_MEM_COPY = const(40)
 
 # Settings, per level (index 1 = client, 2 = server), as the SDK keeps them.
 ca_sector = [-1, -1, -1]  # CA store sector for the check, -1: no check
@@ -100,8 +121,9 @@ def room(need=0):
     return True
 
 
-def set_error(esp, reason, text, code=0):
-    esp._err = (reason, text)
+def set_error(esp, err, code=0):
+    # err: (text id, *numbers) (see texts.py), or a (reason, text) pair
+    esp._err = err
     esp._errcode = code
 
 
@@ -150,14 +172,14 @@ class Conn:
         # then reads go into a _HS_RX one.  Sent data is not copied unless it
         # is mutable (see send).
         if not room(_TLS_HEAP):
-            set_error(self.esp, "no_memory", ("mem_conn", gc.mem_free(), _TLS_BLOCK, _TLS_HEAP), _ESPCONN_MEM)
+            set_error(self.esp, (_T_MEM_CONN, gc.mem_free(), _TLS_BLOCK, _TLS_HEAP), _ESPCONN_MEM)
             return False
         self.m0 = gc.mem_free()
         try:
             self.rxmv = memoryview(bytearray(_HS_RX))
         except MemoryError:
             self.release()
-            set_error(self.esp, "no_memory", ("mem_buf",), _ESPCONN_MEM)
+            set_error(self.esp, (_T_MEM_BUF,), _ESPCONN_MEM)
             return False
         return True
 
@@ -181,19 +203,19 @@ class Conn:
             self.poller = select.poll()
             self.poller.register(s, select.POLLOUT)
         except MemoryError:
-            return self.refuse("no_memory", ("mem_sock",), _ESPCONN_MEM)
+            return self.refuse((_T_MEM_SOCK,), _ESPCONN_MEM)
         except OSError as e:
             code = errno(e)
             if code == _ENETUNREACH or code == _EHOSTUNREACH:
-                return self.refuse("no_route", ("route", ip_text(tcp.remote_ip)), _ESPCONN_RTE)
-            return self.refuse("connect_failed", ("connect", code), _ESPCONN_CONN)
+                return self.refuse((_T_ROUTE, ip_text(tcp.remote_ip)), _ESPCONN_RTE)
+            return self.refuse((_T_CONNECT, code), _ESPCONN_CONN)
         self.t0 = time.ticks_ms()  # type: ignore[assignment]
         esp.state = _ST_WAIT
         dispatch.add(self)
         return _ESPCONN_OK
 
-    def refuse(self, reason, text, code):
-        set_error(self.esp, reason, text, code)
+    def refuse(self, err, code):
+        set_error(self.esp, err, code)
         if self.want is None:  # connect() returns the code
             self.release()
             return code
@@ -215,7 +237,7 @@ class Conn:
         x = _KEY_BYTE * len(k) if k else 0
         n = (_SRV_HEAP if lst else _TLS_HEAP) + x
         if not room(n):
-            set_error(self.esp, "no_memory", ("mem_tls", gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
+            set_error(self.esp, (_T_MEM_TLS, gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
             return False
         import tls
 
@@ -231,7 +253,7 @@ class Conn:
         # Last before wrap_socket (nothing else allocates in between): the SSL buffer's
         # piece is still whole; the context and the tap may have split the one seen above.
         if not room():
-            set_error(self.esp, "no_memory", ("mem_tls", gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
+            set_error(self.esp, (_T_MEM_TLS, gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
             return False
         if self.hostname:
             self.tls = ctx.wrap_socket(self.tap, server_side=lst is not None, do_handshake_on_connect=False, server_hostname=self.hostname)
@@ -251,11 +273,11 @@ class Conn:
 
             self.want = check.run(memoryview(cap)[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip), anchors)  # type: ignore[arg-type]
         except MemoryError:
-            set_error(esp, "no_memory", ("mem_verify",), _ESPCONN_MEM)
+            set_error(esp, (_T_MEM_VERIFY,), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
             return
         except Exception as e:
-            set_error(esp, getattr(e, "reason", "verify_failed"), str(e), _ESPCONN_HANDSHAKE)
+            set_error(esp, (getattr(e, "reason", "verify_failed"), str(e)), _ESPCONN_HANDSHAKE)
             self.close(("reconnect", _ESPCONN_HANDSHAKE))
             return
         finally:
@@ -291,7 +313,7 @@ class Conn:
             # all written.  Otherwise the next event is the socket's (run() waits on it).
             return self.more or self.txoff < self.txlen
         except MemoryError:
-            set_error(self.esp, "no_memory", ("mem_run",), _ESPCONN_MEM)
+            set_error(self.esp, (_T_MEM_RUN,), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
         except Exception as e:  # OSError from the TLS layer, or anything it should not raise
             self.fail(e)
@@ -303,13 +325,13 @@ class Conn:
         ev = self.poller.poll(0)  # type: ignore[union-attr]
         if not ev:
             if time.ticks_diff(time.ticks_ms(), self.t0) > _CONNECT_MS:
-                set_error(self.esp, "timeout", ("timeout",), _ESPCONN_TIMEOUT)
+                set_error(self.esp, (_T_TIMEOUT,), _ESPCONN_TIMEOUT)
                 self.close(("reconnect", _ESPCONN_TIMEOUT))
                 return True
             return False
         self.poller = None
         if ev[0][1] & (select.POLLERR | select.POLLHUP):
-            set_error(self.esp, "connect_failed", ("refused",), _ESPCONN_CONN)
+            set_error(self.esp, (_T_REFUSED,), _ESPCONN_CONN)
             self.close(("reconnect", _ESPCONN_CONN))
         elif not self.start_tls():
             self.close(("reconnect", _ESPCONN_MEM))
@@ -379,14 +401,14 @@ class Conn:
         """Queue ``length`` bytes of data: _ESPCONN_OK or an error code."""
         esp = self.esp
         if not self.up or self.closed:
-            set_error(esp, "not_connected", ("not_up",), _ESPCONN_CONN)
+            set_error(esp, (_T_NOT_UP,), _ESPCONN_CONN)
             return _ESPCONN_CONN
         if self.txlen:
-            set_error(esp, "in_progress", ("pending",), _ESPCONN_INPROGRESS)
+            set_error(esp, (_T_PENDING,), _ESPCONN_INPROGRESS)
             return _ESPCONN_INPROGRESS
         n = size[self.level]
         if length > n:
-            set_error(esp, "too_long", ("too_long", length, n), _ESPCONN_ARG)
+            set_error(esp, (_T_TOO_LONG, length, n), _ESPCONN_ARG)
             return _ESPCONN_ARG
         mv = memoryview(data)[:length]
         if not isinstance(data, bytes):
@@ -394,7 +416,7 @@ class Conn:
             try:
                 mv = memoryview(bytes(mv))
             except MemoryError:
-                set_error(esp, "no_memory", ("mem_copy", length), _ESPCONN_MEM)
+                set_error(esp, (_T_MEM_COPY, length), _ESPCONN_MEM)
                 return _ESPCONN_MEM
         self.out = mv
         self.txlen = length
@@ -417,22 +439,23 @@ class Conn:
         if r is None and e is None and not se:
             if self.up:
                 return self.close(("disconnect", 0))
-            r = ("closed_in_handshake", ("closed_hs",))
-        if r is not None and r[0] == "oversize_record" or code == -257:  # axTLS SSL_ERROR_RECORD_OVERFLOW
-            r = r or ("oversize_record", ("overflow",))
+            r = (_T_CLOSED_HS,)
+        i = r[0] if r is not None else -1  # the tap's text id: its kind by range (texts.py)
+        if _T_OVERFLOW <= i < _T_MEM_CONN or code == -257:  # axTLS SSL_ERROR_RECORD_OVERFLOW
+            r = r or (_T_OVERFLOW,)
             err = _ESPCONN_SSL_INVALID_DATA
-        elif r is not None and r[0] == "no_memory":
+        elif i >= _T_MEM_CONN:
             err = _ESPCONN_MEM
         elif se == _ECONNRESET or code == _ECONNRESET:
-            r = r or ("reset", ("reset", "after" if self.up else "during"))
+            r = r or (_T_RESET, "after" if self.up else "during")
             err = _ESPCONN_RST
         elif not self.up:
-            r = r or ("handshake_failed", ("hs_failed", repr(e)))
+            r = r or (_T_HS_FAILED, repr(e))
             err = _ESPCONN_HANDSHAKE
         else:
-            r = r or ("tls_error", ("tls_error", repr(e)))
-            err = _ESPCONN_ABRT if r[0] == "truncated_record" else _ESPCONN_SSL_INVALID_DATA
-        set_error(self.esp, r[0], r[1], err)
+            r = r or (_T_TLS_ERROR, repr(e))
+            err = _ESPCONN_ABRT if _T_CUT_RESET <= i < _T_OVERFLOW else _ESPCONN_SSL_INVALID_DATA
+        set_error(self.esp, r, err)
         self.close(("reconnect", err))
 
     def close(self, pending=None):

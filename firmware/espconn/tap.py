@@ -61,6 +61,19 @@ _KX_HEAP = const(1280)
 _KX_PER_BYTE = const(18)
 _MAX_MODULUS = const(512)  # assumed when the leaf's RSA key cannot be found: RSA-4096
 _PEEK = const(1024)  # start of the Certificate message kept to find the leaf's modulus
+# Text ids of its failures (espconn/texts.py)
+_T_NOT_TLS = const(23)
+_T_EARLY = const(24)
+_T_EARLY_DATA = const(25)
+_T_NO_CERT = const(26)
+_T_CERT_BIG = const(27)
+_T_CHANGED = const(28)
+_T_CUT_RESET = const(29)
+_T_CUT_CLOSE = const(30)
+_T_AXTLS_MAX = const(32)
+_T_RECORD = const(33)
+_T_MEM_KX = const(41)
+_T_MEM_CERT = const(42)
 
 
 def modulus(b, n):
@@ -113,13 +126,13 @@ class Tap(io.IOBase):
         self.ccs = False  # peer switched to encryption
         self.finished = False  # peer's Finished has passed: handshake over
         self.got = 0  # capture mode: Certificate body length, once whole
-        self.err = None  # (reason, text) once failed
+        self.err = None  # (text id, *numbers) once failed (espconn/texts.py)
         self.sock_err = 0  # errno the socket raised, 0 if none
         self.shut = False  # ("closed" is a read-only property of CPython's io.IOBase)
 
-    def fail(self, reason, text):
+    def fail(self, err):
         if self.err is None:
-            self.err = (reason, text)
+            self.err = err
         self.h = None
         return -_ECONNABORTED
 
@@ -132,11 +145,11 @@ class Tap(io.IOBase):
             code = e.args[0] if e.args else 5
             self.sock_err = code if isinstance(code, int) and code > 0 else 5
             if self.hn or self.left:
-                self.fail("truncated_record", ("cut_reset",))
+                self.fail((_T_CUT_RESET,))
             return -self.sock_err
         if not n:
             if n == 0 and (self.hn or self.left):
-                self.fail("truncated_record", ("cut_close",))
+                self.fail((_T_CUT_CLOSE,))
             return n  # None: would block; 0: end of stream
         if self.ccs and self.left >= n:
             # fast path: inside an encrypted record body (nothing in it for the tap)
@@ -200,18 +213,18 @@ class Tap(io.IOBase):
             ct = hdr[0]
             ln = hdr[3] << 8 | hdr[4]
             if hdr[1] != 3 or ln == 0 or ct < _CT_CCS or ct > _CT_APPDATA:
-                return self.fail("bad_record", ("not_tls", ct, hdr[1], hdr[2]))
+                return self.fail((_T_NOT_TLS, ct, hdr[1], hdr[2]))
             if ln > _AXTLS_MAX:
-                return self.fail("oversize_record", ("axtls_max", ln))
+                return self.fail((_T_AXTLS_MAX, ln))
             if ct != _CT_HANDSHAKE and ct != 21:
                 if not self.seen:
-                    return self.fail("tls13_or_resumed", ("early",))
+                    return self.fail((_T_EARLY,))
                 if ct == _CT_CCS:
                     self.ccs = True
                 elif not self.finished:
-                    return self.fail("bad_record", ("early_data",))
+                    return self.fail((_T_EARLY_DATA,))
                 elif ln > self.limit:
-                    return self.fail("oversize_record", ("record", ln))
+                    return self.fail((_T_RECORD, ln))
             self.ctype = ct
             self.left = ln
         return None
@@ -231,15 +244,15 @@ class Tap(io.IOBase):
                 self.hsleft = ln
                 if hdr[5] == _HS_CERTIFICATE and not self.cert:
                     if ln < 4:
-                        return self.fail("no_certificate", ("no_cert",))
+                        return self.fail((_T_NO_CERT,))
                     if self.capture and ln > self.capture:
-                        return self.fail("cert_too_big", ("cert_big", ln, self.capture, ln))
+                        return self.fail((_T_CERT_BIG, ln, self.capture, ln))
                     if not self.mod:
                         try:
                             # capture: as large as this chain, no larger; else its start
                             self.buf = bytearray(ln if self.capture or ln < _PEEK else _PEEK)
                         except MemoryError:
-                            return self.fail("no_memory", ("mem_cert", ln))
+                            return self.fail((_T_MEM_CERT, ln))
                     if self.want is not None:
                         import hashlib
 
@@ -272,10 +285,10 @@ class Tap(io.IOBase):
                 if free is not None:
                     gc.collect()
                     if free() < need:
-                        return self.fail("no_memory", ("mem_kx", free(), need))
+                        return self.fail((_T_MEM_KX, free(), need))
                 if self.h is not None:
                     if self.h.digest() != self.want:
-                        return self.fail("certificate_changed", ("changed",))
+                        return self.fail((_T_CHANGED,))
                     self.h = None
                 self.seen = True
         return None
