@@ -60,12 +60,15 @@ _CONNECT_MS = const(10000)  # TCP connect timeout (lwIP's SYN retries take about
 # the context to the peer's Certificate message axTLS takes ~8 KB and did not
 # crash with 9 KB free; _TLS_HEAP leaves 1 KB over that.  Its 5.3 KB SSL
 # buffer is one piece: a _TLS_BLOCK block is asked for before the context and
-# again just before wrap_socket (the context's and the tap's allocations may
-# split it; what wrap_socket allocates before it fits in the 300 B over).  The
+# again just before wrap_socket, together with the pieces wrap_socket takes
+# before and after it (a fragmented heap crashed there: the axTLS context is
+# made inside wrap_socket, not by SSLContext).  The
 # key exchange that follows is checked by the tap, which knows the peer's key
 # by then (tap._KX_HEAP).
 _TLS_HEAP = const(10240)
 _TLS_BLOCK = const(5632)
+_TLS_CTX = const(640)  # wrap_socket's first: the axTLS context (pieces up to 609 bytes)
+_TLS_NEXT = const(1024)  # and the 792-byte block axTLS takes right after the SSL buffer
 _SRV_HEAP = const(12288)  # server role: 12 KB + 7 B per byte of its PKCS#1 key (RSA-2048: 20.6 KB)
 _KEY_BYTE = const(7)  # (the same for a client's own key: a client certificate)
 
@@ -107,17 +110,26 @@ server = None  # type: object  # the one Listener, or None
 anchors = []  # type: list  # SHA-256 of CA anchors whose own signature checked: once per boot
 
 
-def room(need=0):
-    """True if the heap holds ``need`` bytes and a _TLS_BLOCK piece of them."""
+def room(need=0, pieces=False):
+    """True if the heap holds ``need`` bytes and a _TLS_BLOCK piece of them;
+    with ``pieces``, also the pieces wrap_socket takes in the order it takes
+    them, held together: the context's (_TLS_CTX), the SSL buffer, the next
+    (_TLS_NEXT).  gc.mem_free() cannot tell how the free heap is cut."""
     gc.collect()
     if gc.mem_free() < need:
         return False
+    a = b = c = None
     try:
-        b = bytearray(_TLS_BLOCK)  # the largest free block: gc.mem_free() cannot tell
+        if pieces:
+            a = bytearray(_TLS_CTX)
+        b = bytearray(_TLS_BLOCK)
+        if pieces:
+            c = bytearray(_TLS_NEXT)
     except MemoryError:
         return False
-    b = None  # type: ignore[assignment]  # noqa: F841
-    gc.collect()
+    finally:
+        a = b = c = None  # noqa: F841
+        gc.collect()
     return True
 
 
@@ -252,7 +264,7 @@ class Conn:
         self.tap = _tap.Tap(self.sock, self.want, size[self.level], size[1] if cap else 0, self.mod, 0 if lst else x)
         # Last before wrap_socket (nothing else allocates in between): the SSL buffer's
         # piece is still whole; the context and the tap may have split the one seen above.
-        if not room():
+        if not room(0, True):
             set_error(self.esp, (_T_MEM_TLS, gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
             return False
         if self.hostname:

@@ -59,6 +59,7 @@ _CBC_OVERHEAD = const(64)  # IV 16 + HMAC-SHA256 32 + padding 16: ciphertext bey
 # certificate in the chain adds no more), plus _KX_HEAP of margin.
 _KX_HEAP = const(1280)
 _KX_PER_BYTE = const(18)
+_KX_PIECES = b"\x01\x01\x01\x01\x01\x01\x02\x01\x04\x01\x02\x02\x02"  # its bigints, in modulus lengths (RSA_encrypt)
 _MAX_MODULUS = const(512)  # assumed when the leaf's RSA key cannot be found: RSA-4096
 _PEEK = const(1024)  # start of the Certificate message kept to find the leaf's modulus
 # Text ids of its failures (espconn/texts.py)
@@ -74,6 +75,8 @@ _T_AXTLS_MAX = const(32)
 _T_RECORD = const(33)
 _T_MEM_KX = const(41)
 _T_MEM_CERT = const(42)
+_T_MEM_KX_BLOCK = const(43)
+_T_MEM_TAP = const(44)
 
 
 def modulus(b, n):
@@ -157,7 +160,10 @@ class Tap(io.IOBase):
             if not self.left and self.ctype == _CT_HANDSHAKE:
                 self.finished = True  # the encrypted Finished has passed
             return n
-        r = self._scan(buf, n)
+        try:  # nothing may raise through the TLS library's C code (axTLS would be left half-way)
+            r = self._scan(buf, n)
+        except MemoryError:
+            r = self.fail((_T_MEM_TAP,))
         return n if r is None else r
 
     def write(self, buf):
@@ -278,7 +284,8 @@ class Tap(io.IOBase):
                     return -_ECONNABORTED
                 # axTLS parses the chain and does the RSA key exchange with the leaf's key
                 # next: refused here if the heap cannot hold that (axTLS would crash the board)
-                need = _KX_HEAP + _KX_PER_BYTE * (self.mod or modulus(self.buf, self.certn)) + self.extra
+                m = self.mod or modulus(self.buf, self.certn)
+                need = _KX_HEAP + _KX_PER_BYTE * m + self.extra
                 self.buf = None
                 # (gc.mem_free() exists on MicroPython only: the tap also runs on CPython in tests)
                 free = getattr(gc, "mem_free", None)
@@ -286,6 +293,13 @@ class Tap(io.IOBase):
                     gc.collect()
                     if free() < need:
                         return self.fail((_T_MEM_KX, free(), need))
+                    try:  # axTLS's bigints, in the sizes and order it takes them (gc.mem_free()
+                        # cannot tell how the free heap is cut; a fragmented one crashed here)
+                        b = [bytearray(k * m + 16) for k in _KX_PIECES]
+                    except MemoryError:
+                        return self.fail((_T_MEM_KX_BLOCK, 4 * m + 16, free()))
+                    b = None  # type: ignore[assignment]  # noqa: F841
+                    gc.collect()
                 if self.h is not None:
                     if self.h.digest() != self.want:
                         return self.fail((_T_CHANGED,))

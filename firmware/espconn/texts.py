@@ -97,6 +97,10 @@ _TEXTS = (
     '%d bytes of heap free: the key exchange with this certificate needs %d',
     'no_memory',  # 42 _T_MEM_CERT
     'no heap for the %d-byte certificate message',
+    'no_memory',  # 43 _T_MEM_KX_BLOCK
+    'no %d-byte block of heap for the key exchange (%d bytes free, but in smaller pieces)',
+    'no_memory',  # 44 _T_MEM_TAP
+    'no heap to follow the handshake',
 )
 
 
