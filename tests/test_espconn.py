@@ -1341,7 +1341,7 @@ def test_no_heap_for_the_key_exchange_is_mem_before_tls_runs_out(device, peers):
     # the tap knows the server's key once its Certificate message arrives, before
     # axTLS parses it and does the key exchange: too little heap then ends cleanly
     # just below what the tap asks for a 1024-bit server key (128 modulus bytes)
-    low = calibrated("tap", "_KX_HEAP") + 128 * calibrated("tap", "_KX_PER_BYTE") - 256
+    low = calibrated("tap", "_KX_HEAP") + 128 * calibrated("tap", "_KX_PER_BYTE") - 1024
     res = {r[0]: r[1:] for r in device.run(KX_HEAP, [peers("good").port, low])}
     r, items = res["kx"]
     # (refused by the tap at the key exchange, or already for its look at the certificate,
