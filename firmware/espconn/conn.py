@@ -69,8 +69,12 @@ _TLS_HEAP = const(10240)
 _TLS_BLOCK = const(5632)
 _TLS_CTX = const(640)  # wrap_socket's first: the axTLS context (pieces up to 609 bytes)
 _TLS_NEXT = const(1024)  # and the 792-byte block axTLS takes right after the SSL buffer
-_SRV_HEAP = const(12288)  # server role: 12 KB + 7 B per byte of its PKCS#1 key (RSA-2048: 20.6 KB)
-_KEY_BYTE = const(7)  # (the same for a client's own key: a client certificate)
+# Server role (its RSA private-key operation): 10 KB + 4 B per byte of its
+# PKCS#1 key, i.e. RSA-1024/2048/4096 12.6/15.0/19.6 KB; it did not crash with
+# 11.6/13.9/17.5 KB free (measured as above, 1 KB steps).  The same is added
+# for a client's own key (a client certificate).
+_SRV_HEAP = const(10240)
+_KEY_BYTE = const(4)
 
 _EAGAIN = const(11)  # errno values (same on lwIP and Linux for these)
 _EINPROGRESS = const(115)
@@ -110,11 +114,13 @@ server = None  # type: object  # the one Listener, or None
 anchors = []  # type: list  # SHA-256 of CA anchors whose own signature checked: once per boot
 
 
-def room(need=0, pieces=False):
+def room(need=0, pieces=False, m=0):
     """True if the heap holds ``need`` bytes and a _TLS_BLOCK piece of them;
     with ``pieces``, also the pieces wrap_socket takes in the order it takes
     them, held together: the context's (_TLS_CTX), the SSL buffer, the next
-    (_TLS_NEXT).  gc.mem_free() cannot tell how the free heap is cut."""
+    (_TLS_NEXT), and for this side's own RSA key of ``m`` modulus bytes the
+    bigints of its private-key operation (as tap._KX_PIECES).  gc.mem_free()
+    cannot tell how the free heap is cut."""
     gc.collect()
     if gc.mem_free() < need:
         return False
@@ -125,6 +131,8 @@ def room(need=0, pieces=False):
         b = bytearray(_TLS_BLOCK)
         if pieces:
             c = bytearray(_TLS_NEXT)
+            if m:
+                a = [a] + [bytearray(k * m + 16) for k in _tap._KX_PIECES]  # type: ignore[assignment]
     except MemoryError:
         return False
     finally:
@@ -264,7 +272,7 @@ class Conn:
         self.tap = _tap.Tap(self.sock, self.want, size[self.level], size[1] if cap else 0, self.mod, 0 if lst else x)
         # Last before wrap_socket (nothing else allocates in between): the SSL buffer's
         # piece is still whole; the context and the tap may have split the one seen above.
-        if not room(0, True):
+        if not room(0, True, len(k) * 2 // 9 if k else 0):  # (PKCS#1 DER: ~4.5 bytes per modulus byte)
             set_error(self.esp, (_T_MEM_TLS, gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
             return False
         if self.hostname:
