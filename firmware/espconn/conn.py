@@ -62,9 +62,8 @@ _CONNECT_MS = const(10000)  # TCP connect timeout (lwIP's SYN retries take about
 # buffer is one piece: a _TLS_BLOCK block is asked for before the context and
 # again just before wrap_socket, together with the pieces wrap_socket takes
 # before and after it (a fragmented heap crashed there: the axTLS context is
-# made inside wrap_socket, not by SSLContext).  The
-# key exchange that follows is checked by the tap, which knows the peer's key
-# by then (tap._KX_HEAP).
+# made inside wrap_socket, not by SSLContext).  The key exchange that follows
+# is checked by the tap, which knows the peer's key by then (tap._KX_HEAP).
 _TLS_HEAP = const(10240)
 _TLS_BLOCK = const(5632)
 _TLS_CTX = const(640)  # wrap_socket's first: the axTLS context (pieces up to 609 bytes)
