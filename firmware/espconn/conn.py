@@ -66,7 +66,7 @@ _CONNECT_MS = const(10000)  # TCP connect timeout (lwIP's SYN retries take about
 # is checked by the tap, which knows the peer's key by then (tap._KX_HEAP).
 _TLS_HEAP = const(10240)
 _TLS_BLOCK = const(5632)
-_TLS_CTX = const(640)  # wrap_socket's first: the axTLS context (pieces up to 609 bytes)
+_TLS_CTX = const(640)  # wrap_socket's first: the axTLS context, two pieces of up to 609 bytes
 _TLS_NEXT = const(1024)  # and the 792-byte block axTLS takes right after the SSL buffer
 # Server role (its RSA private-key operation): 10 KB + 4 B per byte of its
 # PKCS#1 key, i.e. RSA-1024/2048/4096 12.6/15.0/19.6 KB; it did not crash with
@@ -126,12 +126,12 @@ def room(need=0, pieces=False, m=0):
     a = b = c = None
     try:
         if pieces:
-            a = bytearray(_TLS_CTX)
+            a = [bytearray(_TLS_CTX), bytearray(_TLS_CTX)]  # type: ignore[assignment]
         b = bytearray(_TLS_BLOCK)
         if pieces:
             c = bytearray(_TLS_NEXT)
             if m:
-                a = [a] + [bytearray(k * m + 16) for k in _tap._KX_PIECES]  # type: ignore[assignment]
+                a = [a] + [bytearray(k * m + 16) for k in _tap._KX_PIECES]  # type: ignore[assignment, list-item]
     except MemoryError:
         return False
     finally:

@@ -59,7 +59,9 @@ _CBC_OVERHEAD = const(64)  # IV 16 + HMAC-SHA256 32 + padding 16: ciphertext bey
 # certificate in the chain adds no more), plus _KX_HEAP of margin.
 _KX_HEAP = const(1280)
 _KX_PER_BYTE = const(18)
-_KX_PIECES = b"\x01\x01\x01\x01\x01\x01\x02\x01\x04\x01\x02\x02\x02"  # its bigints, in modulus lengths (RSA_encrypt)
+# The bigints alive at its peak, in modulus lengths and in the order axTLS
+# allocates them (RSA-2048: 256, 256, 260, 256, 260, 512, 260, 1024, 260, 520, 512)
+_KX_PIECES = b"\x01\x01\x01\x01\x01\x02\x01\x04\x01\x02\x02"
 _MAX_MODULUS = const(512)  # assumed when the leaf's RSA key cannot be found: RSA-4096
 _PEEK = const(1024)  # start of the Certificate message kept to find the leaf's modulus
 # Text ids of its failures (espconn/texts.py)

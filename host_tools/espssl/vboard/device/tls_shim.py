@@ -68,8 +68,8 @@ _CLIENT_HELD = (8272, 8528, 9040)
 _SERVER_NEED = (10480, 13616, 17968)
 _SERVER_HELD = (9072, 10992, 15856)
 # The bigints of axTLS's RSA operation in modulus lengths, in the order it
-# allocates them (measured: RSA-2048 takes 256, 256, 260, ..., 1024, 520, ...).
-_KX_PIECES = b"\x01\x01\x01\x01\x01\x01\x02\x01\x04\x01\x02\x02\x02"
+# allocates them, alive at its peak (RSA-2048: 256, 256, 260, ..., 1024, 260, 520, 512).
+_KX_PIECES = b"\x01\x01\x01\x01\x01\x02\x01\x04\x01\x02\x02"
 _AXTLS_CONN = _const(8272)  # what a connection holds from wrap_socket on (client)
 _MBEDTLS_GC = _const(4192)  # what the unix port's SSLSocket takes from the GC heap itself
 _EIO = _const(5)
