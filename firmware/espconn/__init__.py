@@ -85,7 +85,15 @@ class espconn:
 
 def _ok(e):
     # A usable espconn for a TCP call: the SDK answers ESPCONN_ARG otherwise.
-    return isinstance(e, espconn) and e.type == ESPCONN_TCP and isinstance(getattr(e.proto, "tcp", None), esp_tcp)
+    # (The exact classes are tried first: isinstance() is a slow builtin, and
+    # espconn_secure_send runs this once per message.)
+    if e.__class__ is not espconn and not isinstance(e, espconn) or e.type != ESPCONN_TCP:
+        return False
+    try:
+        t = e.proto.tcp
+    except AttributeError:
+        return False
+    return t.__class__ is esp_tcp or isinstance(t, esp_tcp)
 
 
 def _no(reason, text, e=None):
@@ -320,20 +328,27 @@ def espconn_secure_send(e, data, length=None):
     sentcb would never come for nothing sent)."""
     if not _ok(e):
         return ESPCONN_ARG
-    try:
-        n = 0 if isinstance(data, str) else len(memoryview(data))
-    except TypeError:
-        n = 0
+    imm = data.__class__ is bytes  # the usual case: sent as it is, no view, no copy
+    if imm:
+        n = len(data)
+    else:
+        try:
+            n = 0 if isinstance(data, str) else len(memoryview(data))
+        except TypeError:
+            n = 0
     if length is None:
         length = n
-    if not isinstance(length, int) or not 0 < length <= n:
+    elif not isinstance(length, int):
+        length = 0
+    if not 0 < length <= n:
         _no("bad_arg", ("data",), e)
         return ESPCONN_ARG
-    c = e._conn
-    if c is None or not hasattr(c, "send"):
+    try:
+        send = e._conn.send  # a Conn's (None: not open; a Listener has none)
+    except AttributeError:
         _no("not_connected", ("not_open",), e)
         return ESPCONN_CONN
-    return c.send(data, length)
+    return send(data, length, imm and length == n)
 
 
 espconn_secure_sent = espconn_secure_send  # the SDK's older name

@@ -104,14 +104,22 @@ def ip_text(ip):
     return "%d.%d.%d.%d" % (ip[0], ip[1], ip[2], ip[3])
 
 
-def fire(esp, name, cb, *args):
-    esp._events += 1
-    esp._last = name
-    dispatch.events += 1
-    dispatch.last = name
+def fire(esp, name, cb, a=None, b=None):
+    # cb(esp), cb(esp, a) or cb(esp, a, b): no argument tuple built per event
+    d = dispatch
+    if d.watch:  # a dispatch.wait() is running: it watches these counts
+        esp._events += 1
+        esp._last = name
+        d.events += 1
+        d.last = name
     if cb is not None:
         try:
-            cb(*args)
+            if a is None:
+                cb(esp)
+            elif b is None:
+                cb(esp, a)
+            else:
+                cb(esp, a, b)
         except Exception as e:  # a user callback must not stop the engine, as in the SDK
             sys.print_exception(e)  # type: ignore[attr-defined]
 
@@ -134,7 +142,7 @@ class Conn:
         self.want = None  # SHA-256 of the checked Certificate message (pass 3)
         self.mod = 0  # and its leaf's RSA modulus bytes (the tap's key-exchange check)
         self.t0 = self.heap = self.m0 = self.txlen = self.txoff = 0
-        self.up = self.more = self.closed = False
+        self.up = self.closed = False
         self.rx = self.rxmv = self.out = None
         self.pending = None  # (name, code) of a callback to fire after close
 
@@ -252,7 +260,10 @@ class Conn:
 
     # -- the engine ------------------------------------------------------------
     def step(self):
-        """Advance this connection; True if anything happened."""
+        """Advance this connection; True if it left work that needs no new bytes
+        from the network (decrypted data not yet read, a send not all written,
+        a callback to fire): dispatch then steps again at once, else it waits
+        on the socket.  One pass per event: the reads, then the write."""
         if self.closed:
             if self.pending is None:
                 return False
@@ -261,24 +272,103 @@ class Conn:
             dispatch.remove(self)
             esp = self.esp
             if name == "disconnect":
-                fire(esp, name, esp.proto.tcp.disconnect_callback, esp)
+                fire(esp, name, esp.proto.tcp.disconnect_callback)
             else:
-                fire(esp, name, esp.proto.tcp.reconnect_callback, esp, code)
+                fire(esp, name, esp.proto.tcp.reconnect_callback, code)
             return True
+        tls = self.tls
+        if tls is None:
+            return self.step_connect()
+        esp = self.esp
+        tap = self.tap
+        up = self.up
+        mv = self.rxmv
+        m = _RX if up else _HS_RX  # its length (len() is a builtin lookup: not per read)
+        k = _READS
         try:
-            if self.tls is None:
-                return self.step_connect()
-            self.step_read()
-            if self.closed:
+            while True:  # read until "would block" first (half-duplex)
+                if not k:
+                    return True  # fairness: the rest (and the write) in the next round
+                k -= 1
+                b, bm = mv, m  # this read's buffer (the handshake's until it ends)
+                left = tap.left  # type: ignore[union-attr]
+                n = tls.readinto(b)  # type: ignore[union-attr]
+                if not up:
+                    if tap.got:  # type: ignore[union-attr]
+                        self.verify()
+                        return True
+                    if tap.finished and tap.seen:  # type: ignore[union-attr]
+                        # handshake over, peer checked: connected
+                        self.up = up = True
+                        self.rx = bytearray(_RX)  # (MemoryError: closes with ESPCONN_MEM)
+                        mv = self.rxmv = memoryview(self.rx)
+                        m = _RX
+                        gc.collect()
+                        h = self.m0 - gc.mem_free()
+                        self.heap = h if h > 0 else 0
+                        esp.state = _ST_CONNECT
+                        esp.link_cnt = 1
+                        esp._err = None
+                        fire(esp, "connect", esp.proto.tcp.connect_callback)
+                        if self.closed:
+                            return True
+                if n is None:
+                    if tap.left != left:  # type: ignore[union-attr]
+                        # axTLS took a record header (or part of a body) and stopped:
+                        # the rest is often there already, read it now, not after a wait
+                        continue
+                    break
+                if n <= 0 or not up:
+                    # EOF, an error code passed through, or data before the handshake was seen to end
+                    self.fail(None if n == 0 else OSError(-n if n < 0 else 5))
+                    return True
+                esp.state = _ST_READ
+                # fire(esp, "recv", ...) written out: once per message
+                if dispatch.watch:
+                    fire(esp, "recv", None)
+                cb = esp.recv_callback
+                if cb is not None:
+                    try:
+                        cb(esp, b if n == bm else b[:n], n)  # type: ignore[index]
+                    except Exception as e:  # a user callback must not stop the engine
+                        sys.print_exception(e)  # type: ignore[attr-defined]
+                if self.closed:
+                    return True
+                if esp.state == _ST_READ:
+                    esp.state = _ST_CONNECT
+                if n < bm and not tap.left:  # type: ignore[union-attr]
+                    # a short read ends where the TLS layer met "would block" (readinto
+                    # fills the buffer or stops there) and no record is half-read
+                    break
+            t = self.txlen
+            if not t or not up:
+                return False
+            # then at most _OUT bytes (one axTLS record) of the pending send
+            off = self.txoff
+            end = off + _OUT
+            if end > t:
+                end = t
+            o = self.out  # (len(o) == t: see send)
+            n = tls.write(o if end == t and not off else memoryview(o)[off:end])  # type: ignore[union-attr, arg-type]
+            if not n:
                 return True
-            if self.up and not self.more and self.txoff < self.txlen:
-                self.step_write()
-            # Another pass at once only if this one left work that needs no new
-            # bytes from the network: decrypted data still unread, or a send not
-            # all written.  Otherwise the next event is the socket's (run() waits on it).
-            return self.more or self.txoff < self.txlen
+            off += n
+            if off < t:
+                self.txoff = off
+                return True
+            self.txoff = self.txlen = 0
+            self.out = None
+            esp.state = _ST_CONNECT
+            w = dispatch.watch
+            cb = esp.proto.tcp.write_finish_fn
+            if cb is not None or w:
+                fire(esp, "write_finish", cb)
+            cb = esp.sent_callback
+            if (cb is not None or w) and not self.closed:
+                fire(esp, "sent", cb)
+            return self.closed or self.txlen > 0
         except MemoryError:
-            set_error(self.esp, "no_memory", ("mem_run",), _ESPCONN_MEM)
+            set_error(esp, "no_memory", ("mem_run",), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
         except Exception as e:  # OSError from the TLS layer, or anything it should not raise
             self.fail(e)
@@ -295,6 +385,7 @@ class Conn:
                 return True
             return False
         self.poller = None
+        dispatch._pl[1] = True  # run() waits for this socket's data from now on
         if ev[0][1] & (select.POLLERR | select.POLLHUP):
             set_error(self.esp, "connect_failed", ("refused",), _ESPCONN_CONN)
             self.close(("reconnect", _ESPCONN_CONN))
@@ -303,67 +394,9 @@ class Conn:
         # The next step's read starts the handshake (the ClientHello goes out from inside it).
         return True
 
-    def step_read(self):
-        did = False
-        esp = self.esp
-        for _ in range(_READS):
-            mv = self.rxmv
-            n = self.tls.readinto(mv)  # type: ignore[union-attr]
-            tap = self.tap
-            if tap.got:  # type: ignore[union-attr]
-                self.verify()
-                return True
-            if not self.up and tap.finished and tap.seen:  # type: ignore[union-attr]
-                # handshake over, peer checked: connected
-                self.up = did = True
-                self.rx = bytearray(_RX)  # (MemoryError: step() closes with ESPCONN_MEM)
-                self.rxmv = memoryview(self.rx)
-                gc.collect()
-                h = self.m0 - gc.mem_free()
-                self.heap = h if h > 0 else 0
-                esp.state = _ST_CONNECT
-                esp.link_cnt = 1
-                esp._err = None
-                fire(esp, "connect", esp.proto.tcp.connect_callback, esp)
-                if self.closed:
-                    return True
-            if n is None:
-                self.more = False
-                return did
-            if n <= 0 or not self.up:
-                # EOF, an error code passed through, or data before the handshake was seen to end
-                self.more = False
-                self.fail(None if n == 0 else OSError(-n if n < 0 else 5))
-                return True
-            self.more = did = True
-            esp.state = _ST_READ
-            fire(esp, "recv", esp.recv_callback, esp, mv[:n], n)  # type: ignore[index]
-            if self.closed:
-                return True
-            if esp.state == _ST_READ:
-                esp.state = _ST_CONNECT
-        return did
-
-    def step_write(self):
-        end = self.txoff + _OUT
-        if end > self.txlen:
-            end = self.txlen
-        n = self.tls.write(self.out[self.txoff : end])  # type: ignore[union-attr, index]
-        if not n:
-            return False
-        self.txoff += n
-        if self.txoff >= self.txlen:
-            self.txoff = self.txlen = 0
-            self.out = None
-            esp = self.esp
-            esp.state = _ST_CONNECT
-            fire(esp, "write_finish", esp.proto.tcp.write_finish_fn, esp)
-            if not self.closed:
-                fire(esp, "sent", esp.sent_callback, esp)
-        return True
-
-    def send(self, data, length):
-        """Queue ``length`` bytes of data: _ESPCONN_OK or an error code."""
+    def send(self, data, length, whole=False):
+        """Queue ``length`` bytes of data (``whole``: all of an immutable bytes):
+        _ESPCONN_OK or an error code."""
         esp = self.esp
         if not self.up or self.closed:
             set_error(esp, "not_connected", ("not_up",), _ESPCONN_CONN)
@@ -371,23 +404,27 @@ class Conn:
         if self.txlen:
             set_error(esp, "in_progress", ("pending",), _ESPCONN_INPROGRESS)
             return _ESPCONN_INPROGRESS
-        n = size[self.level]
-        if length > n:
-            set_error(esp, "too_long", ("too_long", length, n), _ESPCONN_ARG)
+        if length > size[self.level]:
+            set_error(esp, "too_long", ("too_long", length, size[self.level]), _ESPCONN_ARG)
             return _ESPCONN_ARG
-        mv = memoryview(data)[:length]
-        if not isinstance(data, bytes):
-            # mutable: copied, as the SDK copies into its buffer (the caller may reuse it at once)
-            try:
-                mv = memoryview(bytes(mv))
-            except MemoryError:
-                set_error(esp, "no_memory", ("mem_copy", length), _ESPCONN_MEM)
-                return _ESPCONN_MEM
-        self.out = mv
+        if not whole:
+            mv = memoryview(data)[:length]
+            if isinstance(data, bytes):
+                data = mv
+            else:
+                # mutable: copied, as the SDK copies into its buffer (the caller may reuse it at once)
+                try:
+                    data = bytes(mv)
+                except MemoryError:
+                    set_error(esp, "no_memory", ("mem_copy", length), _ESPCONN_MEM)
+                    return _ESPCONN_MEM
+        self.out = data  # (len(out) == txlen: step relies on it)
         self.txlen = length
         self.txoff = 0
         esp.state = _ST_WRITE
-        dispatch.kicked = True
+        d = dispatch
+        if d.cur is not self:  # (this connection's own step writes it before it returns)
+            d.kicked = True
         return _ESPCONN_OK
 
     # -- endings -------------------------------------------------------------
