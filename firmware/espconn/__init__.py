@@ -170,6 +170,7 @@ def _set(level, table, value, sector=False):
 
         if not isinstance(value, int) or (value + 1) * _SECTOR > esp.flash_size():
             return _no("bad_sector", ("past_flash", value, esp.flash_size()))
+        del conn.peers[:]  # a store (re)enabled: peers are checked anew
     t = getattr(conn, table)
     if level & 1:
         t[1] = value

@@ -15,6 +15,13 @@ real ESP8266" says why that is safe):
   3. connect: a new TCP + TLS connection whose tap refuses the stream before
      the TLS library reads the last byte of a Certificate message with
      another SHA-256.  connectcb fires once the peer's Finished has passed.
+A reconnect to a peer verified before in this boot goes straight to 3 (one
+TCP connection): ``peers`` remembers the last _PEERS checks, each keyed by
+what the check depended on (CA sector, pin, host name or IP, port) with the
+SHA-256, the leaf's modulus size and an expiry (check.run: an hour at most,
+never past the leaf's notAfter; a clock set or set back ends it).  If the
+peer's Certificate message is not the remembered one, the entry goes and the
+connection starts again at 1 (a changed certificate is checked, not refused).
 No application byte is written before connectcb, and none received reaches
 recvcb before it.  Heap is checked before wrap_socket (room) and by the tap
 before axTLS's key exchange, so axTLS never runs out (it would crash).  Order of work in one step, which keeps axTLS happy: read
@@ -79,6 +86,9 @@ default_key = None  # espconn_secure_set_private_key(): server key, PKCS#1 DER
 client = None  # type: object  # the one client Conn, or None
 server = None  # type: object  # the one Listener, or None
 anchors = []  # type: list  # SHA-256 of CA anchors whose own signature checked: once per boot
+# Checked peers, newest first: (sector, pin, name, port, SHA-256, modulus bytes, made, expiry)
+peers = []  # type: list
+_PEERS = const(3)
 
 
 def room(need):
@@ -244,7 +254,11 @@ class Conn:
         try:
             from . import check
 
-            self.want = check.run(memoryview(cap)[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip), anchors)  # type: ignore[arg-type]
+            name = self.hostname or ip_text(esp.proto.tcp.remote_ip)
+            self.want, end = check.run(memoryview(cap)[:n], ca_sector[1], esp._pin, name, anchors)  # type: ignore[arg-type]
+            self.forget()
+            peers.insert(0, (ca_sector[1], esp._pin, name, esp.proto.tcp.remote_port, self.want, self.mod, int(time.time()), end))
+            del peers[_PEERS:]
         except MemoryError:
             set_error(esp, "no_memory", ("mem_verify",), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
@@ -389,10 +403,30 @@ class Conn:
         if ev[0][1] & (select.POLLERR | select.POLLHUP):
             set_error(self.esp, "connect_failed", ("refused",), _ESPCONN_CONN)
             self.close(("reconnect", _ESPCONN_CONN))
-        elif not self.start_tls():
-            self.close(("reconnect", _ESPCONN_MEM))
+        else:
+            if self.check is True and self.want is None:
+                # a peer checked before (the same store, pin, name and port): straight to pass 3
+                p = self.forget()
+                if p is not None:
+                    t = int(time.time())
+                    if p[6] <= t <= p[7]:
+                        self.want, self.mod, self.check = p[4], p[5], 2
+                        peers.insert(0, p)
+            if not self.start_tls():
+                self.close(("reconnect", _ESPCONN_MEM))
         # The next step's read starts the handshake (the ClientHello goes out from inside it).
         return True
+
+    def forget(self):
+        # Take this connection's peer out of ``peers``; the entry, or None.
+        esp = self.esp
+        tcp = esp.proto.tcp
+        k = (ca_sector[1], esp._pin, self.hostname or ip_text(tcp.remote_ip), tcp.remote_port)
+        for p in peers:
+            if p[:4] == k:
+                peers.remove(p)
+                return p
+        return None
 
     def send(self, data, length, whole=False):
         """Queue ``length`` bytes of data (``whole``: all of an immutable bytes):
@@ -437,6 +471,16 @@ class Conn:
             return self.verify()
         code = 0 if e is None else errno(e)
         r = tap.err if tap is not None else None
+        if self.check == 2 and r is not None and r[0] == "certificate_changed":
+            # not the Certificate message remembered (peers): the entry goes, and
+            # the full check runs, from pass 1 on a new connection
+            self.forget()
+            self.drop()
+            self.check = True
+            if self.open() == _ESPCONN_OK:  # (want still set: a failure closes with reconcb)
+                self.want = None
+                self.mod = 0
+            return None
         se = tap.sock_err if tap is not None else 0
         if r is None and e is None and not se:
             if self.up:
