@@ -35,6 +35,21 @@ def chain(msg):
     return certs
 
 
+def not_after(cert):
+    """notAfter of a DER certificate x509.verify_chain accepted (unix seconds)."""
+    from .x509 import _time, read
+
+    t, p, e = read(cert, 0, len(cert))  # Certificate
+    t, p, e = read(cert, p, e)  # tbsCertificate: [0] version, serial, signature, issuer, validity
+    t, v, p = read(cert, p, e)
+    if t == 0xA0:
+        t, v, p = read(cert, p, e)
+    t, v, p = read(cert, p, e)
+    t, v, p = read(cert, p, e)
+    t, v, p = read(cert, p, e)
+    return _time(cert, _time(cert, v, p)[1], p)[0]
+
+
 def run(msg, sector, pin, name, verified=None):
     """Check the captured Certificate body ``msg`` (memoryview): (its SHA-256, expiry).
 
@@ -61,11 +76,10 @@ def run(msg, sector, pin, name, verified=None):
     end = now + _MAX_AGE
     if sector >= 0:
         from . import castore  # type: ignore[attr-defined]
-        from .x509 import _parse, unix_time, verify_chain
+        from .x509 import unix_time, verify_chain
 
         verify_chain(certs, castore.open(sector, verified=verified), name=name)
-        # the leaf's notAfter (field 10 of x509's parse: unix seconds) on this clock
-        t = _parse(certs[0])[10] - (unix_time() - now)
+        t = not_after(certs[0]) - (unix_time() - now)  # on this clock
         if t < end:
             end = t
     return hashlib.sha256(msg).digest(), end
