@@ -329,27 +329,31 @@ def espconn_secure_send(e, data, length=None):
     sentcb would never come for nothing sent)."""
     if not _ok(e):
         return ESPCONN_ARG
-    imm = data.__class__ is bytes  # the usual case: sent as it is, no view, no copy
-    if imm:
-        n = len(data)
-    else:
+    # (builtins cost a long lookup in this module's full dict: the usual call,
+    # all of a bytes object, needs none; b"".__class__ is bytes)
+    whole = length is None and data.__class__ is b"".__class__
+    if not whole:
         try:
             n = 0 if isinstance(data, str) else len(memoryview(data))
         except TypeError:
             n = 0
-    if length is None:
-        length = n
-    elif not isinstance(length, int):
-        length = 0
-    if not 0 < length <= n:
+        if length is None:
+            length = n
+        elif not isinstance(length, int):
+            length = 0
+        if not 0 < length <= n:
+            data = b""
+        whole = length == n and isinstance(data, bytes)
+    if not data:
         _no("bad_arg", ("data",), e)
         return ESPCONN_ARG
+    c = e._conn
     try:
-        send = e._conn.send  # a Conn's (None: not open; a Listener has none)
+        c.up  # a Conn's (None: not open; a Listener has none)
     except AttributeError:
         _no("not_connected", ("not_open",), e)
         return ESPCONN_CONN
-    return send(data, length, imm and length == n)
+    return c.send(data, length, whole)
 
 
 espconn_secure_sent = espconn_secure_send  # the SDK's older name

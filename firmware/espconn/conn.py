@@ -429,8 +429,8 @@ class Conn:
         return None
 
     def send(self, data, length, whole=False):
-        """Queue ``length`` bytes of data (``whole``: all of an immutable bytes):
-        _ESPCONN_OK or an error code."""
+        """Queue ``length`` bytes of data (``whole``: all of a bytes object, length
+        None then): _ESPCONN_OK or an error code."""
         esp = self.esp
         if not self.up or self.closed:
             set_error(esp, "not_connected", ("not_up",), _ESPCONN_CONN)
@@ -438,6 +438,8 @@ class Conn:
         if self.txlen:
             set_error(esp, "in_progress", ("pending",), _ESPCONN_INPROGRESS)
             return _ESPCONN_INPROGRESS
+        if length is None:
+            length = len(data)
         if length > size[self.level]:
             set_error(esp, "too_long", ("too_long", length, size[self.level]), _ESPCONN_ARG)
             return _ESPCONN_ARG
@@ -452,9 +454,8 @@ class Conn:
                 except MemoryError:
                     set_error(esp, "no_memory", ("mem_copy", length), _ESPCONN_MEM)
                     return _ESPCONN_MEM
-        self.out = data  # (len(out) == txlen: step relies on it)
+        self.out = data  # (len(out) == txlen: step relies on it; txoff is 0 when txlen is)
         self.txlen = length
-        self.txoff = 0
         esp.state = _ST_WRITE
         d = dispatch
         if d.cur is not self:  # (this connection's own step writes it before it returns)
