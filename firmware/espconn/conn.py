@@ -150,6 +150,7 @@ class Conn:
         self.hostname = None if listener else esp._host  # SNI and the name check (a client's)
         self.check = listener is None and (ca_sector[1] >= 0 or esp._pin is not None)
         self.want = None  # SHA-256 of the checked Certificate message (pass 3)
+        self.end = 0  # until when that check may be remembered (check.run), once connected
         self.mod = 0  # and its leaf's RSA modulus bytes (the tap's key-exchange check)
         self.t0 = self.heap = self.m0 = self.txlen = self.txoff = 0
         self.up = self.closed = False
@@ -254,11 +255,8 @@ class Conn:
         try:
             from . import check
 
-            name = self.hostname or ip_text(esp.proto.tcp.remote_ip)
-            self.want, end = check.run(memoryview(cap)[:n], ca_sector[1], esp._pin, name, anchors)  # type: ignore[arg-type]
+            self.want, self.end = check.run(memoryview(cap)[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip), anchors)  # type: ignore[arg-type]
             self.forget()
-            peers.insert(0, (ca_sector[1], esp._pin, name, esp.proto.tcp.remote_port, self.want, self.mod, int(time.time()), end))
-            del peers[_PEERS:]
         except MemoryError:
             set_error(esp, "no_memory", ("mem_verify",), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
@@ -323,6 +321,13 @@ class Conn:
                         esp.state = _ST_CONNECT
                         esp.link_cnt = 1
                         esp._err = None
+                        if self.end:
+                            # remembered once this peer proved it holds the checked
+                            # message (after axTLS's peak: no heap taken there)
+                            t = esp.proto.tcp
+                            peers.insert(0, (ca_sector[1], esp._pin, self.hostname or ip_text(t.remote_ip), t.remote_port, self.want, self.mod, int(time.time()), self.end))
+                            del peers[_PEERS:]
+                            self.end = 0
                         fire(esp, "connect", esp.proto.tcp.connect_callback)
                         if self.closed:
                             return True
