@@ -327,7 +327,12 @@ def espconn_secure_send(e, data, length=None):
 
     Empty data, a non-bytes object or a bad length is ESPCONN_ARG (the SDK's
     sentcb would never come for nothing sent)."""
-    if not _ok(e):
+    try:
+        c = e._conn
+        ok = c.esp is e  # e's own open connection: e passed _ok() when it connected
+    except AttributeError:  # (not open: c None; or not an espconn)
+        ok = False
+    if not ok and not _ok(e):
         return ESPCONN_ARG
     # (builtins cost a long lookup in this module's full dict: the usual call,
     # all of a bytes object, needs none; b"".__class__ is bytes)
@@ -347,7 +352,6 @@ def espconn_secure_send(e, data, length=None):
     if not data:
         _no("bad_arg", ("data",), e)
         return ESPCONN_ARG
-    c = e._conn
     try:
         c.up  # a Conn's (None: not open; a Listener has none)
     except AttributeError:

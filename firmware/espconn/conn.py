@@ -148,7 +148,8 @@ class Conn:
         self.level = 2 if listener is not None else 1
         self.sock = self.tls = self.tap = self.poller = None
         self.hostname = None if listener else esp._host  # SNI and the name check (a client's)
-        self.check = listener is None and (ca_sector[1] >= 0 or esp._pin is not None)
+        # the peer check: 0 none, 1 in two passes, 2 a check remembered (peers): pass 3 at once
+        self.check = 1 if listener is None and (ca_sector[1] >= 0 or esp._pin is not None) else 0
         self.want = None  # SHA-256 of the checked Certificate message (pass 3)
         self.end = 0  # until when that check may be remembered (check.run), once connected
         self.mod = 0  # and its leaf's RSA modulus bytes (the tap's key-exchange check)
@@ -409,7 +410,7 @@ class Conn:
             set_error(self.esp, "connect_failed", ("refused",), _ESPCONN_CONN)
             self.close(("reconnect", _ESPCONN_CONN))
         else:
-            if self.check is True and self.want is None:
+            if self.check == 1 and self.want is None:
                 # a peer checked before (the same store, pin, name and port): straight to pass 3
                 p = self.forget()
                 if p is not None:
@@ -482,7 +483,7 @@ class Conn:
             # the full check runs, from pass 1 on a new connection
             self.forget()
             self.drop()
-            self.check = True
+            self.check = 1
             if self.open() == _ESPCONN_OK:  # (want still set: a failure closes with reconcb)
                 self.want = None
                 self.mod = 0
