@@ -48,8 +48,22 @@ ESPCONN_SERVER = const(2)
 ESPCONN_BOTH = const(3)
 
 _SECTOR = const(4096)  # SPI_FLASH_SEC_SIZE
-_last = None  # (reason, text) of the last refused call with no espconn to hold it
+_last = None  # (text id, *numbers) of the last refused call with no espconn to hold it
 _port = 49152  # espconn_port(): the last local port handed out
+# Text ids of its failures (espconn/texts.py)
+_T_LEVEL = const(0)
+_T_BUSY = const(1)
+_T_PAST_FLASH = const(2)
+_T_SIZE = const(3)
+_T_SERVER_CA = const(4)
+_T_SECTOR = const(5)
+_T_DER = const(6)
+_T_ONE_CLIENT = const(7)
+_T_ADDRESS = const(8)
+_T_DATA = const(9)
+_T_NOT_OPEN = const(10)
+_T_PLAIN_SEND = const(11)
+_T_MEM_CONN = const(34)  # the first of the no_memory ids
 
 
 class esp_tcp:
@@ -75,7 +89,7 @@ class espconn:
         self.udp = self.recv_callback = self.sent_callback = self.reverse = None
         self.link_cnt = 0
         self._conn = None  # conn.Conn / server.Listener while open
-        self._err = None  # (reason, text) of the last failure
+        self._err = None  # the last failure: (text id, *numbers), or (reason, text)
         self._errcode = 0  # ESPCONN_* code that went with it
         self._pin = None  # SHA-256 of the accepted certificate or public key
         self._host = None  # espconn_secure_set_hostname()
@@ -96,9 +110,10 @@ def _ok(e):
     return t.__class__ is esp_tcp or isinstance(t, esp_tcp)
 
 
-def _no(reason, text, e=None):
+def _no(err, e=None):
+    # err: (text id, *numbers), see texts.py
     global _last
-    _last = (reason, text)
+    _last = err
     if e is not None:
         e._err = _last
     return False
@@ -162,14 +177,14 @@ def _set(level, table, value, sector=False):
     from . import conn
 
     if level not in (1, 2, 3):
-        return _no("bad_level", ("level",))
+        return _no((_T_LEVEL,))
     if level & 1 and conn.client is not None or level & 2 and conn.server is not None:
-        return _no("busy", ("busy",))
+        return _no((_T_BUSY,))
     if sector and value >= 0:
         import esp  # type: ignore[import-not-found]
 
         if not isinstance(value, int) or (value + 1) * _SECTOR > esp.flash_size():
-            return _no("bad_sector", ("past_flash", value, esp.flash_size()))
+            return _no((_T_PAST_FLASH, value, esp.flash_size()))
         del conn.peers[:]  # a store (re)enabled: peers are checked anew
     t = getattr(conn, table)
     if level & 1:
@@ -185,7 +200,7 @@ def espconn_secure_set_size(level, size):
     axTLS takes incoming records up to 5115 bytes whatever the size: a larger
     record ends the connection (reconcb ESPCONN_SSL_INVALID_DATA)."""
     if not isinstance(size, int) or not 1 <= size <= 8192:
-        return _no("bad_size", ("size",))
+        return _no((_T_SIZE,))
     return _set(level, "size", size)
 
 
@@ -202,9 +217,9 @@ def espconn_secure_ca_enable(level, flash_sector):
     """Check the peer's chain against the CA store at ``flash_sector`` (ESPCONN_CLIENT only:
     axTLS cannot request a client certificate, so a server cannot check one)."""
     if level in (2, 3):
-        return _no("unsupported", ("server_ca",))
+        return _no((_T_SERVER_CA,))
     if not isinstance(flash_sector, int) or flash_sector < 0:
-        return _no("bad_sector", ("sector",))
+        return _no((_T_SECTOR,))
     return _set(level, "ca_sector", flash_sector, True)
 
 
@@ -216,7 +231,7 @@ def espconn_secure_cert_req_enable(level, flash_sector):
     """This device's certificate and key from an esp_cert_private_key.bin sector
     (client: sent when the server asks; server: its certificate)."""
     if not isinstance(flash_sector, int) or flash_sector < 0:
-        return _no("bad_sector", ("sector",))
+        return _no((_T_SECTOR,))
     return _set(level, "cert_sector", flash_sector, True)
 
 
@@ -229,7 +244,7 @@ def espconn_secure_set_default_certificate(data):
     from . import conn
 
     if conn.server is not None or not isinstance(data, (bytes, bytearray)) or not data:
-        return _no("bad_arg", ("der",))
+        return _no((_T_DER,))
     conn.default_cert = bytes(data)  # type: ignore[assignment]
     return True
 
@@ -239,7 +254,7 @@ def espconn_secure_set_private_key(data):
     from . import conn
 
     if conn.server is not None or not isinstance(data, (bytes, bytearray)) or not data:
-        return _no("bad_arg", ("der",))
+        return _no((_T_DER,))
     conn.default_key = bytes(data)  # type: ignore[assignment]
     return True
 
@@ -267,19 +282,19 @@ def espconn_secure_set_pin(e, sha256):
 def espconn_secure_last_error(e=None):
     """(reason, text) of the last failure on ``e`` (or of the last refused setting), or None."""
     r = e._err if isinstance(e, espconn) else _last
-    if r is None or isinstance(r[1], str):
+    if r is None or isinstance(r[0], str):
         return r
     try:
         from . import texts  # the texts load only when asked for, and go again
 
-        t = texts.text(r[1])
-    except MemoryError:  # no heap even for the texts: the reason code alone
-        t = r[0]
+        r = texts.explain(r)
+    except MemoryError:  # no heap even for the texts (ids from 34 on are no_memory's)
+        r = ("no_memory" if r[0] >= _T_MEM_CONN else "text_%d" % r[0], "no heap to load espconn.texts")
     import sys
 
     sys.modules.pop(__name__ + ".texts", None)
     globals().pop("texts", None)
-    return (r[0], t)
+    return r
 
 
 def espconn_secure_get_heap(e):
@@ -296,12 +311,12 @@ def espconn_secure_connect(e):
     from . import conn
 
     if conn.client is not None or e._conn is not None:
-        _no("is_connected", ("one_client",), e)
+        _no((_T_ONE_CLIENT,), e)
         return ESPCONN_ISCONN
     t = e.proto.tcp
     ip, port = t.remote_ip, t.remote_port
     if not isinstance(ip, (bytes, bytearray)) or len(ip) != 4 or not isinstance(port, int) or not 0 < port < 65536:
-        _no("bad_address", ("address",), e)
+        _no((_T_ADDRESS,), e)
         return ESPCONN_ARG
     c = conn.Conn(e)
     # Registered before it starts: a timer tick may step (and even close) it at once.
@@ -350,12 +365,12 @@ def espconn_secure_send(e, data, length=None):
             data = b""
         whole = length == n and isinstance(data, bytes)
     if not data:
-        _no("bad_arg", ("data",), e)
+        _no((_T_DATA,), e)
         return ESPCONN_ARG
     try:
         c.up  # a Conn's (None: not open; a Listener has none)
     except AttributeError:
-        _no("not_connected", ("not_open",), e)
+        _no((_T_NOT_OPEN,), e)
         return ESPCONN_CONN
     return c.send(data, length, whole)
 
@@ -371,7 +386,7 @@ def espconn_secure_disconnect(e):
     if c is not None and hasattr(c, "child"):  # a server: drop its client
         c = c.child
     if c is None or c.closed:
-        _no("not_connected", ("not_open",), e)
+        _no((_T_NOT_OPEN,), e)
         return ESPCONN_ARG
     c.close(("disconnect", 0))
     return ESPCONN_OK
@@ -388,7 +403,7 @@ def espconn_secure_delete(e):
 
 def espconn_send(e, data, length=None):
     """Plain espconn_send is refused on a secure connection (never mixed in)."""
-    _no("not_secure_send", ("plain_send",), e if isinstance(e, espconn) else None)
+    _no((_T_PLAIN_SEND,), e if isinstance(e, espconn) else None)
     return ESPCONN_ARG
 
 

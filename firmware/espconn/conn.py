@@ -63,19 +63,52 @@ _HS_RX = const(64)  # read buffer during the handshake (data then is refused any
 _READS = const(8)  # reads in one step (fairness between connections)
 _CONNECT_MS = const(10000)  # TCP connect timeout (lwIP's SYN retries take about as long)
 # Free heap checked before every wrap_socket, measured on real axTLS (32-bit,
-# RT_MAX_PLAIN_LENGTH 1024, RT_EXTRA 4096, allocating from the GC heap): up to
-# the peer's Certificate message axTLS needs 11.5 KB free (it holds ~8 KB of
-# it after), _TLS_BLOCK of it in one piece.  The key exchange that follows is
-# checked by the tap, which knows the peer's key by then (tap._KX_HEAP).
-_TLS_HEAP = const(12288)
+# RT_MAX_PLAIN_LENGTH 1024, RT_EXTRA 4096, allocating from the GC heap): from
+# the context to the peer's Certificate message axTLS takes ~8 KB and did not
+# crash with 9 KB free; _TLS_HEAP leaves 1 KB over that.  Its 5.3 KB SSL
+# buffer is one piece: a _TLS_BLOCK block is asked for before the context and
+# again just before wrap_socket, together with the pieces wrap_socket takes
+# before and after it (a fragmented heap crashed there: the axTLS context is
+# made inside wrap_socket, not by SSLContext).  The key exchange that follows
+# is checked by the tap, which knows the peer's key by then (tap._KX_HEAP).
+_TLS_HEAP = const(10240)
 _TLS_BLOCK = const(5632)
-_SRV_PER_KEY_BYTE = const(7)  # server role: + 7 B per byte of its PKCS#1 key (RSA-2048: 1.2 KB -> +8.3 KB)
+_TLS_CTX = const(640)  # wrap_socket's first: the axTLS context, two pieces of up to 609 bytes
+_TLS_NEXT = const(1024)  # and the 792-byte block axTLS takes right after the SSL buffer
+# Server role (its RSA private-key operation): 10 KB + 4 B per byte of its
+# PKCS#1 key, i.e. RSA-1024/2048/4096 12.6/15.0/19.6 KB; it did not crash with
+# 11.6/13.9/17.5 KB free (measured as above, 1 KB steps).  The same is added
+# for a client's own key (a client certificate).
+_SRV_HEAP = const(10240)
+_KEY_BYTE = const(4)
 
 _EAGAIN = const(11)  # errno values (same on lwIP and Linux for these)
 _EINPROGRESS = const(115)
 _ECONNRESET = const(104)
 _ENETUNREACH = const(101)
 _EHOSTUNREACH = const(113)
+# Text ids of its failures (espconn/texts.py)
+_T_CONNECT = const(12)
+_T_ROUTE = const(13)
+_T_TIMEOUT = const(14)
+_T_REFUSED = const(15)
+_T_NOT_UP = const(16)
+_T_PENDING = const(17)
+_T_TOO_LONG = const(18)
+_T_CLOSED_HS = const(19)
+_T_RESET = const(20)
+_T_HS_FAILED = const(21)
+_T_TLS_ERROR = const(22)
+_T_CHANGED = const(28)  # the tap's certificate_changed
+_T_CUT_RESET = const(29)  # 29..30 truncated, 31..33 oversize, 34.. no memory
+_T_OVERFLOW = const(31)
+_T_MEM_CONN = const(34)
+_T_MEM_BUF = const(35)
+_T_MEM_SOCK = const(36)
+_T_MEM_TLS = const(37)
+_T_MEM_VERIFY = const(38)
+_T_MEM_RUN = const(39)
+_T_MEM_COPY = const(40)
 
 # Settings, per level (index 1 = client, 2 = server), as the SDK keeps them.
 ca_sector = [-1, -1, -1]  # CA store sector for the check, -1: no check
@@ -91,22 +124,36 @@ peers = []  # type: list
 _PEERS = const(3)
 
 
-def room(need):
-    """True if the heap holds ``need`` bytes and a _TLS_BLOCK piece of them."""
+def room(need=0, pieces=False, m=0):
+    """True if the heap holds ``need`` bytes and a _TLS_BLOCK piece of them;
+    with ``pieces``, also the pieces wrap_socket takes in the order it takes
+    them, held together: the context's (_TLS_CTX), the SSL buffer, the next
+    (_TLS_NEXT), and for this side's own RSA key of ``m`` modulus bytes the
+    bigints of its private-key operation (as tap._KX_PIECES).  gc.mem_free()
+    cannot tell how the free heap is cut."""
     gc.collect()
     if gc.mem_free() < need:
         return False
+    a = b = c = None
     try:
-        b = bytearray(_TLS_BLOCK)  # the largest free block: gc.mem_free() cannot tell
+        if pieces:
+            a = [bytearray(_TLS_CTX), bytearray(_TLS_CTX)]  # type: ignore[assignment]
+        b = bytearray(_TLS_BLOCK)
+        if pieces:
+            c = bytearray(_TLS_NEXT)
+            if m:
+                a = [a] + [bytearray(k * m + 16) for k in _tap._KX_PIECES]  # type: ignore[assignment, list-item]
     except MemoryError:
         return False
-    b = None  # type: ignore[assignment]  # noqa: F841
-    gc.collect()
+    finally:
+        a = b = c = None  # noqa: F841
+        gc.collect()
     return True
 
 
-def set_error(esp, reason, text, code=0):
-    esp._err = (reason, text)
+def set_error(esp, err, code=0):
+    # err: (text id, *numbers) (see texts.py), or a (reason, text) pair
+    esp._err = err
     esp._errcode = code
 
 
@@ -165,14 +212,14 @@ class Conn:
         # then reads go into a _HS_RX one.  Sent data is not copied unless it
         # is mutable (see send).
         if not room(_TLS_HEAP):
-            set_error(self.esp, "no_memory", ("mem_conn", gc.mem_free(), _TLS_BLOCK, _TLS_HEAP), _ESPCONN_MEM)
+            set_error(self.esp, (_T_MEM_CONN, gc.mem_free(), _TLS_BLOCK, _TLS_HEAP), _ESPCONN_MEM)
             return False
         self.m0 = gc.mem_free()
         try:
             self.rxmv = memoryview(bytearray(_HS_RX))
         except MemoryError:
             self.release()
-            set_error(self.esp, "no_memory", ("mem_buf",), _ESPCONN_MEM)
+            set_error(self.esp, (_T_MEM_BUF,), _ESPCONN_MEM)
             return False
         return True
 
@@ -196,19 +243,19 @@ class Conn:
             self.poller = select.poll()
             self.poller.register(s, select.POLLOUT)
         except MemoryError:
-            return self.refuse("no_memory", ("mem_sock",), _ESPCONN_MEM)
+            return self.refuse((_T_MEM_SOCK,), _ESPCONN_MEM)
         except OSError as e:
             code = errno(e)
             if code == _ENETUNREACH or code == _EHOSTUNREACH:
-                return self.refuse("no_route", ("route", ip_text(tcp.remote_ip)), _ESPCONN_RTE)
-            return self.refuse("connect_failed", ("connect", code), _ESPCONN_CONN)
+                return self.refuse((_T_ROUTE, ip_text(tcp.remote_ip)), _ESPCONN_RTE)
+            return self.refuse((_T_CONNECT, code), _ESPCONN_CONN)
         self.t0 = time.ticks_ms()  # type: ignore[assignment]
         esp.state = _ST_WAIT
         dispatch.add(self)
         return _ESPCONN_OK
 
-    def refuse(self, reason, text, code):
-        set_error(self.esp, reason, text, code)
+    def refuse(self, err, code):
+        set_error(self.esp, err, code)
         if self.want is None:  # connect() returns the code
             self.release()
             return code
@@ -219,10 +266,18 @@ class Conn:
         """wrap_socket behind a tap; False (reason set) if the heap cannot hold TLS."""
         cap = self.check and self.want is None
         lst = self.listener
-        # a server's RSA private-key operation: measured 19.4 KB free needed with a 2048-bit key
-        n = _TLS_HEAP + (_SRV_PER_KEY_BYTE * len(lst.key) if lst else 0)
+        c = k = None
+        if lst:
+            c, k = lst.cert, lst.key
+        elif cert_sector[1] >= 0:
+            from .server import read_cert_bin
+
+            c, k = read_cert_bin(cert_sector[1])
+        # this side's RSA private-key operation (a server's, or a client certificate's)
+        x = _KEY_BYTE * len(k) if k else 0
+        n = (_SRV_HEAP if lst else _TLS_HEAP) + x
         if not room(n):
-            set_error(self.esp, "no_memory", ("mem_tls", gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
+            set_error(self.esp, (_T_MEM_TLS, gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
             return False
         import tls
 
@@ -231,15 +286,15 @@ class Conn:
             setattr(ctx, "verify_mode", tls.CERT_NONE)  # unix port: mbedTLS would check; axTLS never does
         except (AttributeError, TypeError):
             pass
-        if lst:
-            ctx.load_cert_chain(lst.cert, lst.key)
-        elif cert_sector[1] >= 0:
-            from .server import read_cert_bin
-
-            c, k = read_cert_bin(cert_sector[1])
+        if k:
             ctx.load_cert_chain(c, k)
         # pass 1: the tap captures the whole Certificate message (up to set_size bytes)
-        self.tap = _tap.Tap(self.sock, self.want, size[self.level], size[1] if cap else 0, self.mod)
+        self.tap = _tap.Tap(self.sock, self.want, size[self.level], size[1] if cap else 0, self.mod, 0 if lst else x)
+        # Last before wrap_socket (nothing else allocates in between): the SSL buffer's
+        # piece is still whole; the context and the tap may have split the one seen above.
+        if not room(0, True, len(k) * 2 // 9 if k else 0):  # (PKCS#1 DER: ~4.5 bytes per modulus byte)
+            set_error(self.esp, (_T_MEM_TLS, gc.mem_free(), _TLS_BLOCK, n), _ESPCONN_MEM)
+            return False
         if self.hostname:
             self.tls = ctx.wrap_socket(self.tap, server_side=lst is not None, do_handshake_on_connect=False, server_hostname=self.hostname)
         else:
@@ -259,11 +314,11 @@ class Conn:
             self.want, self.end = check.run(memoryview(cap)[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip), anchors)  # type: ignore[arg-type]
             self.forget()
         except MemoryError:
-            set_error(esp, "no_memory", ("mem_verify",), _ESPCONN_MEM)
+            set_error(esp, (_T_MEM_VERIFY,), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
             return
         except Exception as e:
-            set_error(esp, getattr(e, "reason", "verify_failed"), str(e), _ESPCONN_HANDSHAKE)
+            set_error(esp, (getattr(e, "reason", "verify_failed"), str(e)), _ESPCONN_HANDSHAKE)
             self.close(("reconnect", _ESPCONN_HANDSHAKE))
             return
         finally:
@@ -388,7 +443,7 @@ class Conn:
                 fire(esp, "sent", cb)
             return self.closed or self.txlen > 0
         except MemoryError:
-            set_error(esp, "no_memory", ("mem_run",), _ESPCONN_MEM)
+            set_error(esp, (_T_MEM_RUN,), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
         except Exception as e:  # OSError from the TLS layer, or anything it should not raise
             self.fail(e)
@@ -400,14 +455,14 @@ class Conn:
         ev = self.poller.poll(0)  # type: ignore[union-attr]
         if not ev:
             if time.ticks_diff(time.ticks_ms(), self.t0) > _CONNECT_MS:
-                set_error(self.esp, "timeout", ("timeout",), _ESPCONN_TIMEOUT)
+                set_error(self.esp, (_T_TIMEOUT,), _ESPCONN_TIMEOUT)
                 self.close(("reconnect", _ESPCONN_TIMEOUT))
                 return True
             return False
         self.poller = None
         dispatch._pl[1] = True  # run() waits for this socket's data from now on
         if ev[0][1] & (select.POLLERR | select.POLLHUP):
-            set_error(self.esp, "connect_failed", ("refused",), _ESPCONN_CONN)
+            set_error(self.esp, (_T_REFUSED,), _ESPCONN_CONN)
             self.close(("reconnect", _ESPCONN_CONN))
         else:
             if self.check == 1 and self.want is None:
@@ -439,15 +494,15 @@ class Conn:
         None then): _ESPCONN_OK or an error code."""
         esp = self.esp
         if not self.up or self.closed:
-            set_error(esp, "not_connected", ("not_up",), _ESPCONN_CONN)
+            set_error(esp, (_T_NOT_UP,), _ESPCONN_CONN)
             return _ESPCONN_CONN
         if self.txlen:
-            set_error(esp, "in_progress", ("pending",), _ESPCONN_INPROGRESS)
+            set_error(esp, (_T_PENDING,), _ESPCONN_INPROGRESS)
             return _ESPCONN_INPROGRESS
         if length is None:
             length = len(data)
         if length > size[self.level]:
-            set_error(esp, "too_long", ("too_long", length, size[self.level]), _ESPCONN_ARG)
+            set_error(esp, (_T_TOO_LONG, length, size[self.level]), _ESPCONN_ARG)
             return _ESPCONN_ARG
         if not whole:
             mv = memoryview(data)[:length]
@@ -458,7 +513,7 @@ class Conn:
                 try:
                     data = bytes(mv)
                 except MemoryError:
-                    set_error(esp, "no_memory", ("mem_copy", length), _ESPCONN_MEM)
+                    set_error(esp, (_T_MEM_COPY, length), _ESPCONN_MEM)
                     return _ESPCONN_MEM
         self.out = data  # (len(out) == txlen: step relies on it; txoff is 0 when txlen is)
         self.txlen = length
@@ -478,7 +533,7 @@ class Conn:
             return self.verify()
         code = 0 if e is None else errno(e)
         r = tap.err if tap is not None else None
-        if self.check == 2 and r is not None and r[0] == "certificate_changed":
+        if self.check == 2 and r is not None and r[0] == _T_CHANGED:
             # not the Certificate message remembered (peers): the entry goes, and
             # the full check runs, from pass 1 on a new connection
             self.forget()
@@ -492,22 +547,23 @@ class Conn:
         if r is None and e is None and not se:
             if self.up:
                 return self.close(("disconnect", 0))
-            r = ("closed_in_handshake", ("closed_hs",))
-        if r is not None and r[0] == "oversize_record" or code == -257:  # axTLS SSL_ERROR_RECORD_OVERFLOW
-            r = r or ("oversize_record", ("overflow",))
+            r = (_T_CLOSED_HS,)
+        i = r[0] if r is not None else -1  # the tap's text id: its kind by range (texts.py)
+        if _T_OVERFLOW <= i < _T_MEM_CONN or code == -257:  # axTLS SSL_ERROR_RECORD_OVERFLOW
+            r = r or (_T_OVERFLOW,)
             err = _ESPCONN_SSL_INVALID_DATA
-        elif r is not None and r[0] == "no_memory":
+        elif i >= _T_MEM_CONN:
             err = _ESPCONN_MEM
         elif se == _ECONNRESET or code == _ECONNRESET:
-            r = r or ("reset", ("reset", "after" if self.up else "during"))
+            r = r or (_T_RESET, "after" if self.up else "during")
             err = _ESPCONN_RST
         elif not self.up:
-            r = r or ("handshake_failed", ("hs_failed", repr(e)))
+            r = r or (_T_HS_FAILED, repr(e))
             err = _ESPCONN_HANDSHAKE
         else:
-            r = r or ("tls_error", ("tls_error", repr(e)))
-            err = _ESPCONN_ABRT if r[0] == "truncated_record" else _ESPCONN_SSL_INVALID_DATA
-        set_error(self.esp, r[0], r[1], err)
+            r = r or (_T_TLS_ERROR, repr(e))
+            err = _ESPCONN_ABRT if _T_CUT_RESET <= i < _T_OVERFLOW else _ESPCONN_SSL_INVALID_DATA
+        set_error(self.esp, r, err)
         self.close(("reconnect", err))
 
     def close(self, pending=None):

@@ -42,11 +42,11 @@ def _accepted(c, s):
             return False
     except MemoryError:
         c.release()
-        _c.set_error(c.esp, "no_memory", "no heap for TLS", _ESPCONN_MEM)
+        _c.set_error(c.esp, ("no_memory", "no heap for TLS"), _ESPCONN_MEM)
         return False
     except Exception as e:
         c.release()
-        _c.set_error(c.esp, "tls_setup", "TLS set-up failed: %r" % (e,), _ESPCONN_HANDSHAKE)
+        _c.set_error(c.esp, ("tls_setup", "TLS set-up failed: %r" % (e,)), _ESPCONN_HANDSHAKE)
         return False
     _c.dispatch.add(c)
     return True
@@ -56,24 +56,24 @@ def accept(e):
     """espconn_secure_accept: ESPCONN_OK, or a code with the reason on ``e``."""
     c = _c
     if c.server is not None:
-        c.set_error(e, "is_listening", "a secure server is already listening (one per device, as on the SDK)", _ESPCONN_ISCONN)
+        c.set_error(e, ("is_listening", "a secure server is already listening (one per device, as on the SDK)"), _ESPCONN_ISCONN)
         return _ESPCONN_ISCONN
     port = e.proto.tcp.local_port
     if not isinstance(port, int) or not 0 < port < 65536:
-        c.set_error(e, "bad_port", "proto.tcp.local_port must be 1..65535", _ESPCONN_ARG)
+        c.set_error(e, ("bad_port", "proto.tcp.local_port must be 1..65535"), _ESPCONN_ARG)
         return _ESPCONN_ARG
     cert, key = c.default_cert, c.default_key
     if c.cert_sector[2] >= 0:
         try:
             cert, key = read_cert_bin(c.cert_sector[2])
         except MemoryError:
-            c.set_error(e, "no_memory", "no heap to read the certificate and key from flash", _ESPCONN_MEM)
+            c.set_error(e, ("no_memory", "no heap to read the certificate and key from flash"), _ESPCONN_MEM)
             return _ESPCONN_MEM
         except Exception as ex:
-            c.set_error(e, getattr(ex, "reason", "no_cert_key"), str(ex), _ESPCONN_ARG)
+            c.set_error(e, (getattr(ex, "reason", "no_cert_key"), str(ex)), _ESPCONN_ARG)
             return _ESPCONN_ARG
     if cert is None or key is None:
-        c.set_error(e, "no_cert_key", "set the server certificate and key first (set_default_certificate/private_key or cert_req_enable)", _ESPCONN_ARG)
+        c.set_error(e, ("no_cert_key", "set the server certificate and key first (set_default_certificate/private_key or cert_req_enable)"), _ESPCONN_ARG)
         return _ESPCONN_ARG
     lst = Listener(e, cert, key)
     e._conn = c.server = lst
@@ -159,7 +159,7 @@ class Listener:
         except OSError as e:
             self.release()
             code = _c.errno(e)
-            _c.set_error(self.esp, "listen_failed", "cannot listen on %s:%d: errno %d" % (host, tcp.local_port, code), _ESPCONN_ARG)
+            _c.set_error(self.esp, ("listen_failed", "cannot listen on %s:%d: errno %d" % (host, tcp.local_port, code)), _ESPCONN_ARG)
             return _ESPCONN_ARG if code != _EADDRINUSE else _ESPCONN_ISCONN
         self.esp.state = _ESPCONN_LISTEN
         _c.dispatch.add(self)

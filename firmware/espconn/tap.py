@@ -52,13 +52,33 @@ _HS_CERTIFICATE = const(11)  # HandshakeType certificate (RFC 5246 7.4)
 _AXTLS_MAX = const(5115)  # RT_MAX_PLAIN_LENGTH 1024 + RT_EXTRA 4096 - 5: axTLS's record limit
 _ECONNABORTED = const(103)  # errno returned (negated) once stopped
 _CBC_OVERHEAD = const(64)  # IV 16 + HMAC-SHA256 32 + padding 16: ciphertext beyond plaintext
-# Heap axTLS takes after the peer's Certificate message header (parsing the
-# chain, the RSA key exchange), measured on real axTLS: a base and a part
-# growing with the message (the key sizes in it).
-_KX_HEAP = const(1536)  # free heap needed at the Certificate message: 1536 + 16 per modulus byte
-_KX_PER_BYTE = const(16)  # + the message (asks RSA-1024 4.3 KB, RSA-2048 6.5 KB, RSA-4096 10.8 KB)
+# Free heap axTLS needs once the peer's Certificate message has passed (it
+# parses the chain, then the RSA key exchange), measured on real axTLS (32-bit,
+# GC heap) as the smallest that did not crash: 18 B per byte of the leaf's RSA
+# modulus (RSA-1024 2.3 KB, RSA-2048 4.6 KB, RSA-4096 9.2 KB; a second
+# certificate in the chain adds no more), plus _KX_HEAP of margin.
+_KX_HEAP = const(1280)
+_KX_PER_BYTE = const(18)
+# The bigints alive at its peak, in modulus lengths and in the order axTLS
+# allocates them (RSA-2048: 256, 256, 260, 256, 260, 512, 260, 1024, 260, 520, 512)
+_KX_PIECES = b"\x01\x01\x01\x01\x01\x02\x01\x04\x01\x02\x02"
 _MAX_MODULUS = const(512)  # assumed when the leaf's RSA key cannot be found: RSA-4096
 _PEEK = const(1024)  # start of the Certificate message kept to find the leaf's modulus
+# Text ids of its failures (espconn/texts.py)
+_T_NOT_TLS = const(23)
+_T_EARLY = const(24)
+_T_EARLY_DATA = const(25)
+_T_NO_CERT = const(26)
+_T_CERT_BIG = const(27)
+_T_CHANGED = const(28)
+_T_CUT_RESET = const(29)
+_T_CUT_CLOSE = const(30)
+_T_AXTLS_MAX = const(32)
+_T_RECORD = const(33)
+_T_MEM_KX = const(41)
+_T_MEM_CERT = const(42)
+_T_MEM_KX_BLOCK = const(43)
+_T_MEM_TAP = const(44)
 
 
 def modulus(b, n):
@@ -90,9 +110,10 @@ def modulus(b, n):
 
 
 class Tap(io.IOBase):
-    def __init__(self, sock, want, limit, capture=0, mod=0):
+    def __init__(self, sock, want, limit, capture=0, mod=0, extra=0):
         self.sock = sock
         self.mod = mod  # match mode: the leaf's modulus bytes, known from the capture
+        self.extra = extra  # heap this side's own RSA key takes in the handshake (a client certificate)
         self.buf = None  # the Certificate body (capture), or its first _PEEK bytes
         self.capture = capture  # capture mode: the largest Certificate message taken (set_size)
         self.want = want  # match mode: SHA-256 the Certificate body must have
@@ -103,21 +124,20 @@ class Tap(io.IOBase):
         self.left = 0  # body bytes of that record still to come
         self.hshn = 0  # handshake header bytes collected
         self.hsleft = 0  # handshake body bytes still to come
-        self.cert = 0  # 1 while the (first) Certificate body passes
-        self.kx = False  # that message has passed
+        self.cert = 0  # the (first) Certificate message: 0 not yet, 1 passing, 2 passed
         self.certn = 0  # its bytes so far
         self.h = None  # match mode: running SHA-256
         self.seen = not capture and want is None  # certificate checked (or no check asked)
         self.ccs = False  # peer switched to encryption
         self.finished = False  # peer's Finished has passed: handshake over
         self.got = 0  # capture mode: Certificate body length, once whole
-        self.err = None  # (reason, text) once failed
+        self.err = None  # (text id, *numbers) once failed (espconn/texts.py)
         self.sock_err = 0  # errno the socket raised, 0 if none
         self.shut = False  # ("closed" is a read-only property of CPython's io.IOBase)
 
-    def fail(self, reason, text):
+    def fail(self, err):
         if self.err is None:
-            self.err = (reason, text)
+            self.err = err
         self.h = None
         return -_ECONNABORTED
 
@@ -130,11 +150,11 @@ class Tap(io.IOBase):
             code = e.args[0] if e.args else 5
             self.sock_err = code if isinstance(code, int) and code > 0 else 5
             if self.hn or self.left:
-                self.fail("truncated_record", ("cut_reset",))
+                self.fail((_T_CUT_RESET,))
             return -self.sock_err
         if not n:
             if n == 0 and (self.hn or self.left):
-                self.fail("truncated_record", ("cut_close",))
+                self.fail((_T_CUT_CLOSE,))
             return n  # None: would block; 0: end of stream
         left = self.left
         if left:
@@ -153,7 +173,10 @@ class Tap(io.IOBase):
                 self.ctype = _CT_APPDATA
                 self.left = ln
                 return 5
-        r = self._scan(buf, n)
+        try:  # nothing may raise through the TLS library's C code (axTLS would be left half-way)
+            r = self._scan(buf, n)
+        except MemoryError:
+            r = self.fail((_T_MEM_TAP,))
         return n if r is None else r
 
     def write(self, buf):
@@ -209,18 +232,18 @@ class Tap(io.IOBase):
             ct = hdr[0]
             ln = hdr[3] << 8 | hdr[4]
             if hdr[1] != 3 or ln == 0 or ct < _CT_CCS or ct > _CT_APPDATA:
-                return self.fail("bad_record", ("not_tls", ct, hdr[1], hdr[2]))
+                return self.fail((_T_NOT_TLS, ct, hdr[1], hdr[2]))
             if ln > _AXTLS_MAX:
-                return self.fail("oversize_record", ("axtls_max", ln))
+                return self.fail((_T_AXTLS_MAX, ln))
             if ct != _CT_HANDSHAKE and ct != 21:
                 if not self.seen:
-                    return self.fail("tls13_or_resumed", ("early",))
+                    return self.fail((_T_EARLY,))
                 if ct == _CT_CCS:
                     self.ccs = True
                 elif not self.finished:
-                    return self.fail("bad_record", ("early_data",))
+                    return self.fail((_T_EARLY_DATA,))
                 elif ln > self.limit:
-                    return self.fail("oversize_record", ("record", ln))
+                    return self.fail((_T_RECORD, ln))
             self.ctype = ct
             self.left = ln
         return None
@@ -238,17 +261,17 @@ class Tap(io.IOBase):
                 self.hshn = 0
                 ln = hdr[6] << 16 | hdr[7] << 8 | hdr[8]
                 self.hsleft = ln
-                if hdr[5] == _HS_CERTIFICATE and not self.kx:
+                if hdr[5] == _HS_CERTIFICATE and not self.cert:
                     if ln < 4:
-                        return self.fail("no_certificate", ("no_cert",))
+                        return self.fail((_T_NO_CERT,))
                     if self.capture and ln > self.capture:
-                        return self.fail("cert_too_big", ("cert_big", ln, self.capture, ln))
+                        return self.fail((_T_CERT_BIG, ln, self.capture, ln))
                     if not self.mod:
                         try:
                             # capture: as large as this chain, no larger; else its start
                             self.buf = bytearray(ln if self.capture or ln < _PEEK else _PEEK)
                         except MemoryError:
-                            return self.fail("no_memory", ("mem_cert", ln))
+                            return self.fail((_T_MEM_CERT, ln))
                     if self.want is not None:
                         import hashlib
 
@@ -257,7 +280,7 @@ class Tap(io.IOBase):
                     self.certn = 0
                 continue
             take = self.hsleft if self.hsleft < end - i else end - i
-            if self.cert:
+            if self.cert == 1:
                 part = memoryview(buf)[i : i + take]
                 if self.h is not None:
                     self.h.update(part)
@@ -267,26 +290,32 @@ class Tap(io.IOBase):
                 self.certn += take
             self.hsleft -= take
             i += take
-            if self.hsleft == 0 and self.cert:
-                self.cert = 0
-                self.kx = True
+            if self.hsleft == 0 and self.cert == 1:
+                self.cert = 2
                 if self.capture:
                     self.got = self.certn  # captured: the TLS library goes no further
                     return -_ECONNABORTED
                 # axTLS parses the chain and does the RSA key exchange with the leaf's key
                 # next: refused here if the heap cannot hold that (axTLS would crash the board)
-                need = _KX_HEAP + _KX_PER_BYTE * (self.mod or modulus(self.buf, self.certn)) + self.certn
-                # (measured with buf still held, as calibrated: its heap is axTLS's margin;
-                # gc.mem_free() exists on MicroPython only: the tap also runs on CPython in tests)
+                m = self.mod or modulus(self.buf, self.certn)
+                need = _KX_HEAP + _KX_PER_BYTE * m + self.extra
+                self.buf = None
+                # (gc.mem_free() exists on MicroPython only: the tap also runs on CPython in tests)
                 free = getattr(gc, "mem_free", None)
                 if free is not None:
                     gc.collect()
                     if free() < need:
-                        return self.fail("no_memory", ("mem_kx", free(), need))
-                self.buf = None
+                        return self.fail((_T_MEM_KX, free(), need))
+                    try:  # axTLS's bigints, in the sizes and order it takes them (gc.mem_free()
+                        # cannot tell how the free heap is cut; a fragmented one crashed here)
+                        b = [bytearray(k * m + 16) for k in _KX_PIECES]
+                    except MemoryError:
+                        return self.fail((_T_MEM_KX_BLOCK, 4 * m + 16, free()))
+                    b = None  # type: ignore[assignment]  # noqa: F841
+                    gc.collect()
                 if self.h is not None:
                     if self.h.digest() != self.want:
-                        return self.fail("certificate_changed", ("changed",))
+                        return self.fail((_T_CHANGED,))
                     self.h = None
                 self.seen = True
         return None

@@ -67,6 +67,9 @@ _CLIENT_NEED = (10832, 12816, 16848)
 _CLIENT_HELD = (8272, 8528, 9040)
 _SERVER_NEED = (10480, 13616, 17968)
 _SERVER_HELD = (9072, 10992, 15856)
+# The bigints of axTLS's RSA operation in modulus lengths, in the order it
+# allocates them, alive at its peak (RSA-2048: 256, 256, 260, ..., 1024, 260, 520, 512).
+_KX_PIECES = b"\x01\x01\x01\x01\x01\x02\x01\x04\x01\x02\x02"
 _AXTLS_CONN = _const(8272)  # what a connection holds from wrap_socket on (client)
 _MBEDTLS_GC = _const(4192)  # what the unix port's SSLSocket takes from the GC heap itself
 _EIO = _const(5)
@@ -226,8 +229,18 @@ class _Tap(_io.IOBase):
         else:
             need, held = _by_bits(bits, _CLIENT_NEED), _by_bits(bits, _CLIENT_HELD)
             base = _AXTLS_CONN
+        # axTLS's peak is many bigints, not one block: allocated in their sizes
+        # and order (as measured: espconn's tap probes the same) until it is reached
+        m = (self.server_bits or bits) // (16 if self.server_bits else 8)  # a server's CRT halves
+        left = max(need - base, 16)
         try:
-            peak = bytearray(max(need - base, 16))
+            peak = []
+            i = 0
+            while left > 0:
+                k = _KX_PIECES[i % len(_KX_PIECES)] * m + 16
+                peak.append(bytearray(k))
+                left -= k
+                i += 1
             peak = None
             self.key = bytearray(max(held - base, 0))
         except MemoryError:
