@@ -1296,6 +1296,7 @@ FRAGMENTED = r"""
 port = int(sys.argv[1])
 __import__("espconn.conn")
 __import__("espconn.tap")
+__import__("espconn.texts")  # loaded before the heap is cut up: its own loading is not what this checks
 gc.collect()
 # plenty of heap in total, but no piece large enough for axTLS's record buffer
 hog = []
