@@ -923,6 +923,121 @@ def test_the_anchor_signature_check_is_paid_once_per_boot(device, peers, pki):
     assert [a for _, a in seen] == [[root]] * 3 and same
 
 
+PEERS = r"""
+import espconn.conn as C
+espconn_secure_ca_enable(ESPCONN_CLIENT, 0x98)
+args = sys.argv[1:]
+soon_end = int(args.pop())
+runs = {}
+for i in range(0, len(args), 2):
+    name, port = args[i], int(args[i + 1])
+    rs = []
+    for k in range(3):
+        if name == "stale" and k == 1:
+            # the remembered check has run out (expiry in the past): checked anew
+            p = C.peers[0]
+            C.peers[0] = p[:7] + (int(time.time()) - 1,)
+        r = Client(port, send=b"app-secret", expect=10).wait().result()
+        rs.append((r["ev"], r["err"], r["sha"] == sha(b"app-secret"),
+                   [q[3] for q in C.peers].count(port)))
+    runs[name] = rs
+    if name == "soon":
+        e = [q for q in C.peers if q[3] == port][0]
+        runs["soon_entry"] = (e[7] == soon_end, e[7] - e[6])
+    if name == "same":
+        e = C.peers[0]
+        runs["same_entry"] = (e[7] - e[6], len(e[4]), e[2], e[0])
+out("runs", runs, len(C.peers))
+espconn_secure_ca_enable(ESPCONN_CLIENT, 0x98)
+out("cleared", len(C.peers))
+"""
+
+
+class SchedulePeer(Peer):
+    """An echo server showing ctxs[i] on its i-th connection (the last one from then on)."""
+
+    def __init__(self, ctxs):
+        self.ctxs = ctxs
+        super().__init__(ctxs[0])
+
+    def handle(self, s):
+        self.ctx = self.ctxs[min(len(self.log), len(self.ctxs) - 1)]
+        super().handle(s)
+
+
+@pytest.fixture(scope="module")
+def peer_cache(device, pki, tmp_path_factory):
+    # A reconnect to a peer verified before goes straight to the matching pass (conn.peers)
+    ctx = {n: server_context(*pki.files(n)) for n in ("good", "device", "wrong_ca")}
+    end = (_now() + datetime.timedelta(minutes=20)).replace(microsecond=0)
+    c, k = pki._leaf("127.0.0.1", pki.ca, pki.ca_key, ips=("127.0.0.1",), not_after=end)
+    d = tmp_path_factory.mktemp("soon")
+    (d / "c.pem").write_bytes(certs.cert_pem(c))
+    (d / "k.pem").write_bytes(certs.key_pem(k))
+    made = {
+        "same": SchedulePeer([ctx["good"]]),
+        "renewed": SchedulePeer([ctx["good"], ctx["good"], ctx["device"]]),  # another valid certificate
+        "bad": SchedulePeer([ctx["good"], ctx["good"], ctx["wrong_ca"]]),  # one the CA check refuses
+        "stale": SchedulePeer([ctx["good"]]),
+        "soon": SchedulePeer([server_context(str(d / "c.pem"), str(d / "k.pem"))]),  # notAfter in 20 minutes
+    }
+    args = [str(x) for n, p in made.items() for x in (n, p.port)] + [str(int(end.timestamp()))]
+    try:
+        res = {r[0]: r[1:] for r in device.run(PEERS, args, timeout=180)}
+        yield res, {n: [(e["handshake"], e["app"]) for e in p.log] for n, p in made.items()}
+    finally:
+        for p in made.values():
+            p.close()
+
+
+OK_RUN = (["connect", ("send", 0), "sent", "discon"], None, True)
+CAP, DATA = (False, b""), (True, b"app-secret")
+
+
+def test_a_verified_peer_reconnects_in_one_tcp_connection(peer_cache):
+    res, logs = peer_cache
+    runs = res["runs"][0]
+    assert [r[:3] for r in runs["same"]] == [OK_RUN] * 3, runs["same"]
+    # capture + data the first time, then the data connection alone
+    assert logs["same"] == [CAP, DATA, DATA, DATA]
+    age, digest, name, sector = runs["same_entry"]
+    assert age == 3600 and digest == 32 and name == "127.0.0.1" and sector == 0x98
+    # one entry per peer, at most three kept; espconn_secure_ca_enable forgets them all
+    assert all(r[3] == 1 for n in ("same", "renewed", "soon") for r in runs[n])
+    assert res["runs"][1] == 3 and res["cleared"] == (0,)
+
+
+def test_a_changed_certificate_is_checked_again_not_refused(peer_cache):
+    res, logs = peer_cache
+    runs = res["runs"][0]["renewed"]
+    assert [r[:3] for r in runs] == [OK_RUN] * 3, runs
+    # 2nd connect: the remembered pass sees another certificate (refused at its Certificate
+    # message, no key exchange), then the full check of the new one in two connections;
+    # the 3rd connect goes straight to the new certificate
+    assert logs["renewed"] == [CAP, DATA, CAP, CAP, DATA, DATA]
+
+
+def test_a_changed_certificate_that_fails_the_check_is_refused_with_its_reason(peer_cache):
+    res, logs = peer_cache
+    runs = res["runs"][0]["bad"]
+    assert runs[0][:3] == OK_RUN
+    for r in runs[1:]:
+        assert r[0] == [("recon", -28)] and r[1][0] == "unknown_issuer" and r[3] == 0, r
+    # no application byte reached the new certificate's peer; the entry is gone, so the
+    # 3rd connect makes the full check (one capture) and is refused again
+    assert logs["bad"] == [CAP, DATA, CAP, CAP, CAP]
+
+
+def test_a_remembered_check_expires(peer_cache):
+    res, logs = peer_cache
+    runs = res["runs"][0]
+    assert [r[:3] for r in runs["stale"]] == [OK_RUN] * 3
+    assert logs["stale"] == [CAP, DATA, CAP, DATA, DATA]  # run out: checked anew, then remembered
+    # never past the leaf's notAfter (20 minutes away here, within the hour)
+    assert [r[:3] for r in runs["soon"]] == [OK_RUN] * 3
+    assert runs["soon_entry"][0] is True and 0 < runs["soon_entry"][1] <= 20 * 60
+
+
 @pytest.mark.parametrize(
     "leaf,reasons",
     [
@@ -1181,6 +1296,7 @@ FRAGMENTED = r"""
 port = int(sys.argv[1])
 __import__("espconn.conn")
 __import__("espconn.tap")
+__import__("espconn.texts")  # loaded before the heap is cut up: its own loading is not what this checks
 gc.collect()
 # plenty of heap in total, but no piece large enough for axTLS's record buffer
 hog = []
@@ -1321,6 +1437,7 @@ def calibrated(module, name):
 KX_HEAP = r"""
 port, low = int(sys.argv[1]), int(sys.argv[2])
 c = Client(port)
+D._busy = True  # the background timer's passes are dropped: this script steps alone until the hog is in place
 while c.c._conn is not None and c.c._conn.tls is None:
     c.c._conn.step()  # one step at a time, until wrap_socket has run: the handshake starts with the next read
 gc.collect()
@@ -1329,6 +1446,7 @@ i = 0
 while gc.mem_free() > low or gc.collect() or gc.mem_free() > low:  # (garbage is not free heap)
     hog[i] = bytearray(256)
     i += 1
+D._busy = False
 c.wait()
 hog = None
 gc.collect()

@@ -99,7 +99,15 @@ class espconn:
 
 def _ok(e):
     # A usable espconn for a TCP call: the SDK answers ESPCONN_ARG otherwise.
-    return isinstance(e, espconn) and e.type == ESPCONN_TCP and isinstance(getattr(e.proto, "tcp", None), esp_tcp)
+    # (The exact classes are tried first: isinstance() is a slow builtin, and
+    # espconn_secure_send runs this once per message.)
+    if e.__class__ is not espconn and not isinstance(e, espconn) or e.type != ESPCONN_TCP:
+        return False
+    try:
+        t = e.proto.tcp
+    except AttributeError:
+        return False
+    return t.__class__ is esp_tcp or isinstance(t, esp_tcp)
 
 
 def _no(err, e=None):
@@ -177,6 +185,7 @@ def _set(level, table, value, sector=False):
 
         if not isinstance(value, int) or (value + 1) * _SECTOR > esp.flash_size():
             return _no((_T_PAST_FLASH, value, esp.flash_size()))
+        del conn.peers[:]  # a store (re)enabled: peers are checked anew
     t = getattr(conn, table)
     if level & 1:
         t[1] = value
@@ -333,22 +342,37 @@ def espconn_secure_send(e, data, length=None):
 
     Empty data, a non-bytes object or a bad length is ESPCONN_ARG (the SDK's
     sentcb would never come for nothing sent)."""
-    if not _ok(e):
-        return ESPCONN_ARG
     try:
-        n = 0 if isinstance(data, str) else len(memoryview(data))
-    except TypeError:
-        n = 0
-    if length is None:
-        length = n
-    if not isinstance(length, int) or not 0 < length <= n:
+        c = e._conn
+        ok = c.esp is e  # e's own open connection: e passed _ok() when it connected
+    except AttributeError:  # (not open: c None; or not an espconn)
+        ok = False
+    if not ok and not _ok(e):
+        return ESPCONN_ARG
+    # (builtins cost a long lookup in this module's full dict: the usual call,
+    # all of a bytes object, needs none; b"".__class__ is bytes)
+    whole = length is None and data.__class__ is b"".__class__
+    if not whole:
+        try:
+            n = 0 if isinstance(data, str) else len(memoryview(data))
+        except TypeError:
+            n = 0
+        if length is None:
+            length = n
+        elif not isinstance(length, int):
+            length = 0
+        if not 0 < length <= n:
+            data = b""
+        whole = length == n and isinstance(data, bytes)
+    if not data:
         _no((_T_DATA,), e)
         return ESPCONN_ARG
-    c = e._conn
-    if c is None or not hasattr(c, "send"):
+    try:
+        c.up  # a Conn's (None: not open; a Listener has none)
+    except AttributeError:
         _no((_T_NOT_OPEN,), e)
         return ESPCONN_CONN
-    return c.send(data, length)
+    return c.send(data, length, whole)
 
 
 espconn_secure_sent = espconn_secure_send  # the SDK's older name

@@ -4,10 +4,12 @@ It runs between two TCP connections, with no TLS library in the heap (see
 conn.py): the Certificate message captured by the tap is cut into its DER
 certificates and checked against the pin and the CA store.  Raises EspError
 (reason, text) on any failure; returns the message's SHA-256, which the tap
-of the next connection requires.
+of the next connection requires, and until when (time.time()) conn may
+accept that message again without a check (conn.peers).
 """
 
 _MAX_CERTS = 6  # certificates taken from one chain
+_MAX_AGE = 3600  # seconds a check is remembered (conn.peers), at most: see run()
 
 
 def chain(msg):
@@ -33,12 +35,34 @@ def chain(msg):
     return certs
 
 
+def not_after(cert):
+    """notAfter of a DER certificate x509.verify_chain accepted (unix seconds)."""
+    from .x509 import _time, read
+
+    t, p, e = read(cert, 0, len(cert))  # Certificate
+    t, p, e = read(cert, p, e)  # tbsCertificate: [0] version, serial, signature, issuer, validity
+    t, v, p = read(cert, p, e)
+    if t == 0xA0:
+        t, v, p = read(cert, p, e)
+    t, v, p = read(cert, p, e)
+    t, v, p = read(cert, p, e)
+    t, v, p = read(cert, p, e)
+    return _time(cert, _time(cert, v, p)[1], p)[0]
+
+
 def run(msg, sector, pin, name, verified=None):
-    """Check the captured Certificate body ``msg`` (memoryview); its SHA-256.
+    """Check the captured Certificate body ``msg`` (memoryview): (its SHA-256, expiry).
 
     ``verified``: the caller's resident list of anchors whose own signature
-    has been checked (castore.open), so that RSA check runs once per boot."""
+    has been checked (castore.open), so that RSA check runs once per boot.
+
+    ``expiry`` (time.time() of this clock) bounds how long the result may be
+    reused for the same peer: _MAX_AGE from now (what the check does not see
+    again: the chain's other certificates' dates, the store's contents), and
+    with the CA check no later than the leaf's notAfter.  A clock set (or set
+    back) in between ends it too (conn compares against the time it was made)."""
     import hashlib
+    import time
 
     certs = chain(msg)
     if pin is not None:
@@ -48,9 +72,14 @@ def run(msg, sector, pin, name, verified=None):
             from .errors import VerifyError
 
             raise VerifyError("pin_mismatch", "the certificate matches neither pinned SHA-256 (certificate or public key)")
+    now = int(time.time())
+    end = now + _MAX_AGE
     if sector >= 0:
         from . import castore  # type: ignore[attr-defined]
-        from .x509 import verify_chain
+        from .x509 import unix_time, verify_chain
 
         verify_chain(certs, castore.open(sector, verified=verified), name=name)
-    return hashlib.sha256(msg).digest()
+        t = not_after(certs[0]) - (unix_time() - now)  # on this clock
+        if t < end:
+            end = t
+    return hashlib.sha256(msg).digest(), end

@@ -15,6 +15,13 @@ real ESP8266" says why that is safe):
   3. connect: a new TCP + TLS connection whose tap refuses the stream before
      the TLS library reads the last byte of a Certificate message with
      another SHA-256.  connectcb fires once the peer's Finished has passed.
+A reconnect to a peer verified before in this boot goes straight to 3 (one
+TCP connection): ``peers`` remembers the last _PEERS checks, each keyed by
+what the check depended on (CA sector, pin, host name or IP, port) with the
+SHA-256, the leaf's modulus size and an expiry (check.run: an hour at most,
+never past the leaf's notAfter; a clock set or set back ends it).  If the
+peer's Certificate message is not the remembered one, the entry goes and the
+connection starts again at 1 (a changed certificate is checked, not refused).
 No application byte is written before connectcb, and none received reaches
 recvcb before it.  Heap is checked before wrap_socket (room) and by the tap
 before axTLS's key exchange, so axTLS never runs out (it would crash).  Order of work in one step, which keeps axTLS happy: read
@@ -92,6 +99,7 @@ _T_CLOSED_HS = const(19)
 _T_RESET = const(20)
 _T_HS_FAILED = const(21)
 _T_TLS_ERROR = const(22)
+_T_CHANGED = const(28)  # the tap's certificate_changed
 _T_CUT_RESET = const(29)  # 29..30 truncated, 31..33 oversize, 34.. no memory
 _T_OVERFLOW = const(31)
 _T_MEM_CONN = const(34)
@@ -111,6 +119,9 @@ default_key = None  # espconn_secure_set_private_key(): server key, PKCS#1 DER
 client = None  # type: object  # the one client Conn, or None
 server = None  # type: object  # the one Listener, or None
 anchors = []  # type: list  # SHA-256 of CA anchors whose own signature checked: once per boot
+# Checked peers, newest first: (sector, pin, name, port, SHA-256, modulus bytes, made, expiry)
+peers = []  # type: list
+_PEERS = const(3)
 
 
 def room(need=0, pieces=False, m=0):
@@ -150,14 +161,22 @@ def ip_text(ip):
     return "%d.%d.%d.%d" % (ip[0], ip[1], ip[2], ip[3])
 
 
-def fire(esp, name, cb, *args):
-    esp._events += 1
-    esp._last = name
-    dispatch.events += 1
-    dispatch.last = name
+def fire(esp, name, cb, a=None, b=None):
+    # cb(esp), cb(esp, a) or cb(esp, a, b): no argument tuple built per event
+    d = dispatch
+    if d.watch:  # a dispatch.wait() is running: it watches these counts
+        esp._events += 1
+        esp._last = name
+        d.events += 1
+        d.last = name
     if cb is not None:
         try:
-            cb(*args)
+            if a is None:
+                cb(esp)
+            elif b is None:
+                cb(esp, a)
+            else:
+                cb(esp, a, b)
         except Exception as e:  # a user callback must not stop the engine, as in the SDK
             sys.print_exception(e)  # type: ignore[attr-defined]
 
@@ -176,11 +195,13 @@ class Conn:
         self.level = 2 if listener is not None else 1
         self.sock = self.tls = self.tap = self.poller = None
         self.hostname = None if listener else esp._host  # SNI and the name check (a client's)
-        self.check = listener is None and (ca_sector[1] >= 0 or esp._pin is not None)
+        # the peer check: 0 none, 1 in two passes, 2 a check remembered (peers): pass 3 at once
+        self.check = 1 if listener is None and (ca_sector[1] >= 0 or esp._pin is not None) else 0
         self.want = None  # SHA-256 of the checked Certificate message (pass 3)
+        self.end = 0  # until when that check may be remembered (check.run), once connected
         self.mod = 0  # and its leaf's RSA modulus bytes (the tap's key-exchange check)
         self.t0 = self.heap = self.m0 = self.txlen = self.txoff = 0
-        self.up = self.more = self.closed = False
+        self.up = self.closed = False
         self.rx = self.rxmv = self.out = None
         self.pending = None  # (name, code) of a callback to fire after close
 
@@ -290,7 +311,8 @@ class Conn:
         try:
             from . import check
 
-            self.want = check.run(memoryview(cap)[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip), anchors)  # type: ignore[arg-type]
+            self.want, self.end = check.run(memoryview(cap)[:n], ca_sector[1], esp._pin, self.hostname or ip_text(esp.proto.tcp.remote_ip), anchors)  # type: ignore[arg-type]
+            self.forget()
         except MemoryError:
             set_error(esp, (_T_MEM_VERIFY,), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
@@ -306,7 +328,10 @@ class Conn:
 
     # -- the engine ------------------------------------------------------------
     def step(self):
-        """Advance this connection; True if anything happened."""
+        """Advance this connection; True if it left work that needs no new bytes
+        from the network (decrypted data not yet read, a send not all written,
+        a callback to fire): dispatch then steps again at once, else it waits
+        on the socket.  One pass per event: the reads, then the write."""
         if self.closed:
             if self.pending is None:
                 return False
@@ -315,24 +340,110 @@ class Conn:
             dispatch.remove(self)
             esp = self.esp
             if name == "disconnect":
-                fire(esp, name, esp.proto.tcp.disconnect_callback, esp)
+                fire(esp, name, esp.proto.tcp.disconnect_callback)
             else:
-                fire(esp, name, esp.proto.tcp.reconnect_callback, esp, code)
+                fire(esp, name, esp.proto.tcp.reconnect_callback, code)
             return True
+        tls = self.tls
+        if tls is None:
+            return self.step_connect()
+        esp = self.esp
+        tap = self.tap
+        up = self.up
+        mv = self.rxmv
+        m = _RX if up else _HS_RX  # its length (len() is a builtin lookup: not per read)
+        k = _READS
         try:
-            if self.tls is None:
-                return self.step_connect()
-            self.step_read()
-            if self.closed:
+            while True:  # read until "would block" first (half-duplex)
+                if not k:
+                    return True  # fairness: the rest (and the write) in the next round
+                k -= 1
+                b, bm = mv, m  # this read's buffer (the handshake's until it ends)
+                left = tap.left  # type: ignore[union-attr]
+                n = tls.readinto(b)  # type: ignore[union-attr]
+                if not up:
+                    if tap.got:  # type: ignore[union-attr]
+                        self.verify()
+                        return True
+                    if tap.finished and tap.seen:  # type: ignore[union-attr]
+                        # handshake over, peer checked: connected
+                        self.up = up = True
+                        self.rx = bytearray(_RX)  # (MemoryError: closes with ESPCONN_MEM)
+                        mv = self.rxmv = memoryview(self.rx)
+                        m = _RX
+                        gc.collect()
+                        h = self.m0 - gc.mem_free()
+                        self.heap = h if h > 0 else 0
+                        esp.state = _ST_CONNECT
+                        esp.link_cnt = 1
+                        esp._err = None
+                        if self.end:
+                            # remembered once this peer proved it holds the checked
+                            # message (after axTLS's peak: no heap taken there)
+                            t = esp.proto.tcp
+                            peers.insert(0, (ca_sector[1], esp._pin, self.hostname or ip_text(t.remote_ip), t.remote_port, self.want, self.mod, int(time.time()), self.end))
+                            del peers[_PEERS:]
+                            self.end = 0
+                        fire(esp, "connect", esp.proto.tcp.connect_callback)
+                        if self.closed:
+                            return True
+                if n is None:
+                    if tap.left != left:  # type: ignore[union-attr]
+                        # axTLS took a record header (or part of a body) and stopped:
+                        # the rest is often there already, read it now, not after a wait
+                        continue
+                    break
+                if n <= 0 or not up:
+                    # EOF, an error code passed through, or data before the handshake was seen to end
+                    self.fail(None if n == 0 else OSError(-n if n < 0 else 5))
+                    return True
+                esp.state = _ST_READ
+                # fire(esp, "recv", ...) written out: once per message
+                if dispatch.watch:
+                    fire(esp, "recv", None)
+                cb = esp.recv_callback
+                if cb is not None:
+                    try:
+                        cb(esp, b if n == bm else b[:n], n)  # type: ignore[index]
+                    except Exception as e:  # a user callback must not stop the engine
+                        sys.print_exception(e)  # type: ignore[attr-defined]
+                if self.closed:
+                    return True
+                if esp.state == _ST_READ:
+                    esp.state = _ST_CONNECT
+                if n < bm and not tap.left:  # type: ignore[union-attr]
+                    # a short read ends where the TLS layer met "would block" (readinto
+                    # fills the buffer or stops there) and no record is half-read
+                    break
+            t = self.txlen
+            if not t or not up:
+                return False
+            # then at most _OUT bytes (one axTLS record) of the pending send
+            off = self.txoff
+            end = off + _OUT
+            if end > t:
+                end = t
+            o = self.out  # (len(o) == t: see send)
+            n = tls.write(o if end == t and not off else memoryview(o)[off:end])  # type: ignore[union-attr, arg-type]
+            if not n:
                 return True
-            if self.up and not self.more and self.txoff < self.txlen:
-                self.step_write()
-            # Another pass at once only if this one left work that needs no new
-            # bytes from the network: decrypted data still unread, or a send not
-            # all written.  Otherwise the next event is the socket's (run() waits on it).
-            return self.more or self.txoff < self.txlen
+            off += n
+            if off < t:
+                self.txoff = off
+                return True
+            self.txoff = self.txlen = 0
+            self.out = None
+            esp.state = _ST_CONNECT
+            w = dispatch.watch
+            cb = esp.proto.tcp.write_finish_fn
+            if cb is not None or w:
+                fire(esp, "write_finish", cb)
+            cb = esp.sent_callback
+            if (cb is not None or w) and not self.closed:
+                fire(esp, "sent", cb)
+            return self.closed or self.txlen > 0
         except MemoryError:
-            set_error(self.esp, (_T_MEM_RUN,), _ESPCONN_MEM)
+            set_error(esp, (_T_MEM_RUN,), _ESPCONN_MEM)
             self.close(("reconnect", _ESPCONN_MEM))
         except Exception as e:  # OSError from the TLS layer, or anything it should not raise
             self.fail(e)
@@ -349,75 +460,38 @@ class Conn:
                 return True
             return False
         self.poller = None
+        dispatch._pl[1] = True  # run() waits for this socket's data from now on
         if ev[0][1] & (select.POLLERR | select.POLLHUP):
             set_error(self.esp, (_T_REFUSED,), _ESPCONN_CONN)
             self.close(("reconnect", _ESPCONN_CONN))
-        elif not self.start_tls():
-            self.close(("reconnect", _ESPCONN_MEM))
+        else:
+            if self.check == 1 and self.want is None:
+                # a peer checked before (the same store, pin, name and port): straight to pass 3
+                p = self.forget()
+                if p is not None:
+                    t = int(time.time())
+                    if p[6] <= t <= p[7]:
+                        self.want, self.mod, self.check = p[4], p[5], 2
+                        peers.insert(0, p)
+            if not self.start_tls():
+                self.close(("reconnect", _ESPCONN_MEM))
         # The next step's read starts the handshake (the ClientHello goes out from inside it).
         return True
 
-    def step_read(self):
-        did = False
+    def forget(self):
+        # Take this connection's peer out of ``peers``; the entry, or None.
         esp = self.esp
-        for _ in range(_READS):
-            mv = self.rxmv
-            n = self.tls.readinto(mv)  # type: ignore[union-attr]
-            tap = self.tap
-            if tap.got:  # type: ignore[union-attr]
-                self.verify()
-                return True
-            if not self.up and tap.finished and tap.seen:  # type: ignore[union-attr]
-                # handshake over, peer checked: connected
-                self.up = did = True
-                self.rx = bytearray(_RX)  # (MemoryError: step() closes with ESPCONN_MEM)
-                self.rxmv = memoryview(self.rx)
-                gc.collect()
-                h = self.m0 - gc.mem_free()
-                self.heap = h if h > 0 else 0
-                esp.state = _ST_CONNECT
-                esp.link_cnt = 1
-                esp._err = None
-                fire(esp, "connect", esp.proto.tcp.connect_callback, esp)
-                if self.closed:
-                    return True
-            if n is None:
-                self.more = False
-                return did
-            if n <= 0 or not self.up:
-                # EOF, an error code passed through, or data before the handshake was seen to end
-                self.more = False
-                self.fail(None if n == 0 else OSError(-n if n < 0 else 5))
-                return True
-            self.more = did = True
-            esp.state = _ST_READ
-            fire(esp, "recv", esp.recv_callback, esp, mv[:n], n)  # type: ignore[index]
-            if self.closed:
-                return True
-            if esp.state == _ST_READ:
-                esp.state = _ST_CONNECT
-        return did
+        tcp = esp.proto.tcp
+        k = (ca_sector[1], esp._pin, self.hostname or ip_text(tcp.remote_ip), tcp.remote_port)
+        for p in peers:
+            if p[:4] == k:
+                peers.remove(p)
+                return p
+        return None
 
-    def step_write(self):
-        end = self.txoff + _OUT
-        if end > self.txlen:
-            end = self.txlen
-        n = self.tls.write(self.out[self.txoff : end])  # type: ignore[union-attr, index]
-        if not n:
-            return False
-        self.txoff += n
-        if self.txoff >= self.txlen:
-            self.txoff = self.txlen = 0
-            self.out = None
-            esp = self.esp
-            esp.state = _ST_CONNECT
-            fire(esp, "write_finish", esp.proto.tcp.write_finish_fn, esp)
-            if not self.closed:
-                fire(esp, "sent", esp.sent_callback, esp)
-        return True
-
-    def send(self, data, length):
-        """Queue ``length`` bytes of data: _ESPCONN_OK or an error code."""
+    def send(self, data, length, whole=False):
+        """Queue ``length`` bytes of data (``whole``: all of a bytes object, length
+        None then): _ESPCONN_OK or an error code."""
         esp = self.esp
         if not self.up or self.closed:
             set_error(esp, (_T_NOT_UP,), _ESPCONN_CONN)
@@ -425,23 +499,28 @@ class Conn:
         if self.txlen:
             set_error(esp, (_T_PENDING,), _ESPCONN_INPROGRESS)
             return _ESPCONN_INPROGRESS
-        n = size[self.level]
-        if length > n:
-            set_error(esp, (_T_TOO_LONG, length, n), _ESPCONN_ARG)
+        if length is None:
+            length = len(data)
+        if length > size[self.level]:
+            set_error(esp, (_T_TOO_LONG, length, size[self.level]), _ESPCONN_ARG)
             return _ESPCONN_ARG
-        mv = memoryview(data)[:length]
-        if not isinstance(data, bytes):
-            # mutable: copied, as the SDK copies into its buffer (the caller may reuse it at once)
-            try:
-                mv = memoryview(bytes(mv))
-            except MemoryError:
-                set_error(esp, (_T_MEM_COPY, length), _ESPCONN_MEM)
-                return _ESPCONN_MEM
-        self.out = mv
+        if not whole:
+            mv = memoryview(data)[:length]
+            if isinstance(data, bytes):
+                data = mv
+            else:
+                # mutable: copied, as the SDK copies into its buffer (the caller may reuse it at once)
+                try:
+                    data = bytes(mv)
+                except MemoryError:
+                    set_error(esp, (_T_MEM_COPY, length), _ESPCONN_MEM)
+                    return _ESPCONN_MEM
+        self.out = data  # (len(out) == txlen: step relies on it; txoff is 0 when txlen is)
         self.txlen = length
-        self.txoff = 0
         esp.state = _ST_WRITE
-        dispatch.kicked = True
+        d = dispatch
+        if d.cur is not self:  # (this connection's own step writes it before it returns)
+            d.kicked = True
         return _ESPCONN_OK
 
     # -- endings -------------------------------------------------------------
@@ -454,6 +533,16 @@ class Conn:
             return self.verify()
         code = 0 if e is None else errno(e)
         r = tap.err if tap is not None else None
+        if self.check == 2 and r is not None and r[0] == _T_CHANGED:
+            # not the Certificate message remembered (peers): the entry goes, and
+            # the full check runs, from pass 1 on a new connection
+            self.forget()
+            self.drop()
+            self.check = 1
+            if self.open() == _ESPCONN_OK:  # (want still set: a failure closes with reconcb)
+                self.want = None
+                self.mod = 0
+            return None
         se = tap.sock_err if tap is not None else 0
         if r is None and e is None and not se:
             if self.up:

@@ -26,44 +26,23 @@ _SOL_SOCKET = const(1)
 _ROUNDS = const(4)  # passes in one poll() while connections keep making progress
 
 items = []  # type: list  # open Conn/Listener objects, driven in order
-events = 0  # callbacks fired so far (any connection): wait() watches it
-last = None  # name of the last callback fired (any connection)
+watch = 0  # wait()s running: callbacks are counted only while one is
+events = 0  # callbacks counted so far (any connection)
+last = None  # name of the last callback counted (any connection)
 _busy = False  # a pass is running (timer re-entry guard)
 _timer = None  # machine.Timer(-1) while anything is open
 kicked = False  # something asked for a pass soon (conn: send, close)
+cur = None  # the item whose step() is running (its own sends need no extra pass)
 
 
-_pl = [None, []]  # type: list  # run(): a select.poll and the sockets registered in it, kept between waits
-
-
-def _idle(ms):
-    # Sleep until a socket is readable (or ms pass): no fixed latency per round trip.
-    import select
-
-    # readable, or writable for a TCP connect in progress (a Conn's poller is set then);
-    # the poll is rebuilt only when that changed (compared without allocating: once per wait)
-    old = _pl[1]
-    k = 0
-    for it in items:
-        if it.sock is not None and not it.closed:
-            if k >= len(old) or old[k][0] is not it.sock or old[k][1] != (getattr(it, "poller", None) is not None):
-                k = -1
-                break
-            k += 1
-    if k != len(old):  # a connection opened, closed or changed its socket: a new poll
-        socks = [(it.sock, getattr(it, "poller", None) is not None) for it in items if it.sock is not None and not it.closed]
-        p = _pl[0] = select.poll()
-        _pl[1] = socks
-        for s, out in socks:
-            p.register(s, select.POLLOUT if out else select.POLLIN)
-    if _pl[1]:
-        _pl[0].poll(ms)  # type: ignore[attr-defined]
-    else:
-        time.sleep_ms(ms)  # type: ignore[attr-defined]
+# run()'s wait: a select.poll of the open sockets, and whether it is stale
+# (add/remove, and a connection whose TCP connect completed, set it: conn.py)
+_pl = [None, True]  # type: list
 
 
 def add(item):
     global _timer
+    _pl[1] = True
     if item not in items:
         items.append(item)
     s = getattr(item, "sock", None)
@@ -90,11 +69,11 @@ def add(item):
 def remove(item):
     # (the timer's start and stop written out here: each function is heap from a ROMFS)
     global _timer
+    _pl[1] = True
     if item in items:
         items.remove(item)
     if not items:
         _pl[0] = None  # nothing open: the poll and the sockets it held go too
-        _pl[1] = []
         t = _timer
         _timer = None
         if t is not None:
@@ -103,37 +82,58 @@ def remove(item):
 
 def poll():
     """One pass over every open connection; number of connections still open."""
-    global _busy, kicked
-    if _busy:
-        return len(items)
-    _busy = True
-    try:
-        kicked = True
-        rounds = 0
-        while kicked and rounds < _ROUNDS:
-            rounds += 1
-            kicked = False
-            did = False
-            for it in items[:]:
-                if it.step():
-                    did = True
-            if did:
-                kicked = True
-    finally:
-        _busy = False
+    run(0)
     return len(items)
 
 
 def run(ms=-1):
-    """Drive the engine for ``ms`` milliseconds (ms < 0: until nothing is open)."""
-    t0 = time.ticks_ms()
+    """Drive the engine for ``ms`` milliseconds (ms < 0: until nothing is open;
+    0: one pass); the number of connections still open."""
+    global _busy, kicked, cur
+    ticks, diff = time.ticks_ms, time.ticks_diff
+    t0 = ticks()
     while True:
-        n = poll()
-        if ms >= 0 and time.ticks_diff(time.ticks_ms(), t0) >= ms:
-            return n
-        if ms < 0 and n == 0:
+        if not _busy:  # (a timer tick inside a pass: dropped)
+            _busy = True
+            try:
+                r = _ROUNDS
+                while r:  # another round while a step left work that needs no new bytes
+                    r -= 1
+                    kicked = did = False
+                    # the list itself, not a copy (no allocation per pass): an item removed
+                    # while this runs may make the next one wait for the next round or pass
+                    for it in items:
+                        cur = it
+                        if it.step():
+                            did = True
+                    if not (did or kicked):
+                        break
+            finally:
+                _busy = False
+                cur = None
+        if not ms or ms > 0 and diff(ticks(), t0) >= ms:
+            return len(items)
+        if ms < 0 and not items:
             return 0
-        _idle(_WAIT_MS)
+        # Sleep until a socket is readable (writable for a TCP connect in
+        # progress: its Conn has a poller then), at most _WAIT_MS: no fixed
+        # latency per round trip.  The poll is rebuilt only when it is stale.
+        p = _pl[0]
+        if _pl[1]:
+            import select
+
+            p = None
+            for it in items:
+                if it.sock is not None and not it.closed:
+                    if p is None:
+                        p = select.poll()
+                    p.register(it.sock, select.POLLOUT if getattr(it, "poller", None) is not None else select.POLLIN)
+            _pl[0] = p
+            _pl[1] = False
+        if p is not None:
+            p.poll(_WAIT_MS)
+        else:
+            time.sleep_ms(_WAIT_MS)  # type: ignore[attr-defined]
 
 
 async def wait(esp=None, timeout_ms=-1):
@@ -142,21 +142,26 @@ async def wait(esp=None, timeout_ms=-1):
     "write_finish") or None on timeout."""
     import asyncio
 
+    global watch
     mark = esp._events if esp is not None else events
     t0 = time.ticks_ms()
-    while True:
-        poll()
-        now = esp._events if esp is not None else events
-        if now != mark:
-            return esp._last if esp is not None else last
-        if timeout_ms >= 0 and time.ticks_diff(time.ticks_ms(), t0) >= timeout_ms:
-            return None
-        await asyncio.sleep_ms(_WAIT_MS)
+    watch += 1
+    try:
+        while True:
+            run(0)
+            now = esp._events if esp is not None else events
+            if now != mark:
+                return esp._last if esp is not None else last
+            if timeout_ms >= 0 and time.ticks_diff(time.ticks_ms(), t0) >= timeout_ms:
+                return None
+            await asyncio.sleep_ms(_WAIT_MS)
+    finally:
+        watch -= 1
 
 
 def _tick(_t):
     try:
-        poll()
+        run(0)
     except Exception as e:  # the background must never die silently
         pe = getattr(sys, "print_exception", None)
         if pe is not None:

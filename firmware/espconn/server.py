@@ -216,7 +216,7 @@ class Listener:
             srv.link_cnt = 0
             e._conn = None
             srv._err = e._err
-            _c.fire(srv, "reconnect", st.reconnect_callback, srv, e._errcode)
+            _c.fire(srv, "reconnect", st.reconnect_callback, e._errcode)
         return True
 
     def release(self):

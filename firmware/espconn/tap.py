@@ -156,12 +156,23 @@ class Tap(io.IOBase):
             if n == 0 and (self.hn or self.left):
                 self.fail((_T_CUT_CLOSE,))
             return n  # None: would block; 0: end of stream
-        if self.ccs and self.left >= n:
-            # fast path: inside an encrypted record body (nothing in it for the tap)
-            self.left -= n
-            if not self.left and self.ctype == _CT_HANDSHAKE:
-                self.finished = True  # the encrypted Finished has passed
-            return n
+        left = self.left
+        if left:
+            if left >= n and self.ccs:
+                # fast path: inside an encrypted record body (nothing in it for the tap)
+                left -= n
+                self.left = left
+                if not left and self.ctype == _CT_HANDSHAKE:
+                    self.finished = True  # the encrypted Finished has passed
+                return n
+        elif n == 5 and self.finished and not self.hn and buf[0] == _CT_APPDATA and buf[1] == 3:
+            # fast path: a whole application-data record header (axTLS reads one alone);
+            # the checks _scan makes of it, done here (anything else goes to _scan)
+            ln = buf[3] << 8 | buf[4]
+            if 0 < ln <= self.limit and ln <= _AXTLS_MAX:
+                self.ctype = _CT_APPDATA
+                self.left = ln
+                return 5
         try:  # nothing may raise through the TLS library's C code (axTLS would be left half-way)
             r = self._scan(buf, n)
         except MemoryError:
