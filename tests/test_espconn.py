@@ -1553,3 +1553,35 @@ def test_server_without_heap_for_tls_refuses_the_client_and_keeps_listening(devi
     assert ev[0][2][0] == "no_memory" and ("TLS needs" in ev[0][2][1] or "a connection needs" in ev[0][2][1])
     assert got[0] in (None, b"") and got[1] == payload(5)
     assert res["after"][0][:1] == ["connect"]
+
+
+NODELAY = r"""
+import socket as _real
+port, has = int(sys.argv[1]), sys.argv[2] == "1"
+OPTS = []
+class _Sock(_real.socket):
+    def setsockopt(self, *a):
+        OPTS.append(a)
+        return super().setsockopt(*a)
+class _Mod:  # the firmware's socket module, with or without TCP_NODELAY (modlwip 1.23+)
+    pass
+m = _Mod()
+for k in dir(_real):
+    setattr(m, k, getattr(_real, k))
+m.socket = _Sock
+if has:
+    m.IPPROTO_TCP, m.TCP_NODELAY = 6, 1  # Linux's numbers: the unix port's socket is the host's
+sys.modules["socket"] = m
+c = Client(port, quit_on_connect=True).wait()
+out("nodelay", OPTS, c.ev)
+"""
+
+
+@pytest.mark.parametrize("has", [1, 0])
+def test_connection_asks_for_tcp_nodelay_where_the_firmware_has_it(device, peers, has):
+    # axTLS writes each handshake message on its own: with Nagle's algorithm each
+    # waits for the peer's delayed ACK.  Older firmware has no TCP_NODELAY: nothing asked.
+    res = {r[0]: r[1:] for r in device.run(NODELAY, [peers("good").port, has])}
+    opts, ev = res["nodelay"]
+    assert opts == ([(6, 1, 1)] if has else [])
+    assert ev == ["connect", "discon"]

@@ -64,6 +64,8 @@ BOOT = r"""
 import sys, gc
 import machine_shim
 sys.modules["machine"] = machine_shim
+import socket_shim  # a board's socket: 127.0.0.1 only, TCP_NODELAY
+sys.modules["socket"] = socket_shim
 import tls
 if hasattr(tls, "MBEDTLS_VERSION"):
     import tls_shim
@@ -90,6 +92,8 @@ import tls
 msg = bytes(range(64))
 tc = time.ticks_us()
 s = socket.socket()
+if hasattr(socket, "TCP_NODELAY"):  # the same TCP as espconn's (conn.nodelay)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 s.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
 ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
 ctx.verify_mode = tls.CERT_NONE
@@ -231,7 +235,7 @@ class Bench:
         self.dev = tmp / "dev"  # the board's modules (built in on an ESP8266)
         self.lib = tmp / "lib"  # the deployed package
         self.dev.mkdir(parents=True)
-        for n in ("esp", "machine_shim", "tls_shim"):
+        for n in ("esp", "machine_shim", "tls_shim", "socket_shim"):
             deploy.compile_module(None, T.DEVICE / (n + ".py"), self.dev / (n + ".mpy"), n + ".py")
         deploy.compile_package(None, src, self.lib / "espconn")
         with contextlib.redirect_stdout(io.StringIO()):

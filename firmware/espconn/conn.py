@@ -181,6 +181,17 @@ def fire(esp, name, cb, a=None, b=None):
             sys.print_exception(e)  # type: ignore[attr-defined]
 
 
+def nodelay(s):
+    # TCP_NODELAY (modlwip has it since MicroPython 1.23): axTLS writes each
+    # handshake message on its own, and with Nagle's algorithm the next one
+    # waits for the peer's delayed ACK (40 ms from Linux) in every handshake.
+    import socket
+
+    nd = getattr(socket, "TCP_NODELAY", 0)
+    if nd:
+        s.setsockopt(socket.IPPROTO_TCP, nd, 1)
+
+
 def errno(e):
     code = e.args[0] if e.args else 0
     return code if isinstance(code, int) else 0
@@ -234,6 +245,7 @@ class Conn:
             addr = socket.getaddrinfo(ip_text(tcp.remote_ip), tcp.remote_port)[0][-1]
             s = self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setblocking(False)
+            nodelay(s)
             try:
                 s.connect(addr)
             except OSError as e:

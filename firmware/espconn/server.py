@@ -35,6 +35,7 @@ def _accepted(c, s):
     c.sock = s
     c.hostname = None
     s.setblocking(False)
+    _c.nodelay(s)
     c.esp.state = _ESPCONN_WAIT
     try:
         if not c.start_tls():

@@ -16,6 +16,10 @@ import socket as _s
 from socket import *  # noqa: F401,F403  (the unix port's names, as a board's socket has them)
 
 _LOOPBACK = b"\x7f\x00\x00\x01"
+# A board's socket (modlwip, MicroPython 1.23+) has TCP_NODELAY; the unix
+# port's lacks the names, so they are given here with Linux's numbers.
+IPPROTO_TCP = 6
+TCP_NODELAY = 1
 
 
 def getaddrinfo(host, port, af=0, type=0, proto=0, flags=0):
