@@ -134,19 +134,20 @@ def room(need=0, pieces=False, m=0):
     gc.collect()
     if gc.mem_free() < need:
         return False
-    a = b = c = None
+    p = []  # type: list  # held together, in axTLS's order
     try:
         if pieces:
-            a = [bytearray(_TLS_CTX), bytearray(_TLS_CTX)]  # type: ignore[assignment]
-        b = bytearray(_TLS_BLOCK)
+            p.append(bytearray(_TLS_CTX))
+            p.append(bytearray(_TLS_CTX))
+        p.append(bytearray(_TLS_BLOCK))
         if pieces:
-            c = bytearray(_TLS_NEXT)
-            if m:
-                a = [a] + [bytearray(k * m + 16) for k in _tap._KX_PIECES]  # type: ignore[assignment, list-item]
+            p.append(bytearray(_TLS_NEXT))
+            for k in _tap._KX_PIECES if m else b"":
+                p.append(bytearray(k * m + 16))
     except MemoryError:
         return False
     finally:
-        a = b = c = None  # noqa: F841
+        p = None  # type: ignore[assignment]  # noqa: F841
         gc.collect()
     return True
 

@@ -304,13 +304,14 @@ class Tap(io.IOBase):
                 free = getattr(gc, "mem_free", None)
                 if free is not None:
                     gc.collect()
-                    if free() < need:
-                        return self.fail((_T_MEM_KX, free(), need))
+                    f = free()
+                    if f < need:
+                        return self.fail((_T_MEM_KX, f, need))
                     try:  # axTLS's bigints, in the sizes and order it takes them (gc.mem_free()
                         # cannot tell how the free heap is cut; a fragmented one crashed here)
                         b = [bytearray(k * m + 16) for k in _KX_PIECES]
                     except MemoryError:
-                        return self.fail((_T_MEM_KX_BLOCK, 4 * m + 16, free()))
+                        return self.fail((_T_MEM_KX_BLOCK, 4 * m + 16, f))
                     b = None  # type: ignore[assignment]  # noqa: F841
                     gc.collect()
                 if self.h is not None:

@@ -98,7 +98,7 @@ _TEXTS = (
     'no_memory',  # 42 _T_MEM_CERT
     'no heap for the %d-byte certificate message',
     'no_memory',  # 43 _T_MEM_KX_BLOCK
-    'no %d-byte block of heap for the key exchange (%d bytes free, but in smaller pieces)',
+    'the key exchange\'s pieces (the largest %d bytes) do not fit the heap: %d bytes free, but cut smaller',
     'no_memory',  # 44 _T_MEM_TAP
     'no heap to follow the handshake',
 )
