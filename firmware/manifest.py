@@ -13,4 +13,5 @@
 include("$(BOARD_DIR)/manifest_2MiB.py")
 
 # base_path is relative to this file: firmware/espconn/ becomes the package `espconn`.
-package("espconn", base_path=".")
+# opt=3 as `espssl deploy` compiles it (no line numbers: less flash).
+package("espconn", base_path=".", opt=3)

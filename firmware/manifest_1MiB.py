@@ -16,4 +16,4 @@ require("ds18x20")
 require("neopixel")
 require("onewire")
 
-package("espconn", base_path=".")
+package("espconn", base_path=".", opt=3)  # as espssl deploy compiles it
