@@ -200,6 +200,35 @@ def test_deployed_files_are_mpy_cross_output(port, src, tmp_path, capsys):
         assert on_board[rel] == hashlib.sha256(data).hexdigest()
 
 
+def _traceback_on_board(port, dest):
+    # a traceback raised inside the deployed package (espconn_run with a non-int is refused
+    # without one, so a module function is called with a bad argument instead)
+    with deploy.Board(port) as b:
+        return b.eval_code(
+            "import sys, io\nsys.path.insert(0, %r)\nfrom espconn import conn\n"
+            "s = io.StringIO()\ntry:\n    conn.ip_text(None)\nexcept TypeError as e:\n"
+            "    sys.print_exception(e, s)\nprint(repr(s.getvalue()))" % dest.rsplit("/", 1)[0]
+        )
+
+
+def test_deploy_strips_line_numbers_unless_asked(port, src, tmp_path, capsys):
+    # -O3 by default (less heap as .mpy); --lines: mpy-cross -O0, tracebacks name the line
+    dest = "/lib/t_lines/espconn"
+    rc, out, err = run(["deploy", "--port", port, "--src", str(src), "--dest", dest], capsys)
+    assert rc == 0, out + err
+    tb = _traceback_on_board(port, dest)
+    assert 'File "espconn/conn.py", line 1, in ip_text' in tb  # (no line table: MicroPython says 1)
+    rc, out, err = run(["deploy", "--port", port, "--src", str(src), "--dest", dest, "--lines"], capsys)
+    assert rc == 0, out + err
+    line = re.search(r'File "espconn/conn.py", line (\d+), in ip_text', _traceback_on_board(port, dest))
+    src_lines = (src / "conn.py").read_text().splitlines()
+    assert line and "ip[0]" in src_lines[int(line.group(1)) - 1]  # the line that raised
+    cmd, _ver = deploy.compiler_for(6)
+    plain = deploy.compile_package(cmd, src, tmp_path / "o3")
+    lines = deploy.compile_package(cmd + ["-O0"], src, tmp_path / "o0")
+    assert sum(map(len, plain.values())) < 0.95 * sum(map(len, lines.values()))
+
+
 def test_deploy_default_package_imports_on_board(port, capsys):
     rc, out, err = run(["deploy", "--port", port], capsys)
     assert rc == 0, err
