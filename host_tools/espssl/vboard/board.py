@@ -191,13 +191,13 @@ def micropython_command(found=None):
 # after boot) with 32-bit objects and axTLS.  The 64-bit port with the tls
 # shim needs more for the same program: measured with tools/bench_ram.py
 # (issue 9's flows, free heap at the start; 32-bit axTLS -> 64-bit shim):
-# espconn no CA from a ROMFS 25.3 -> 36.8 KB, CA-verified from a ROMFS
-# 26.3 -> 39.7, no CA as .mpy 37.3 -> 49.7, CA-verified .mpy 50.3 -> 67.8:
+# espconn no CA from a ROMFS 25.5 -> 36.7 KB, CA-verified from a ROMFS
+# 26.5 -> 40.6, no CA as .mpy (-O3) 36.8 -> 48.8, CA-verified .mpy 49.8 -> 68.0:
 # about 1.24x + 5.4 KB, so 34.8 KB maps to ~48.6.  The loopback suite passes
 # whole at 38K on 32 bits and needs 54K here (52K: its CA-verified echoes end
 # in no_memory), so 56K (~52 KB free after boot): what passes on a 38K
 # ESP8266 passes, CA-verified .mpy fails; only no-CA .mpy passes here and
-# not on the board (by 2.5 KB).  A 32-bit binary gets the ESP8266's own 38K.
+# not on the board (by 2 KB).  A 32-bit binary gets the ESP8266's own 38K.
 DEFAULT_HEAP_64 = "56K"
 DEFAULT_HEAP_32 = "38K"
 
