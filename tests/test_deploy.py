@@ -201,8 +201,8 @@ def test_deployed_files_are_mpy_cross_output(port, src, tmp_path, capsys):
 
 
 def _traceback_on_board(port, dest):
-    # a traceback raised inside the deployed package (espconn_run with a non-int is refused
-    # without one, so a module function is called with a bad argument instead)
+    # The text of a traceback raised inside the deployed package: its API answers bad
+    # arguments with codes, so an internal helper is called with one instead.
     with deploy.Board(port) as b:
         return b.eval_code(
             "import sys, io\nsys.path.insert(0, %r)\nfrom espconn import conn\n"
