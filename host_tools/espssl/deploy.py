@@ -110,9 +110,10 @@ def package_files(src=PACKAGE_SRC):
 
 
 # mpy-cross optimisation level unless the command gives one: -O3 drops line numbers
-# (and asserts, of which espconn has none), so a loaded .mpy takes ~8% less heap
-# (1.2 KB of the connection path, 1.5 KB of the verifier); tracebacks from espconn
-# then name the function but not the line (`espssl deploy --lines` keeps them).
+# (and asserts, of which espconn has none): 8% less bytecode, so as .mpy in /lib a
+# connection needs 0.7 KB less free heap and a CA-verified one 1.7 KB less (32-bit
+# axTLS build); tracebacks from espconn then say "line 1" (`espssl deploy --lines`
+# keeps the numbers).
 MPY_OPT = "-O3"
 
 
@@ -747,7 +748,7 @@ def register(sub):
                    "the ROMFS (set their switches as module attributes before user_init())" % EXAMPLES_DEST)
     p.add_argument("--lines", action="store_true",
                    help="keep line numbers in espconn's tracebacks (mpy-cross -O0 instead of -O3: as .mpy "
-                   "in /lib it then takes ~1.2 KB more heap at the first connect, ~1.5 KB more for a CA check)")
+                   "in /lib a connection then needs ~0.7 KB more free heap, a CA-verified one ~1.7 KB more)")
     p.add_argument("--wifi-from-env", action="store_true",
                    help="store $SSID/$PASSWORD on the board (%s) for the loopback suite; never printed" % WIFI_FILE)
     p.set_defaults(func=_cmd)
