@@ -79,7 +79,7 @@ def run(msg, sector, pin, name, verified=None):
         from .x509 import unix_time, verify_chain
 
         verify_chain(certs, castore.open(sector, verified=verified), name=name)
-        t = not_after(certs[0]) - (unix_time() - now)  # on this clock
+        t = not_after(certs[0]) - (unix_time(now) - now)  # on this clock (no second read: it may tick)
         if t < end:
             end = t
     return hashlib.sha256(msg).digest(), end

@@ -257,11 +257,12 @@ def _fail(reason, what):
     return VerifyError(reason, what + ": " + reason)
 
 
-def unix_time():
-    """time.time() in unix seconds on any port (the ESP8266 counts from 2000)."""
+def unix_time(t=None):
+    """time.time() (or ``t``, a reading of it) in unix seconds on any port (the ESP8266 counts from 2000)."""
     import time
 
-    t = int(time.time())
+    if t is None:
+        t = int(time.time())
     if time.gmtime(0)[0] == 2000:
         t += _EPOCH_2000
     return t
