@@ -432,6 +432,7 @@ def on_connect(a):
     got["send1"] = espconn_secure_send(a, b"A" * 2048)
     got["send2"] = espconn_secure_send(a, b"B")
     got["plain"] = espconn_send(a, b"C")
+    got["plain2"] = (espconn_sent(a, b"C", 1), espconn_send(a, b"C", length=1), espconn_secure_last_error(a)[0])
 c = Client(echo_port)
 espconn_regist_connectcb(c.c, on_connect)
 c2 = Client(echo_port)
@@ -498,7 +499,8 @@ def test_settings_after_connect_are_false(rules):
 def test_send_while_pending_is_inprogress(rules):
     got, n, ev = rules["pending"]
     bad, bad_err, link = got.pop("bad"), got.pop("bad_err"), got.pop("link")
-    assert got == {"send1": 0, "send2": -5, "plain": -12}
+    # plain espconn_send/espconn_sent: refused in every form of call, with the reason
+    assert got == {"send1": 0, "send2": -5, "plain": -12, "plain2": (-12, -12, "not_secure_send")}
     # empty data, a non-bytes object, a length beyond the data: ESPCONN_ARG, nothing raised, no sentcb for them
     assert bad == (-12,) * 6
     assert bad_err[0] == "bad_arg"

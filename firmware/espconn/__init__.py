@@ -81,8 +81,8 @@ class espconn:
     ``proto`` is the object itself (the SDK's union { esp_tcp *tcp; esp_udp *udp; }):
     ``conn.proto.tcp`` works as in C, without one more class."""
 
-    def __init__(self, type=ESPCONN_TCP):
-        self.type = type
+    def __init__(self):  # (no default arguments: each costs heap at import; set .type as in C)
+        self.type = ESPCONN_TCP
         self.state = ESPCONN_NONE
         self.proto = self
         self.tcp = esp_tcp()
@@ -110,7 +110,7 @@ def _ok(e):
     return t.__class__ is esp_tcp or isinstance(t, esp_tcp)
 
 
-def _no(err, e=None):
+def _no(err, e):
     # err: (text id, *numbers), see texts.py
     global _last
     _last = err
@@ -172,19 +172,19 @@ def espconn_port():
 
 
 # -- settings: levels 1 (client), 2 (server), 3 (both); before connect/accept --
-def _set(level, table, value, sector=False):
+def _set(level, table, value, sector):
     # table: the name of a per-level list in conn; value stored at the level's indexes.
     from . import conn
 
     if level not in (1, 2, 3):
-        return _no((_T_LEVEL,))
+        return _no((_T_LEVEL,), None)
     if level & 1 and conn.client is not None or level & 2 and conn.server is not None:
-        return _no((_T_BUSY,))
+        return _no((_T_BUSY,), None)
     if sector and value >= 0:
         import esp  # type: ignore[import-not-found]
 
         if not isinstance(value, int) or (value + 1) * _SECTOR > esp.flash_size():
-            return _no((_T_PAST_FLASH, value, esp.flash_size()))
+            return _no((_T_PAST_FLASH, value, esp.flash_size()), None)
         del conn.peers[:]  # a store (re)enabled: peers are checked anew
     t = getattr(conn, table)
     if level & 1:
@@ -200,8 +200,8 @@ def espconn_secure_set_size(level, size):
     axTLS takes incoming records up to 5115 bytes whatever the size: a larger
     record ends the connection (reconcb ESPCONN_SSL_INVALID_DATA)."""
     if not isinstance(size, int) or not 1 <= size <= 8192:
-        return _no((_T_SIZE,))
-    return _set(level, "size", size)
+        return _no((_T_SIZE,), None)
+    return _set(level, "size", size, False)
 
 
 def espconn_secure_get_size(level):
@@ -217,26 +217,26 @@ def espconn_secure_ca_enable(level, flash_sector):
     """Check the peer's chain against the CA store at ``flash_sector`` (ESPCONN_CLIENT only:
     axTLS cannot request a client certificate, so a server cannot check one)."""
     if level in (2, 3):
-        return _no((_T_SERVER_CA,))
+        return _no((_T_SERVER_CA,), None)
     if not isinstance(flash_sector, int) or flash_sector < 0:
-        return _no((_T_SECTOR,))
+        return _no((_T_SECTOR,), None)
     return _set(level, "ca_sector", flash_sector, True)
 
 
 def espconn_secure_ca_disable(level):
-    return _set(level, "ca_sector", -1)
+    return _set(level, "ca_sector", -1, False)
 
 
 def espconn_secure_cert_req_enable(level, flash_sector):
     """This device's certificate and key from an esp_cert_private_key.bin sector
     (client: sent when the server asks; server: its certificate)."""
     if not isinstance(flash_sector, int) or flash_sector < 0:
-        return _no((_T_SECTOR,))
+        return _no((_T_SECTOR,), None)
     return _set(level, "cert_sector", flash_sector, True)
 
 
 def espconn_secure_cert_req_disable(level):
-    return _set(level, "cert_sector", -1)
+    return _set(level, "cert_sector", -1, False)
 
 
 def espconn_secure_set_default_certificate(data):
@@ -244,7 +244,7 @@ def espconn_secure_set_default_certificate(data):
     from . import conn
 
     if conn.server is not None or not isinstance(data, (bytes, bytearray)) or not data:
-        return _no((_T_DER,))
+        return _no((_T_DER,), None)
     conn.default_cert = bytes(data)  # type: ignore[assignment]
     return True
 
@@ -254,7 +254,7 @@ def espconn_secure_set_private_key(data):
     from . import conn
 
     if conn.server is not None or not isinstance(data, (bytes, bytearray)) or not data:
-        return _no((_T_DER,))
+        return _no((_T_DER,), None)
     conn.default_key = bytes(data)  # type: ignore[assignment]
     return True
 
@@ -401,8 +401,10 @@ def espconn_secure_delete(e):
     return ESPCONN_OK
 
 
-def espconn_send(e, data, length=None):
-    """Plain espconn_send is refused on a secure connection (never mixed in)."""
+def espconn_send(e, *data, **length):
+    """Plain espconn_send(e, data, length) is refused on a secure connection (never mixed in).
+
+    (Any arguments after ``e``: a default argument would cost heap at import.)"""
     _no((_T_PLAIN_SEND,), e if isinstance(e, espconn) else None)
     return ESPCONN_ARG
 
@@ -411,7 +413,7 @@ espconn_sent = espconn_send
 
 
 # -- driving the engine (the background timer does it on a board) -----------------
-def espconn_run(ms=-1):
+def espconn_run(ms):
     """Drive callbacks for ``ms`` milliseconds (ms < 0: until nothing is open; 0: one
     pass over the open connections); returns how many are open (ESPCONN_ARG for a bad ms)."""
     if not isinstance(ms, int):
