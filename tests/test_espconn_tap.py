@@ -105,7 +105,7 @@ def recut(data, size):
 
 def drive(data, sizes, cap=0, want=None):
     # capture mode when given a size (set_size); match mode when given a digest; else pass
-    tap = Tap(Feed(data, sizes), want, 2048, cap)
+    tap = Tap(Feed(data, sizes), want, 2048, cap, 0, 0)
     out = bytearray(5000)
     k = 0
     while True:
@@ -228,7 +228,7 @@ def test_socket_reset_is_kept_and_names_a_cut_record():
                 raise OSError(104)
             return super().readinto(buf)
 
-    tap = Tap(Reset(bytes([22, 3, 3, 0, 50]) + bytes(10), [100]), None, 2048)
+    tap = Tap(Reset(bytes([22, 3, 3, 0, 50]) + bytes(10), [100]), None, 2048, 0, 0, 0)
     assert tap.readinto(bytearray(100)) == 15
     assert tap.readinto(bytearray(100)) == -104
     assert tap.sock_err == 104 and explain(tap.err)[0] == "truncated_record"

@@ -318,7 +318,7 @@ def espconn_secure_connect(e):
     if not isinstance(ip, (bytes, bytearray)) or len(ip) != 4 or not isinstance(port, int) or not 0 < port < 65536:
         _no((_T_ADDRESS,), e)
         return ESPCONN_ARG
-    c = conn.Conn(e)
+    c = conn.Conn(e, None)
     # Registered before it starts: a timer tick may step (and even close) it at once.
     e._conn = conn.client = c
     # (no Conn.connect: each method is heap from a ROMFS)

@@ -201,7 +201,7 @@ def errno(e):
 class Conn:
     """One TLS connection: a client, or the client a server accepted."""
 
-    def __init__(self, esp, listener=None):
+    def __init__(self, esp, listener):
         self.esp = esp
         self.listener = listener  # the Listener for a server-side connection
         self.level = 2 if listener is not None else 1

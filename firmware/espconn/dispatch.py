@@ -86,7 +86,7 @@ def poll():
     return len(items)
 
 
-def run(ms=-1):
+def run(ms):
     """Drive the engine for ``ms`` milliseconds (ms < 0: until nothing is open;
     0: one pass); the number of connections still open."""
     global _busy, kicked, cur
@@ -136,7 +136,7 @@ def run(ms=-1):
             time.sleep_ms(_WAIT_MS)  # type: ignore[attr-defined]
 
 
-async def wait(esp=None, timeout_ms=-1):
+async def wait(esp, timeout_ms):
     """asyncio: drive the engine until the next callback (on ``esp``, or any);
     the event's name ("connect", "recv", "sent", "disconnect", "reconnect",
     "write_finish") or None on timeout."""

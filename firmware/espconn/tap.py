@@ -110,7 +110,7 @@ def modulus(b, n):
 
 
 class Tap(io.IOBase):
-    def __init__(self, sock, want, limit, capture=0, mod=0, extra=0):
+    def __init__(self, sock, want, limit, capture, mod, extra):
         self.sock = sock
         self.mod = mod  # match mode: the leaf's modulus bytes, known from the capture
         self.extra = extra  # heap this side's own RSA key takes in the handshake (a client certificate)
