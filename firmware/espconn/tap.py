@@ -297,6 +297,10 @@ class Tap(io.IOBase):
                     return -_ECONNABORTED
                 # axTLS parses the chain and does the RSA key exchange with the leaf's key
                 # next: refused here if the heap cannot hold that (axTLS would crash the board)
+                if self.h is not None:  # first: its context goes before the heap is probed
+                    if self.h.digest() != self.want:
+                        return self.fail((_T_CHANGED,))
+                    self.h = None
                 m = self.mod or modulus(self.buf, self.certn)
                 need = _KX_HEAP + _KX_PER_BYTE * m + self.extra
                 self.buf = None
@@ -314,9 +318,5 @@ class Tap(io.IOBase):
                         return self.fail((_T_MEM_KX_BLOCK, 4 * m + 16, f))
                     b = None  # type: ignore[assignment]  # noqa: F841
                     gc.collect()
-                if self.h is not None:
-                    if self.h.digest() != self.want:
-                        return self.fail((_T_CHANGED,))
-                    self.h = None
                 self.seen = True
         return None
