@@ -129,27 +129,10 @@ def room(need=0, pieces=False, m=0):
     with ``pieces``, also the pieces wrap_socket takes in the order it takes
     them, held together: the context's (_TLS_CTX), the SSL buffer, the next
     (_TLS_NEXT), and for this side's own RSA key of ``m`` modulus bytes the
-    bigints of its private-key operation (as tap._KX_PIECES).  gc.mem_free()
-    cannot tell how the free heap is cut."""
-    gc.collect()
-    if gc.mem_free() < need:
-        return False
-    p = []  # type: list  # held together, in axTLS's order
-    try:
-        if pieces:
-            p.append(bytearray(_TLS_CTX))
-            p.append(bytearray(_TLS_CTX))
-        p.append(bytearray(_TLS_BLOCK))
-        if pieces:
-            p.append(bytearray(_TLS_NEXT))
-            for k in _tap._KX_PIECES if m else b"":
-                p.append(bytearray(k * m + 16))
-    except MemoryError:
-        return False
-    finally:
-        p = None  # type: ignore[assignment]  # noqa: F841
-        gc.collect()
-    return True
+    bigints of its private-key operation (as tap._KX_PIECES): tap.hold."""
+    if not pieces:
+        return _tap.hold((_TLS_BLOCK,), need)
+    return _tap.hold([_TLS_CTX, _TLS_CTX, _TLS_BLOCK, _TLS_NEXT] + [k * m + 16 for k in (_tap._KX_PIECES if m else b"")], need)
 
 
 def set_error(esp, err, code=0):

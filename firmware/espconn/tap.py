@@ -64,6 +64,7 @@ _KX_PER_BYTE = const(18)
 _KX_PIECES = b"\x01\x01\x01\x01\x01\x02\x01\x04\x01\x02\x02"
 _MAX_MODULUS = const(512)  # assumed when the leaf's RSA key cannot be found: RSA-4096
 _PEEK = const(1024)  # start of the Certificate message kept to find the leaf's modulus
+_STALE = const(256)  # heap a probe may leave unreturned before it counts as kept (hold)
 # Text ids of its failures (espconn/texts.py)
 _T_NOT_TLS = const(23)
 _T_EARLY = const(24)
@@ -79,6 +80,48 @@ _T_MEM_KX = const(41)
 _T_MEM_CERT = const(42)
 _T_MEM_KX_BLOCK = const(43)
 _T_MEM_TAP = const(44)
+
+
+def _take(sizes):
+    # the probe's blocks, taken in order and dropped (collected by hold(), after this frame is gone)
+    p = []  # type: list
+    try:
+        for n in sizes:
+            p.append(bytearray(n))
+    except MemoryError:
+        return False
+    finally:
+        p = None  # type: ignore[assignment]  # noqa: F841
+    return True
+
+
+def hold(sizes, need=0):
+    """True if ``need`` bytes are free and blocks of these byte sizes can be had
+    together, taken in this order (the TLS library's at the point of the call):
+    gc.mem_free() cannot tell how the free heap is cut, so they are taken, and
+    dropped.
+
+    A collection frees dropped blocks only if no stale pointer (a dead VM stack
+    slot, or the C stack under a later call) still names one, and a probe kept
+    that way took the very places the TLS library then needed: it crashed.  So
+    what is not back after the probe is probed around once more: one set kept
+    leaves the other's places free."""
+    gc.collect()
+    f = gc.mem_free()
+    if f < need:
+        return False
+    total = 0
+    for n in sizes:
+        total += n + 32  # (a bytearray's object and rounding)
+    kept = _STALE
+    for _ in (0, 1):
+        if not _take(sizes):
+            return False
+        gc.collect()
+        if f - gc.mem_free() <= kept:
+            return True
+        kept += total
+    return False
 
 
 def modulus(b, n):
@@ -311,12 +354,9 @@ class Tap(io.IOBase):
                     f = free()
                     if f < need:
                         return self.fail((_T_MEM_KX, f, need))
-                    try:  # axTLS's bigints, in the sizes and order it takes them (gc.mem_free()
-                        # cannot tell how the free heap is cut; a fragmented one crashed here)
-                        b = [bytearray(k * m + 16) for k in _KX_PIECES]
-                    except MemoryError:
+                    # axTLS's bigints, in the sizes and order it takes them (a fragmented
+                    # heap with enough free in all crashed here)
+                    if not hold([k * m + 16 for k in _KX_PIECES]):
                         return self.fail((_T_MEM_KX_BLOCK, 4 * m + 16, f))
-                    b = None  # type: ignore[assignment]  # noqa: F841
-                    gc.collect()
                 self.seen = True
         return None
