@@ -104,24 +104,20 @@ def hold(sizes, need=0):
     A collection frees dropped blocks only if no stale pointer (a dead VM stack
     slot, or the C stack under a later call) still names one, and a probe kept
     that way took the very places the TLS library then needed: it crashed.  So
-    what is not back after the probe is probed around once more: one set kept
-    leaves the other's places free."""
+    what is not back after the probe is probed around once more: the blocks must
+    fit beside the kept ones too."""
     gc.collect()
     f = gc.mem_free()
     if f < need:
         return False
-    total = 0
-    for n in sizes:
-        total += n + 32  # (a bytearray's object and rounding)
-    kept = _STALE
-    for _ in (0, 1):
-        if not _take(sizes):
-            return False
-        gc.collect()
-        if f - gc.mem_free() <= kept:
-            return True
-        kept += total
-    return False
+    if not _take(sizes):
+        return False
+    gc.collect()
+    if f - gc.mem_free() <= _STALE:
+        return True
+    ok = _take(sizes)  # (kept: then the blocks must fit again around them)
+    gc.collect()
+    return ok
 
 
 def modulus(b, n):
