@@ -137,6 +137,49 @@ def test_issuers_yields_every_match(pki):
     assert list(s.issuers(*subject(od))) == [pki.ders[1], od]
 
 
+def test_issuers_of_a_chain_in_one_scan(pki):
+    # Every store certificate that issues one of the chain's, in store order and once
+    # each, whatever the chain's order; a chain certificate that is no certificate names
+    # nothing; the rest of the store is not returned.
+    other = certs.make_cert("Store CA 001", certs.new_key(1024), is_ca=True)  # 1's subject again
+    od = certs.cert_der(other)
+    img = binfmt.image([("ca%d" % i, pki.ders[i]) for i in range(6)] + [("again", od)])
+    mem, read, reads = flash(img)
+    s = castore.CAStore(read, 0, len(mem))
+    leaf1 = certs.cert_der(certs.make_cert("leaf", pki.key, issuer=pki.cas[1], issuer_key=pki.key))
+    leaf4 = certs.cert_der(certs.make_cert("leaf", pki.key, issuer=pki.cas[4], issuer_key=pki.key))
+    assert s.issuers_of([leaf4, b"\x30\x03junk", leaf1, leaf4]) == [pki.ders[1], pki.ders[4], od]
+    assert s.issuers_of([pki.ders[3]]) == [pki.ders[3]]  # self-issued: the anchor itself
+    assert s.issuers_of([certs.cert_der(certs.make_cert("x", pki.key, issuer=pki.cas[20], issuer_key=pki.key))]) == []
+    # one scan per call once the store was checked
+    s.check()
+    del reads[:]
+    s.issuers_of([leaf1, leaf4])
+    once = len(reads)
+    del reads[:]
+    list(s)
+    assert once == len(reads)
+
+
+def test_issuers_of_gives_verify_chain_what_the_store_gives(pki):
+    # The device check verifies against this list instead of the store: same outcome.
+    from espconn import x509 as ex
+
+    root_key = pki.key
+    leaf = certs.make_cert("127.0.0.1", certs.new_key(2048), issuer=pki.cas[5], issuer_key=root_key)
+    stranger = certs.make_cert("127.0.0.1", certs.new_key(2048), issuer=pki.cas[30], issuer_key=root_key)
+    s = store_of(binfmt.image([("ca%d" % i, pki.ders[i]) for i in range(8)]))
+    got = []
+    for chain in ([certs.cert_der(leaf)], [certs.cert_der(stranger)], [certs.cert_der(leaf), pki.ders[5]]):
+        for anchors, seen in ((s, None), (s.issuers_of(chain), s.verified)):
+            try:
+                got.append(ex.verify_chain(chain, anchors, verified=seen))
+            except ex.VerifyError as e:
+                got.append(e.reason)
+    assert got == [None, None, "unknown_issuer", "unknown_issuer", None, None]
+    assert s.verified  # the anchor's own signature, checked once, remembered in the list given
+
+
 def test_scans_may_nest(pki):
     s = store_of(binfmt.image([("ca%d" % i, pki.ders[i]) for i in range(3)] + [("p", pki.pems[3] + pki.pems[4])]))
     pairs = [(a, b) for a in s for b in s]

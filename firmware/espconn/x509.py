@@ -1158,8 +1158,11 @@ def _link(cur, info, c, n, anchor, now, mode, pol, left, seen):
     return ci
 
 
-def verify_chain(certs, anchors, now=None, name=None, policy=None):
-    """Verify the peer's chain; return None or raise VerifyError (see the module docstring)."""
+def verify_chain(certs, anchors, now=None, name=None, policy=None, verified=None):
+    """Verify the peer's chain; return None or raise VerifyError (see the module docstring).
+
+    ``verified``: the list of SHA-256 of anchors whose own signature was checked
+    (as a store's ``.verified``), for anchors given as a list."""
     global _default
     pol = policy
     if pol is None:
@@ -1182,7 +1185,7 @@ def verify_chain(certs, anchors, now=None, name=None, policy=None):
                 raise _fail("clock_unset", "clock")
             mode = 2 if pol.unset_clock == "skip" else 1
     find = getattr(anchors, "issuers", None)
-    seen = getattr(anchors, "verified", None)
+    seen = verified if verified is not None else getattr(anchors, "verified", None)
     if find is None:
         lst = list(anchors)
 
